@@ -1,0 +1,269 @@
+"""Core commands: init, ingest, search, verify, stats, index rebuild."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import func, select
+
+from facesearch.cli.common import console, console_err, print_json, state_of
+from facesearch.errors import FacesearchError
+
+index_app = typer.Typer(help="Vector index maintenance.", no_args_is_help=True)
+
+
+class RateColumn(ProgressColumn):
+    """files/s and faces/s since the start."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("")
+        faces = int(task.fields.get("faces", 0))
+        return Text(f"{task.completed / elapsed:6.1f} files/s  {faces / elapsed:6.1f} faces/s  "
+                    f"{faces} faces", style="cyan")
+
+
+class RichIngestProgress:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: Any = None
+        self._faces = 0
+
+    def start(self, total: int) -> None:
+        self._task = self._progress.add_task("ingest", total=total, faces=0)
+
+    def advance(self, files: int, faces: int) -> None:
+        self._faces += faces
+        self._progress.update(self._task, advance=files, faces=self._faces)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FacesearchError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def init(ctx: typer.Context) -> None:
+    """Create a data directory (SQLite, vector index, encrypted blobs) and its key file."""
+    from facesearch.deployment import init_deployment
+
+    settings = state_of(ctx).settings()
+    key_file = init_deployment(settings)
+    console.print(f"[green]created[/] data directory {settings.home}")
+    console.print(f"[green]created[/] key file {key_file} (mode 0600)")
+    console.print("[yellow]Back up the key file separately: without it nothing in the data "
+                  "directory can be read.[/]")
+
+
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Folder (walked recursively) or image file.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: every core).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Add every face found under PATH to a collection (resumable; skips ingested files)."""
+    from facesearch.deployment import Deployment
+    from facesearch.ingest.runner import FolderIngest
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        columns = [TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), RateColumn()]
+        with Progress(*columns, console=console_err, disable=as_json) as bar:
+            summary = FolderIngest(dep, collection, workers=workers,
+                                   progress=RichIngestProgress(bar)).run(path)
+    finally:
+        dep.close()
+    data = summary.as_dict()
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"ingest into {collection!r}", show_header=False)
+    for key in ("files_seen", "ok", "no_face", "rejected", "skipped_already_ingested",
+                "duplicates", "faces", "low_quality_faces", "seconds", "files_per_s",
+                "faces_per_s"):
+        table.add_row(key.replace("_", " "), str(data[key]))
+    console.print(table)
+    if summary.rejected_files:
+        rejected = Table(title="rejected files")
+        rejected.add_column("file")
+        rejected.add_column("reason")
+        for path_, reason in summary.rejected_files[:50]:
+            rejected.add_row(path_, reason)
+        console.print(rejected)
+        if len(summary.rejected_files) > 50:
+            console.print(f"… and {len(summary.rejected_files) - 50} more (use --json)")
+
+
+def search(
+    ctx: typer.Context,
+    probe: Annotated[Path, typer.Argument(help="Probe image.")],
+    collection: Annotated[list[str] | None, typer.Option("--collection", "-c",
+                          help="Collection to search (repeatable; default: all).")] = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Candidates per probe face.")] = 10,
+    threshold: Annotated[float | None, typer.Option(help="Only candidates scoring at least "
+                         "this cosine similarity.")] = None,
+    crops: Annotated[Path | None, typer.Option(help="Write candidates' face crops here.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
+    from facesearch.deployment import Deployment
+    from facesearch.search.service import SearchService
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        service = SearchService(dep)
+        result = service.search(_read(probe), collections=collection or None, top_k=top,
+                                threshold=threshold)
+        if crops is not None:
+            crops.mkdir(parents=True, exist_ok=True)
+            for face in result.faces:
+                for cand in face.candidates:
+                    target = crops / f"probe{face.index}_rank{cand.rank:03d}_face{cand.face_id}.jpg"
+                    target.write_bytes(service.crop(cand.face_id))
+    finally:
+        dep.close()
+    if as_json:
+        print_json(result.as_dict())
+        return
+    if not result.faces:
+        console.print("no face found in the probe image")
+        return
+    for face in result.faces:
+        q = face.quality
+        table = Table(title=f"probe face {face.index} at {face.box} "
+                            f"(quality {q['score']:.2f}{', LOW' if q['low'] else ''})")
+        for col in ("rank", "score", "≥thr", "collection", "source", "box", "quality"):
+            table.add_column(col)
+        for c in face.candidates:
+            quality = f"{c.quality:.2f}" + (" low" if c.low_quality else "")
+            table.add_row(str(c.rank), f"{c.score:.4f}", "yes" if c.above_threshold else "",
+                          c.collection, c.source, str(c.box), quality)
+        console.print(table)
+    console.print(f"model {result.model_id}; threshold {result.threshold}. Candidates are leads "
+                  "for a person to review, not identifications.")
+
+
+def verify(
+    ctx: typer.Context,
+    a: Annotated[Path, typer.Argument(help="First image.")],
+    b: Annotated[Path, typer.Argument(help="Second image.")],
+    threshold: Annotated[float | None, typer.Option(help="Decision threshold (cosine).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Are the largest faces of A and B the same person? Prints score and threshold."""
+    from facesearch.search.service import verify_images
+    from facesearch.vision.decode import DecodeLimits
+    from facesearch.vision.registry import build_model
+
+    settings = state_of(ctx).settings()
+    model = build_model(settings.model, detector=settings.detector)
+    limits = DecodeLimits(settings.max_file_bytes, settings.max_image_pixels,
+                          settings.max_image_side)
+    result = verify_images(model, _read(a), _read(b), threshold=threshold, limits=limits,
+                           min_face_size=settings.min_face_size)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    verdict = "[green]likely the same person[/]" if result.same_person else \
+        "[red]likely different people[/]"
+    console.print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold}")
+    for label, face in (("A", result.face_a), ("B", result.face_b)):
+        if face["quality"]["low"]:
+            console.print(f"[yellow]warning:[/] the face in {label} is low quality "
+                          f"({'; '.join(face['quality']['reasons'])})")
+
+
+def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Collections, files, faces and index size."""
+    from facesearch.deployment import Deployment
+    from facesearch.store.models import Collection, Face, SourceFile
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        with dep.db.session() as s:
+            per = s.execute(
+                select(Collection.name, Collection.model_id,
+                       select(func.count(SourceFile.id)).where(
+                           SourceFile.collection_id == Collection.id).scalar_subquery(),
+                       select(func.count(Face.id)).where(
+                           Face.collection_id == Collection.id).scalar_subquery())
+                .order_by(Collection.name)
+            ).all()
+            by_status = dict(s.execute(select(SourceFile.status, func.count(SourceFile.id))
+                                       .group_by(SourceFile.status)).tuples().all())
+        index = dep.index
+        data = {
+            "collections": len(per),
+            "files": sum(int(r[2]) for r in per),
+            "faces": sum(int(r[3]) for r in per),
+            "index_size": index.size(),
+            "index_bytes": index.nbytes(),
+            "files_by_status": by_status,
+            "per_collection": [{"name": r[0], "model_id": r[1], "files": r[2], "faces": r[3]}
+                               for r in per],
+        }
+    finally:
+        dep.close()
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"facesearch at {dep.settings.home}")
+    for col in ("collection", "model", "files", "faces"):
+        table.add_column(col)
+    for row in data["per_collection"]:  # type: ignore[attr-defined]
+        table.add_row(row["name"], str(row["model_id"]), str(row["files"]), str(row["faces"]))
+    console.print(table)
+    console.print(f"{data['files']} files ({json.dumps(by_status)}), {data['faces']} faces; "
+                  f"index holds {data['index_size']} vectors "
+                  f"({int(data['index_bytes']) / 1e6:.1f} MB in memory)")  # type: ignore[call-overload]
+
+
+@index_app.command("rebuild")
+def index_rebuild(ctx: typer.Context) -> None:
+    """Rebuild the vector index from the database (the source of truth)."""
+    from facesearch.deployment import Deployment
+    from facesearch.index.faiss_index import FaissIndex
+    from facesearch.vision.dlib_model import EMBEDDING_SIZE, MODEL_ID
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        s = dep.settings
+        index = FaissIndex(s.index_dir, dep.keys.index, MODEL_ID, EMBEDDING_SIZE,
+                           exact_limit=s.exact_index_limit, nprobe=s.index_nprobe,
+                           rerank_factor=s.rerank_factor)
+        result = dep.sync_index(index, force=True)
+        console.print(f"rebuilt {result['rebuilt']} collection shard(s); index holds "
+                      f"{index.size()} vectors")
+    finally:
+        dep.db.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(ingest)
+    app.command()(search)
+    app.command()(verify)
+    app.command()(stats)
+    app.add_typer(index_app, name="index")
+    _ = console_err

@@ -1,0 +1,154 @@
+"""Typed settings. Precedence: command-line flags > environment (FACESEARCH_*) > the data
+directory's facesearch.toml > defaults. Secrets never come from the TOML file or a default: the
+only secret of the embedded deployment is the master key, read from a 0600 key file that lives
+outside the data directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_NAME = "facesearch"
+SETTINGS_FILE = "facesearch.toml"
+
+
+def default_home() -> Path:
+    """--home, else FACESEARCH_HOME, else the per-user data directory."""
+    env = os.environ.get("FACESEARCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_key_file(home: Path) -> Path:
+    """A per-deployment key file under the user's config directory, never inside the home."""
+    tag = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "keys" / f"{tag}.key"
+
+
+class Settings(BaseSettings):
+    """Every setting of facesearch. Each one is documented in docs/settings.md (a test checks)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="data directory")
+    key_file: Path | None = Field(
+        default=None, description="master key file (outside the data directory, mode 0600)"
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in WAL mode inside the home"
+    )
+    model: Literal["dlib", "dlib-onnx"] = Field(
+        default="dlib", description="face descriptor runtime"
+    )
+    detector: Literal["hog", "cnn", "centerface"] = Field(
+        default="hog", description="face detector"
+    )
+    workers: int = Field(default=0, ge=0, description="ingest worker processes; 0 = every core")
+    embed_batch_size: int = Field(default=32, ge=1, le=1024, description="faces per embed call")
+    max_file_bytes: int = Field(default=50_000_000, ge=1, description="largest accepted file")
+    max_image_pixels: int = Field(
+        default=60_000_000, ge=1, description="largest accepted image (pixels)"
+    )
+    max_image_side: int = Field(default=20_000, ge=1, description="largest accepted image side")
+    store_images: bool = Field(
+        default=True, description="keep an encrypted copy of each ingested image"
+    )
+    min_face_size: int = Field(
+        default=60, ge=1, description="faces smaller than this (px) are marked low quality"
+    )
+    exact_index_limit: int = Field(
+        default=20_000,
+        ge=1,
+        description="a collection with more faces than this uses the approximate index",
+    )
+    index_nprobe: int = Field(default=16, ge=1, description="IVF lists probed per search")
+    rerank_factor: int = Field(
+        default=10, ge=1, description="short list size as a multiple of k for exact re-rank"
+    )
+
+    # -- the service (facesearch serve) ----------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="address the service binds to")
+    port: int = Field(default=8600, ge=1, le=65535, description="port the service listens on")
+    public_url: str | None = Field(
+        default=None, description="external base URL used in enrolment and invitation links"
+    )
+    tls_cert: Path | None = Field(default=None, description="TLS certificate chain (PEM)")
+    tls_key: Path | None = Field(default=None, description="TLS private key (PEM, mode 0600)")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-* headers are believed",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS (never '*')"
+    )
+    debug: bool = Field(default=False, description="debug mode (never in production)")
+    max_request_bytes: int = Field(
+        default=25_000_000, ge=1024, description="largest accepted request body"
+    )
+    session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
+    session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
+    max_platform_admins: int = Field(
+        default=2, ge=1, description="the doctor warns above this many platform administrators"
+    )
+    log_file: Path | None = Field(default=None, description="service log file")
+    backup_dir: Path | None = Field(default=None, description="where backups are written")
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return (self.key_file or default_key_file(self.home)).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "facesearch.db"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.home / SETTINGS_FILE
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.db_path}"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
+
+
+def read_settings_file(home: Path) -> dict[str, Any]:
+    path = home / SETTINGS_FILE
+    if not path.exists():
+        return {}
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return dict(data.get("settings", {}))
+
+
+def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a data directory; TOML values apply where the environment sets nothing."""
+    resolved_home = (home or default_home()).expanduser()
+    file_values = read_settings_file(resolved_home)
+    env_set = {
+        name
+        for name in Settings.model_fields
+        if f"FACESEARCH_{name.upper()}" in os.environ
+    }
+    values: dict[str, Any] = {k: v for k, v in file_values.items() if k not in env_set}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["home"] = resolved_home
+    return Settings(**values)

@@ -1,0 +1,112 @@
+"""Envelope of the data directory's secrets: one master key in a key file, sub-keys by purpose.
+
+The key file lives outside the data directory (0600). From its 32-byte master key we derive, with
+HKDF-SHA256, one sub-key per purpose so that a leak of one derived value says nothing about the
+others. Everything that reaches disk inside the data directory and could identify a person
+(images, face crops, embeddings, the vector index) is sealed with AES-256-GCM; the associated data
+binds each ciphertext to what it is (a blob id, a face id), so ciphertexts cannot be swapped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from facesearch.errors import ConfigError
+
+KEY_FILE_VERSION = 1
+NONCE_SIZE = 12
+_MAGIC = b"FSE1"  # facesearch sealed envelope, version 1
+
+
+def _derive(master: bytes, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+        master
+    )
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """AES-256-GCM with a random nonce. Output: magic | nonce | ciphertext+tag."""
+
+    key: bytes
+
+    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        nonce = os.urandom(NONCE_SIZE)
+        return _MAGIC + nonce + AESGCM(self.key).encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes = b"") -> bytes:
+        if not sealed.startswith(_MAGIC):
+            raise ValueError("not a facesearch sealed value")
+        nonce = sealed[len(_MAGIC) : len(_MAGIC) + NONCE_SIZE]
+        return AESGCM(self.key).decrypt(nonce, sealed[len(_MAGIC) + NONCE_SIZE :], aad)
+
+
+class KeyRing:
+    """The sub-keys of one deployment, derived from the master key in its key file."""
+
+    def __init__(self, master: bytes, key_id: str) -> None:
+        if len(master) != 32:
+            raise ConfigError("the master key must be 32 bytes")
+        self.key_id = key_id
+        self.blobs = Sealer(_derive(master, "facesearch/blobs/v1"))
+        self.embeddings = Sealer(_derive(master, "facesearch/embeddings/v1"))
+        self.index = Sealer(_derive(master, "facesearch/index/v1"))
+        self.secrets = Sealer(_derive(master, "facesearch/secrets/v1"))
+        self._hash_key = _derive(master, "facesearch/content-hash/v1")
+        self._check = _derive(master, "facesearch/key-check/v1")
+
+    def content_hash(self, data: bytes) -> str:
+        """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""
+        return hmac.new(self._hash_key, data, hashlib.sha256).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """A value stored in the data directory to detect the wrong key file early."""
+        return hashlib.sha256(self._check).hexdigest()[:32]
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        if not path.exists():
+            raise ConfigError(f"key file {path} not found (run `facesearch init`)")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"key file {path} is readable by others (mode {mode:o}); run chmod 600 {path}"
+            )
+        try:
+            doc = json.loads(path.read_text())
+            master = base64.b64decode(doc["master_key"])
+            key_id = str(doc["key_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"key file {path} is not a facesearch key file") from exc
+        return cls(master, key_id)
+
+    @staticmethod
+    def create(path: Path) -> KeyRing:
+        """Write a new key file with 0600 permissions; refuse to overwrite an existing one."""
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        master = secrets.token_bytes(32)
+        key_id = secrets.token_hex(8)
+        doc = {
+            "version": KEY_FILE_VERSION,
+            "key_id": key_id,
+            "master_key": base64.b64encode(master).decode(),
+            "note": "facesearch master key: keep it outside the data directory and back it up "
+            "separately; without it the data directory cannot be read.",
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+        return KeyRing(master, key_id)

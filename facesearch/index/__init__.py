@@ -1,0 +1,1 @@
+"""Vector indexes. The database is the source of truth: an index can always be rebuilt from it."""

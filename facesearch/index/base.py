@@ -1,0 +1,52 @@
+"""The `VectorIndex` protocol: what ingest and search need from any ANN engine (FAISS, Milvus)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Hit:
+    face_id: int
+    score: float
+    collection_id: int
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """What an index holds for one collection: used to check it against the database."""
+
+    count: int
+    max_id: int
+
+
+class VectorIndex(Protocol):
+    model_id: str
+    dim: int
+
+    def add(
+        self, collection_id: int, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
+    ) -> None: ...
+
+    def remove(self, collection_id: int, ids: Sequence[int]) -> None: ...
+
+    def drop_collection(self, collection_id: int) -> None: ...
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int, collections: Sequence[int]
+    ) -> list[list[Hit]]: ...
+
+    def state(self, collection_id: int) -> ShardState: ...
+
+    def collections(self) -> list[int]: ...
+
+    def size(self) -> int: ...
+
+    def nbytes(self) -> int: ...
+
+    def save(self) -> None: ...

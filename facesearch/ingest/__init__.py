@@ -1,0 +1,1 @@
+"""Ingest: sources, resumable jobs, dedupe by content hash, provenance on every face."""

@@ -1,0 +1,323 @@
+"""Resumable folder ingest: parallel analysis in worker processes, storage in this process.
+
+Each chunk of files is committed in one transaction (files and their faces together), after its
+blobs are written. A crash or Ctrl-C therefore loses at most the chunks in flight, and a rerun
+skips every committed file (by path, size and time, then by keyed content hash), so counts end
+exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from sqlalchemy import select
+
+from facesearch.deployment import Deployment
+from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.ingest.walker import FoundFile, walk_images
+from facesearch.ingest.worker import (
+    FileResult,
+    WorkerConfig,
+    analyse_chunk,
+    init_worker,
+    process_chunk,
+)
+from facesearch.store.models import Collection, Face, IngestJob, SourceFile, embedding_aad, utcnow
+from facesearch.vision.decode import DecodeLimits
+
+CHUNK_FILES = 4
+
+
+class IngestProgress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, files: int, faces: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, files: int, faces: int) -> None:
+        pass
+
+
+@dataclass
+class IngestSummary:
+    collection: str
+    job_id: int
+    files_seen: int = 0
+    ok: int = 0
+    no_face: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    faces: int = 0
+    low_quality_faces: int = 0
+    seconds: float = 0.0
+    rejected_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.no_face + self.rejected
+
+    def as_dict(self) -> dict[str, object]:
+        secs = max(self.seconds, 1e-9)
+        return {
+            "collection": self.collection,
+            "job_id": self.job_id,
+            "files_seen": self.files_seen,
+            "ok": self.ok,
+            "no_face": self.no_face,
+            "rejected": self.rejected,
+            "skipped_already_ingested": self.skipped,
+            "duplicates": self.duplicates,
+            "faces": self.faces,
+            "low_quality_faces": self.low_quality_faces,
+            "seconds": round(self.seconds, 2),
+            "files_per_s": round(self.processed / secs, 2),
+            "faces_per_s": round(self.faces / secs, 2),
+            "rejected_files": [{"path": p, "reason": r} for p, r in self.rejected_files],
+        }
+
+
+def get_or_create_collection(dep: Deployment, name: str) -> int:
+    if not name or len(name) > 200:
+        raise FacesearchError("a collection name must have 1 to 200 characters")
+    with dep.db.session() as s:
+        existing = s.scalar(select(Collection).where(Collection.name == name))
+        if existing is not None:
+            if existing.model_id and existing.model_id != dep.model.model_id:
+                raise ModelMismatchError(
+                    f"collection {name!r} holds {existing.model_id} embeddings; this deployment "
+                    f"is set to {dep.model.model_id}, and one index never mixes two models"
+                )
+            return existing.id
+        collection = Collection(name=name, model_id=dep.model.model_id)
+        s.add(collection)
+        s.flush()
+        return collection.id
+
+
+class FolderIngest:
+    def __init__(
+        self,
+        dep: Deployment,
+        collection: str,
+        *,
+        workers: int | None = None,
+        progress: IngestProgress | None = None,
+    ) -> None:
+        self.dep = dep
+        self.collection_name = collection
+        self.workers = workers if workers is not None else dep.settings.worker_count
+        self.progress = progress or _NoProgress()
+        settings = dep.settings
+        self.config = WorkerConfig(
+            model=settings.model,
+            detector=settings.detector,
+            limits=DecodeLimits(settings.max_file_bytes, settings.max_image_pixels,
+                                settings.max_image_side),
+            min_face_size=settings.min_face_size,
+            batch_size=settings.embed_batch_size,
+        )
+
+    # -- planning -----------------------------------------------------------------------------
+    def _known(self, collection_id: int) -> tuple[set[tuple[str, int, float | None]], set[str]]:
+        with self.dep.db.session() as s:
+            rows = s.execute(
+                select(SourceFile.source, SourceFile.byte_size, SourceFile.mtime,
+                       SourceFile.content_hash).where(SourceFile.collection_id == collection_id)
+            ).all()
+        return {(r[0], r[1], r[2]) for r in rows}, {r[3] for r in rows}
+
+    def run(self, root: Path) -> IngestSummary:
+        root = root.expanduser()
+        if not root.exists():
+            raise FacesearchError(f"{root} does not exist")
+        model = self.dep.model
+        _ = self.dep.index  # load and reconcile with the database before adding to it
+        collection_id = get_or_create_collection(self.dep, self.collection_name)
+        with self.dep.db.session() as s:
+            job = IngestJob(collection_id=collection_id, source=str(root.resolve()),
+                            status="running", counts={})
+            s.add(job)
+            s.flush()
+            job_id = job.id
+        summary = IngestSummary(self.collection_name, job_id)
+        started = time.perf_counter()
+        files = list(walk_images(root))
+        summary.files_seen = len(files)
+        known_stat, known_hashes = self._known(collection_id)
+        self.progress.start(len(files))
+        status = "interrupted"
+        try:
+            chunks = self._chunks(files, known_stat, known_hashes, summary)
+            if self.workers <= 1:
+                for meta, items in chunks:
+                    self._commit(collection_id, job_id, meta,
+                                 analyse_chunk(model, self.config, items), summary)
+            else:
+                self._run_pool(collection_id, job_id, chunks, summary)
+            status = "done"
+        finally:
+            summary.seconds = time.perf_counter() - started
+            self.dep.index.save()
+            with self.dep.db.session() as s:
+                job_row = s.get(IngestJob, job_id)
+                if job_row is not None:
+                    job_row.status = status
+                    job_row.finished_at = utcnow()
+                    job_row.counts = {k: v for k, v in summary.as_dict().items()
+                                      if isinstance(v, int | float)}
+        return summary
+
+    def _chunks(
+        self,
+        files: list[FoundFile],
+        known_stat: set[tuple[str, int, float | None]],
+        known_hashes: set[str],
+        summary: IngestSummary,
+    ) -> Iterator[tuple[dict[int, tuple[FoundFile, str, bytes]], list[tuple[int, bytes]]]]:
+        """Read and hash files in this process; yield chunks of new content for the workers."""
+        meta: dict[int, tuple[FoundFile, str, bytes]] = {}
+        items: list[tuple[int, bytes]] = []
+        for key, found in enumerate(files):
+            source = str(found.path.resolve())
+            if (source, found.size, found.mtime) in known_stat:
+                summary.skipped += 1
+                self.progress.advance(1, 0)
+                continue
+            try:
+                data = found.path.read_bytes()
+            except OSError as exc:
+                summary.rejected += 1
+                summary.rejected_files.append((source, f"unreadable: {exc.strerror}"))
+                self.progress.advance(1, 0)
+                continue
+            digest = self.dep.keys.content_hash(data)
+            if digest in known_hashes:
+                summary.duplicates += 1
+                self.progress.advance(1, 0)
+                continue
+            known_hashes.add(digest)
+            meta[key] = (found, digest, data)
+            items.append((key, data))
+            if len(items) >= CHUNK_FILES:
+                yield meta, items
+                meta, items = {}, []
+        if items:
+            yield meta, items
+
+    def _run_pool(
+        self,
+        collection_id: int,
+        job_id: int,
+        chunks: Iterator[tuple[dict[int, tuple[FoundFile, str, bytes]], list[tuple[int, bytes]]]],
+        summary: IngestSummary,
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        max_in_flight = self.workers * 3
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
+                                 initargs=(self.config,)) as pool:
+            in_flight: dict[Future[list[FileResult]], dict[int, tuple[FoundFile, str, bytes]]] = {}
+            try:
+                for meta, items in chunks:
+                    in_flight[pool.submit(process_chunk, items)] = meta
+                    while len(in_flight) >= max_in_flight:
+                        self._drain(in_flight, collection_id, job_id, summary, FIRST_COMPLETED)
+                while in_flight:
+                    self._drain(in_flight, collection_id, job_id, summary, FIRST_COMPLETED)
+            except BaseException:
+                for fut in in_flight:
+                    fut.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _drain(
+        self,
+        in_flight: dict[Future[list[FileResult]], dict[int, tuple[FoundFile, str, bytes]]],
+        collection_id: int,
+        job_id: int,
+        summary: IngestSummary,
+        how: str,
+    ) -> None:
+        done, _ = wait(list(in_flight), return_when=how)
+        for fut in done:
+            meta = in_flight.pop(fut)
+            self._commit(collection_id, job_id, meta, fut.result(), summary)
+
+    # -- storage ------------------------------------------------------------------------------
+    def _commit(
+        self,
+        collection_id: int,
+        job_id: int,
+        meta: dict[int, tuple[FoundFile, str, bytes]],
+        results: list[FileResult],
+        summary: IngestSummary,
+    ) -> None:
+        dep = self.dep
+        model = dep.model
+        store_images = dep.settings.store_images
+        new_ids: list[int] = []
+        new_vecs: list[bytes] = []
+        faces_added = 0
+        with dep.db.session() as s:
+            pending: list[tuple[SourceFile, FileResult]] = []
+            for result in results:
+                found, digest, data = meta[result.key]
+                source = str(found.path.resolve())
+                image_blob = None
+                if result.status != "rejected" and store_images:
+                    image_blob = dep.blobs.put(data)
+                row = SourceFile(
+                    collection_id=collection_id, job_id=job_id, source=source,
+                    source_kind="file", content_hash=digest, byte_size=len(data), mtime=found.mtime,
+                    width=result.width, height=result.height, format=result.format,
+                    status=result.status, reason=result.reason, face_count=len(result.faces),
+                    image_blob=image_blob,
+                )
+                s.add(row)
+                pending.append((row, result))
+            s.flush()
+            for row, result in pending:
+                for index, face in enumerate(result.faces):
+                    vec = face.embedding
+                    sealed = dep.keys.embeddings.seal(
+                        vec, embedding_aad(row.id, index, model.model_id)
+                    )
+                    face_row = Face(
+                        file_id=row.id, collection_id=collection_id, face_index=index,
+                        model_id=model.model_id, runtime=model.runtime,
+                        detector=model.detector_name,
+                        left=face.box[0], top=face.box[1], right=face.box[2],
+                        bottom=face.box[3], landmarks=face.landmarks,
+                        confidence=face.confidence, quality=float(face.quality["score"]),
+                        quality_detail=face.quality, low_quality=face.low_quality,
+                        embedding=sealed, crop_blob=dep.blobs.put(face.crop_jpeg),
+                    )
+                    s.add(face_row)
+                    s.flush()
+                    new_ids.append(face_row.id)
+                    new_vecs.append(vec)
+                    faces_added += 1
+                    summary.low_quality_faces += int(face.low_quality)
+                if result.status == "ok":
+                    summary.ok += 1
+                elif result.status == "no_face":
+                    summary.no_face += 1
+                else:
+                    summary.rejected += 1
+                    summary.rejected_files.append((row.source, result.reason or "rejected"))
+        summary.faces += faces_added
+        if new_ids:
+            vectors = np.frombuffer(b"".join(new_vecs), dtype=np.float32).reshape(len(new_ids), -1)
+            dep.index.add(collection_id, np.asarray(new_ids, dtype=np.int64), vectors)
+        self.progress.advance(len(results), faces_added)

@@ -1,0 +1,111 @@
+"""Work done in ingest worker processes: decode, detect, align, judge, embed (in a batch per
+chunk of files), encode crops. Returns plain data; the parent process owns storage."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facesearch.errors import ImageRejected
+from facesearch.vision.decode import DecodeLimits, decode_image, encode_jpeg
+from facesearch.vision.model import FaceModel
+from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
+from facesearch.vision.registry import build_model
+
+
+@dataclass
+class FaceResult:
+    box: list[int]
+    landmarks: list[list[float]]
+    confidence: float
+    quality: dict[str, Any]
+    low_quality: bool
+    embedding: bytes
+    crop_jpeg: bytes
+
+
+@dataclass
+class FileResult:
+    key: int
+    status: str  # ok | no_face | rejected
+    reason: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    faces: list[FaceResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: str
+    detector: str
+    limits: DecodeLimits
+    min_face_size: int
+    batch_size: int
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+_MODEL: FaceModel | None = None
+_CONFIG: WorkerConfig | None = None
+
+
+def init_worker(config: WorkerConfig) -> None:
+    """Runs once per worker process: the parent handles Ctrl-C, workers ignore it."""
+    global _MODEL, _CONFIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _CONFIG = config
+    _MODEL = build_model(config.model, detector=config.detector, **config.model_options)
+
+
+def process_chunk(items: list[tuple[int, bytes]]) -> list[FileResult]:
+    assert _MODEL is not None and _CONFIG is not None, "worker not initialised"
+    return analyse_chunk(_MODEL, _CONFIG, items)
+
+
+def analyse_chunk(
+    model: FaceModel, config: WorkerConfig, items: list[tuple[int, bytes]]
+) -> list[FileResult]:
+    results: list[FileResult] = []
+    pending: list[tuple[FileResult, list[AnalysedFace]]] = []
+    for key, data in items:
+        try:
+            decoded = decode_image(data, config.limits)
+        except ImageRejected as exc:
+            results.append(FileResult(key, "rejected", reason=f"{exc.reason}: {exc.detail}"))
+            continue
+        result = FileResult(
+            key, "ok", width=decoded.width, height=decoded.height, format=decoded.format
+        )
+        try:
+            faces = analyse(model, decoded.pixels, min_face_size=config.min_face_size)
+        except Exception as exc:  # noqa: BLE001 - one bad image must never stop the job
+            results.append(FileResult(key, "rejected", reason=f"analysis_failed: {exc}"))
+            continue
+        if not faces:
+            result.status = "no_face"
+            results.append(result)
+            continue
+        pending.append((result, faces))
+        results.append(result)
+    all_faces = [f for _, faces in pending for f in faces]
+    vectors = embed_faces(model, all_faces, config.batch_size)
+    row = 0
+    for result, faces in pending:
+        for face in faces:
+            det = face.detection
+            result.faces.append(
+                FaceResult(
+                    box=det.box.as_list(),
+                    landmarks=[[x, y] for x, y in det.landmarks],
+                    confidence=float(det.confidence),
+                    quality=face.quality.as_dict(),
+                    low_quality=face.quality.low,
+                    embedding=np.ascontiguousarray(vectors[row], dtype=np.float32).tobytes(),
+                    crop_jpeg=encode_jpeg(face.crop, quality=90),
+                )
+            )
+            row += 1
+    return results

@@ -1,0 +1,1 @@
+"""Search: probe → faces → candidates with scores and provenance; verify (1:1)."""

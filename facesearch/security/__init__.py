@@ -1,0 +1,1 @@
+"""Security: accounts, passwords, second factor, sessions, API keys, roles, tenancy, audit."""

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models and repositories, Alembic migrations, the encrypted blob store."""

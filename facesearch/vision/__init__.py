@@ -1,0 +1,1 @@
+"""Vision: decoding, detection, alignment, embedding and quality. No database, no web, no network."""
