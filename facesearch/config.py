@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=0, ge=0, description="ingest worker processes; 0 = every core")
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="faces per embed call")
+    onnx_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime threads per model; 0 = one per core"
+    )
+    onnx_providers: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="ONNX Runtime execution provider: auto = CUDA when available, else CPU",
+    )
     max_file_bytes: int = Field(default=50_000_000, ge=1, description="largest accepted file")
     max_image_pixels: int = Field(
         default=60_000_000, ge=1, description="largest accepted image (pixels)"
@@ -143,11 +150,7 @@ def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a data directory; TOML values apply where the environment sets nothing."""
     resolved_home = (home or default_home()).expanduser()
     file_values = read_settings_file(resolved_home)
-    env_set = {
-        name
-        for name in Settings.model_fields
-        if f"FACESEARCH_{name.upper()}" in os.environ
-    }
+    env_set = {name for name in Settings.model_fields if f"FACESEARCH_{name.upper()}" in os.environ}
     values: dict[str, Any] = {k: v for k, v in file_values.items() if k not in env_set}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["home"] = resolved_home

@@ -110,3 +110,11 @@ class KeyRing:
         with os.fdopen(fd, "w") as fh:
             json.dump(doc, fh, indent=2)
         return KeyRing(master, key_id)
+
+    def audit_signing_seed(self) -> bytes:
+        """The 32-byte Ed25519 seed that signs audit exports.
+
+        Derived with HKDF-SHA256 (its own purpose label) from the secrets sub-key, itself derived
+        from the master key, so it is as secret as the master key, is never stored, and is the
+        same for every process of the deployment. The public half goes into each export."""
+        return _derive(self.secrets.key, "facesearch/audit-signing/v1")

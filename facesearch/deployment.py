@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from facesearch.config import SETTINGS_FILE, Settings
+from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.faiss_index import FaissIndex
@@ -104,8 +104,11 @@ class Deployment:
 
     @cached_property
     def model(self) -> FaceModel:
-        return build_model(self.settings.model, detector=self.settings.detector,
-                           batch_size=self.settings.embed_batch_size)
+        return build_model(
+            self.settings.model,
+            detector=self.settings.detector,
+            batch_size=self.settings.embed_batch_size,
+        )
 
     @cached_property
     def index(self) -> FaissIndex:
@@ -128,7 +131,11 @@ class Deployment:
         return np.frombuffer(raw, dtype=np.float32)
 
     def sync_index(
-        self, index: FaissIndex, *, force: bool = False, on_progress: Callable[[int], None] | None = None
+        self,
+        index: FaissIndex,
+        *,
+        force: bool = False,
+        on_progress: Callable[[int], None] | None = None,
     ) -> dict[str, int]:
         """Make the index agree with the database: catch up new faces, rebuild diverged shards."""
         stats = {"caught_up": 0, "rebuilt": 0, "dropped": 0}
@@ -149,13 +156,16 @@ class Deployment:
                     continue
                 newer = 0
                 if not force and state.count:
-                    newer = s.scalar(
-                        select(func.count(Face.id)).where(
-                            Face.collection_id == cid,
-                            Face.model_id == index.model_id,
-                            Face.id > state.max_id,
+                    newer = (
+                        s.scalar(
+                            select(func.count(Face.id)).where(
+                                Face.collection_id == cid,
+                                Face.model_id == index.model_id,
+                                Face.id > state.max_id,
+                            )
                         )
-                    ) or 0
+                        or 0
+                    )
                 catch_up = not force and state.count and state.count + newer == count
                 after = state.max_id if catch_up else 0
                 ids, vectors = self._embeddings_of(s, cid, index.model_id, after, on_progress)
@@ -169,7 +179,11 @@ class Deployment:
         return stats
 
     def _embeddings_of(
-        self, s: object, collection_id: int, model_id: str, after_id: int,
+        self,
+        s: object,
+        collection_id: int,
+        model_id: str,
+        after_id: int,
         on_progress: Callable[[int], None] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         from sqlalchemy.orm import Session
@@ -179,8 +193,9 @@ class Deployment:
         vectors: list[np.ndarray] = []
         query = (
             select(Face.id, Face.file_id, Face.face_index, Face.embedding)
-            .where(Face.collection_id == collection_id, Face.model_id == model_id,
-                   Face.id > after_id)
+            .where(
+                Face.collection_id == collection_id, Face.model_id == model_id, Face.id > after_id
+            )
             .order_by(Face.id)
             .execution_options(yield_per=5000)
         )
@@ -204,8 +219,11 @@ class Deployment:
         with self.db.session() as s:
             if not names:
                 return list(s.scalars(select(Collection.id)))
-            found = dict(s.execute(select(Collection.name, Collection.id)
-                                   .where(Collection.name.in_(names))).tuples().all())
+            found = dict(
+                s.execute(
+                    select(Collection.name, Collection.id).where(Collection.name.in_(names))
+                ).all()
+            )
         missing = sorted(set(names) - set(found))
         if missing:
             raise NotFoundError(f"no collection named {', '.join(missing)}")

@@ -32,8 +32,11 @@ def root(
     ] = None,
     key_file: Annotated[
         Path | None,
-        typer.Option("--key-file", help="Master key file (default: $FACESEARCH_KEY_FILE, else "
-                     "the per-user config directory)."),
+        typer.Option(
+            "--key-file",
+            help="Master key file (default: $FACESEARCH_KEY_FILE, else "
+            "the per-user config directory).",
+        ),
     ] = None,
 ) -> None:
     ctx.obj = CliState(home=home, key_file=key_file)
@@ -44,7 +47,12 @@ def _register() -> None:
 
     core.register(app)
     eval_cmd.register(app)
-    for name in ("service", "audit_cmd", "remote", "doctor_cmd"):  # optional groups added by later modules
+    for name in (
+        "service",
+        "audit_cmd",
+        "remote",
+        "doctor_cmd",
+    ):  # optional groups added by later modules
         try:
             module = __import__(f"facesearch.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

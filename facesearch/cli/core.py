@@ -35,8 +35,11 @@ class RateColumn(ProgressColumn):
         if elapsed <= 0:
             return Text("")
         faces = int(task.fields.get("faces", 0))
-        return Text(f"{task.completed / elapsed:6.1f} files/s  {faces / elapsed:6.1f} faces/s  "
-                    f"{faces} faces", style="cyan")
+        return Text(
+            f"{task.completed / elapsed:6.1f} files/s  {faces / elapsed:6.1f} faces/s  "
+            f"{faces} faces",
+            style="cyan",
+        )
 
 
 class RichIngestProgress:
@@ -68,16 +71,19 @@ def init(ctx: typer.Context) -> None:
     key_file = init_deployment(settings)
     console.print(f"[green]created[/] data directory {settings.home}")
     console.print(f"[green]created[/] key file {key_file} (mode 0600)")
-    console.print("[yellow]Back up the key file separately: without it nothing in the data "
-                  "directory can be read.[/]")
+    console.print(
+        "[yellow]Back up the key file separately: without it nothing in the data "
+        "directory can be read.[/]"
+    )
 
 
 def ingest(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Folder (walked recursively) or image file.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: every core).")]
-    = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: every core).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add every face found under PATH to a collection (resumable; skips ingested files)."""
@@ -86,11 +92,18 @@ def ingest(
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
-        columns = [TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), RateColumn()]
+        columns = [
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            RateColumn(),
+        ]
         with Progress(*columns, console=console_err, disable=as_json) as bar:
-            summary = FolderIngest(dep, collection, workers=workers,
-                                   progress=RichIngestProgress(bar)).run(path)
+            summary = FolderIngest(
+                dep, collection, workers=workers, progress=RichIngestProgress(bar)
+            ).run(path)
     finally:
         dep.close()
     data = summary.as_dict()
@@ -98,9 +111,19 @@ def ingest(
         print_json(data)
         return
     table = Table(title=f"ingest into {collection!r}", show_header=False)
-    for key in ("files_seen", "ok", "no_face", "rejected", "skipped_already_ingested",
-                "duplicates", "faces", "low_quality_faces", "seconds", "files_per_s",
-                "faces_per_s"):
+    for key in (
+        "files_seen",
+        "ok",
+        "no_face",
+        "rejected",
+        "skipped_already_ingested",
+        "duplicates",
+        "faces",
+        "low_quality_faces",
+        "seconds",
+        "files_per_s",
+        "faces_per_s",
+    ):
         table.add_row(key.replace("_", " "), str(data[key]))
     console.print(table)
     if summary.rejected_files:
@@ -117,13 +140,15 @@ def ingest(
 def search(
     ctx: typer.Context,
     probe: Annotated[Path, typer.Argument(help="Probe image.")],
-    collection: Annotated[list[str] | None, typer.Option("--collection", "-c",
-                          help="Collection to search (repeatable; default: all).")] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", "-c", help="Collection to search (repeatable; default: all)."),
+    ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="Candidates per probe face.")] = 10,
-    threshold: Annotated[float | None, typer.Option(help="Only candidates scoring at least "
-                         "this cosine similarity.")] = None,
-    crops: Annotated[Path | None, typer.Option(help="Write candidates' face crops here.")]
-    = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Only candidates scoring at least this cosine similarity.")
+    ] = None,
+    crops: Annotated[Path | None, typer.Option(help="Write candidates' face crops here.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
@@ -133,8 +158,9 @@ def search(
     dep = Deployment.open(state_of(ctx).settings())
     try:
         service = SearchService(dep)
-        result = service.search(_read(probe), collections=collection or None, top_k=top,
-                                threshold=threshold)
+        result = service.search(
+            _read(probe), collections=collection or None, top_k=top, threshold=threshold
+        )
         if crops is not None:
             crops.mkdir(parents=True, exist_ok=True)
             for face in result.faces:
@@ -151,17 +177,28 @@ def search(
         return
     for face in result.faces:
         q = face.quality
-        table = Table(title=f"probe face {face.index} at {face.box} "
-                            f"(quality {q['score']:.2f}{', LOW' if q['low'] else ''})")
+        table = Table(
+            title=f"probe face {face.index} at {face.box} "
+            f"(quality {q['score']:.2f}{', LOW' if q['low'] else ''})"
+        )
         for col in ("rank", "score", "≥thr", "collection", "source", "box", "quality"):
             table.add_column(col)
         for c in face.candidates:
             quality = f"{c.quality:.2f}" + (" low" if c.low_quality else "")
-            table.add_row(str(c.rank), f"{c.score:.4f}", "yes" if c.above_threshold else "",
-                          c.collection, c.source, str(c.box), quality)
+            table.add_row(
+                str(c.rank),
+                f"{c.score:.4f}",
+                "yes" if c.above_threshold else "",
+                c.collection,
+                c.source,
+                str(c.box),
+                quality,
+            )
         console.print(table)
-    console.print(f"model {result.model_id}; threshold {result.threshold}. Candidates are leads "
-                  "for a person to review, not identifications.")
+    console.print(
+        f"model {result.model_id}; threshold {result.threshold}. Candidates are leads "
+        "for a person to review, not identifications."
+    )
 
 
 def verify(
@@ -178,20 +215,32 @@ def verify(
 
     settings = state_of(ctx).settings()
     model = build_model(settings.model, detector=settings.detector)
-    limits = DecodeLimits(settings.max_file_bytes, settings.max_image_pixels,
-                          settings.max_image_side)
-    result = verify_images(model, _read(a), _read(b), threshold=threshold, limits=limits,
-                           min_face_size=settings.min_face_size)
+    limits = DecodeLimits(
+        settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
+    )
+    result = verify_images(
+        model,
+        _read(a),
+        _read(b),
+        threshold=threshold,
+        limits=limits,
+        min_face_size=settings.min_face_size,
+    )
     if as_json:
         print_json(result.as_dict())
         return
-    verdict = "[green]likely the same person[/]" if result.same_person else \
-        "[red]likely different people[/]"
+    verdict = (
+        "[green]likely the same person[/]"
+        if result.same_person
+        else "[red]likely different people[/]"
+    )
     console.print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold}")
     for label, face in (("A", result.face_a), ("B", result.face_b)):
         if face["quality"]["low"]:
-            console.print(f"[yellow]warning:[/] the face in {label} is low quality "
-                          f"({'; '.join(face['quality']['reasons'])})")
+            console.print(
+                f"[yellow]warning:[/] the face in {label} is low quality "
+                f"({'; '.join(face['quality']['reasons'])})"
+            )
 
 
 def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -203,15 +252,22 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     try:
         with dep.db.session() as s:
             per = s.execute(
-                select(Collection.name, Collection.model_id,
-                       select(func.count(SourceFile.id)).where(
-                           SourceFile.collection_id == Collection.id).scalar_subquery(),
-                       select(func.count(Face.id)).where(
-                           Face.collection_id == Collection.id).scalar_subquery())
-                .order_by(Collection.name)
+                select(
+                    Collection.name,
+                    Collection.model_id,
+                    select(func.count(SourceFile.id))
+                    .where(SourceFile.collection_id == Collection.id)
+                    .scalar_subquery(),
+                    select(func.count(Face.id))
+                    .where(Face.collection_id == Collection.id)
+                    .scalar_subquery(),
+                ).order_by(Collection.name)
             ).all()
-            by_status = dict(s.execute(select(SourceFile.status, func.count(SourceFile.id))
-                                       .group_by(SourceFile.status)).tuples().all())
+            by_status = dict(
+                s.execute(
+                    select(SourceFile.status, func.count(SourceFile.id)).group_by(SourceFile.status)
+                ).all()
+            )
         index = dep.index
         data = {
             "collections": len(per),
@@ -220,8 +276,9 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
             "index_size": index.size(),
             "index_bytes": index.nbytes(),
             "files_by_status": by_status,
-            "per_collection": [{"name": r[0], "model_id": r[1], "files": r[2], "faces": r[3]}
-                               for r in per],
+            "per_collection": [
+                {"name": r[0], "model_id": r[1], "files": r[2], "faces": r[3]} for r in per
+            ],
         }
     finally:
         dep.close()
@@ -234,9 +291,11 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     for row in data["per_collection"]:  # type: ignore[attr-defined]
         table.add_row(row["name"], str(row["model_id"]), str(row["files"]), str(row["faces"]))
     console.print(table)
-    console.print(f"{data['files']} files ({json.dumps(by_status)}), {data['faces']} faces; "
-                  f"index holds {data['index_size']} vectors "
-                  f"({int(data['index_bytes']) / 1e6:.1f} MB in memory)")  # type: ignore[call-overload]
+    console.print(
+        f"{data['files']} files ({json.dumps(by_status)}), {data['faces']} faces; "
+        f"index holds {data['index_size']} vectors "
+        f"({int(data['index_bytes']) / 1e6:.1f} MB in memory)"
+    )  # type: ignore[call-overload]
 
 
 @index_app.command("rebuild")
@@ -249,12 +308,19 @@ def index_rebuild(ctx: typer.Context) -> None:
     dep = Deployment.open(state_of(ctx).settings())
     try:
         s = dep.settings
-        index = FaissIndex(s.index_dir, dep.keys.index, MODEL_ID, EMBEDDING_SIZE,
-                           exact_limit=s.exact_index_limit, nprobe=s.index_nprobe,
-                           rerank_factor=s.rerank_factor)
+        index = FaissIndex(
+            s.index_dir,
+            dep.keys.index,
+            MODEL_ID,
+            EMBEDDING_SIZE,
+            exact_limit=s.exact_index_limit,
+            nprobe=s.index_nprobe,
+            rerank_factor=s.rerank_factor,
+        )
         result = dep.sync_index(index, force=True)
-        console.print(f"rebuilt {result['rebuilt']} collection shard(s); index holds "
-                      f"{index.size()} vectors")
+        console.print(
+            f"rebuilt {result['rebuilt']} collection shard(s); index holds {index.size()} vectors"
+        )
     finally:
         dep.db.dispose()
 

@@ -10,6 +10,7 @@ deployment's index key, so the index directory reveals no embedding without the 
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy.typing as npt
 
 from facesearch.crypto import Sealer
 from facesearch.index.base import Hit, ShardState
+
+log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -57,7 +60,7 @@ class FaissShard:
                 return
         all_ids = np.concatenate([self.ids, ids])
         all_vecs = np.concatenate([self.vectors, vectors])
-        if self.count and ids.min() <= self.ids[-1] or not np.all(np.diff(ids) > 0):
+        if (self.count and ids.min() <= self.ids[-1]) or not np.all(np.diff(ids) > 0):
             order = np.argsort(all_ids, kind="stable")
             all_ids, all_vecs = all_ids[order], all_vecs[order]
         self.ids, self.vectors = all_ids, np.ascontiguousarray(all_vecs)
@@ -137,8 +140,13 @@ class FaissShard:
         approx = (
             faiss.serialize_index(self.approx) if self.approx is not None else np.zeros(0, np.uint8)
         )
-        np.savez(buf, ids=self.ids, vectors=self.vectors, approx=approx,
-                 trained_on=np.int64(self.trained_on))
+        np.savez(
+            buf,
+            ids=self.ids,
+            vectors=self.vectors,
+            approx=approx,
+            trained_on=np.int64(self.trained_on),
+        )
         return buf.getvalue()
 
     def load_bytes(self, data: bytes) -> None:
@@ -193,7 +201,8 @@ class FaissIndex:
             shard = self._new_shard()
             try:
                 shard.load_bytes(self._sealer.open(path.read_bytes(), self._aad(collection_id)))
-            except Exception:  # noqa: BLE001 - an unreadable shard is rebuilt from the database
+            except Exception as exc:  # an unreadable shard is rebuilt from the database
+                log.warning("ignoring unreadable index shard %s: %s", path.name, exc)
                 continue
             self._shards[collection_id] = shard
 

@@ -123,8 +123,9 @@ class FolderIngest:
         self.config = WorkerConfig(
             model=settings.model,
             detector=settings.detector,
-            limits=DecodeLimits(settings.max_file_bytes, settings.max_image_pixels,
-                                settings.max_image_side),
+            limits=DecodeLimits(
+                settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
+            ),
             min_face_size=settings.min_face_size,
             batch_size=settings.embed_batch_size,
         )
@@ -133,8 +134,12 @@ class FolderIngest:
     def _known(self, collection_id: int) -> tuple[set[tuple[str, int, float | None]], set[str]]:
         with self.dep.db.session() as s:
             rows = s.execute(
-                select(SourceFile.source, SourceFile.byte_size, SourceFile.mtime,
-                       SourceFile.content_hash).where(SourceFile.collection_id == collection_id)
+                select(
+                    SourceFile.source,
+                    SourceFile.byte_size,
+                    SourceFile.mtime,
+                    SourceFile.content_hash,
+                ).where(SourceFile.collection_id == collection_id)
             ).all()
         return {(r[0], r[1], r[2]) for r in rows}, {r[3] for r in rows}
 
@@ -146,8 +151,9 @@ class FolderIngest:
         _ = self.dep.index  # load and reconcile with the database before adding to it
         collection_id = get_or_create_collection(self.dep, self.collection_name)
         with self.dep.db.session() as s:
-            job = IngestJob(collection_id=collection_id, source=str(root.resolve()),
-                            status="running", counts={})
+            job = IngestJob(
+                collection_id=collection_id, source=str(root.resolve()), status="running", counts={}
+            )
             s.add(job)
             s.flush()
             job_id = job.id
@@ -162,8 +168,13 @@ class FolderIngest:
             chunks = self._chunks(files, known_stat, known_hashes, summary)
             if self.workers <= 1:
                 for meta, items in chunks:
-                    self._commit(collection_id, job_id, meta,
-                                 analyse_chunk(model, self.config, items), summary)
+                    self._commit(
+                        collection_id,
+                        job_id,
+                        meta,
+                        analyse_chunk(model, self.config, items),
+                        summary,
+                    )
             else:
                 self._run_pool(collection_id, job_id, chunks, summary)
             status = "done"
@@ -175,8 +186,9 @@ class FolderIngest:
                 if job_row is not None:
                     job_row.status = status
                     job_row.finished_at = utcnow()
-                    job_row.counts = {k: v for k, v in summary.as_dict().items()
-                                      if isinstance(v, int | float)}
+                    job_row.counts = {
+                        k: v for k, v in summary.as_dict().items() if isinstance(v, int | float)
+                    }
         return summary
 
     def _chunks(
@@ -225,8 +237,9 @@ class FolderIngest:
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         max_in_flight = self.workers * 3
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                 initargs=(self.config,)) as pool:
+        with ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.config,)
+        ) as pool:
             in_flight: dict[Future[list[FileResult]], dict[int, tuple[FoundFile, str, bytes]]] = {}
             try:
                 for meta, items in chunks:
@@ -278,10 +291,19 @@ class FolderIngest:
                 if result.status != "rejected" and store_images:
                     image_blob = dep.blobs.put(data)
                 row = SourceFile(
-                    collection_id=collection_id, job_id=job_id, source=source,
-                    source_kind="file", content_hash=digest, byte_size=len(data), mtime=found.mtime,
-                    width=result.width, height=result.height, format=result.format,
-                    status=result.status, reason=result.reason, face_count=len(result.faces),
+                    collection_id=collection_id,
+                    job_id=job_id,
+                    source=source,
+                    source_kind="file",
+                    content_hash=digest,
+                    byte_size=len(data),
+                    mtime=found.mtime,
+                    width=result.width,
+                    height=result.height,
+                    format=result.format,
+                    status=result.status,
+                    reason=result.reason,
+                    face_count=len(result.faces),
                     image_blob=image_blob,
                 )
                 s.add(row)
@@ -294,14 +316,23 @@ class FolderIngest:
                         vec, embedding_aad(row.id, index, model.model_id)
                     )
                     face_row = Face(
-                        file_id=row.id, collection_id=collection_id, face_index=index,
-                        model_id=model.model_id, runtime=model.runtime,
+                        file_id=row.id,
+                        collection_id=collection_id,
+                        face_index=index,
+                        model_id=model.model_id,
+                        runtime=model.runtime,
                         detector=model.detector_name,
-                        left=face.box[0], top=face.box[1], right=face.box[2],
-                        bottom=face.box[3], landmarks=face.landmarks,
-                        confidence=face.confidence, quality=float(face.quality["score"]),
-                        quality_detail=face.quality, low_quality=face.low_quality,
-                        embedding=sealed, crop_blob=dep.blobs.put(face.crop_jpeg),
+                        left=face.box[0],
+                        top=face.box[1],
+                        right=face.box[2],
+                        bottom=face.box[3],
+                        landmarks=face.landmarks,
+                        confidence=face.confidence,
+                        quality=float(face.quality["score"]),
+                        quality_detail=face.quality,
+                        low_quality=face.low_quality,
+                        embedding=sealed,
+                        crop_blob=dep.blobs.put(face.crop_jpeg),
                     )
                     s.add(face_row)
                     s.flush()

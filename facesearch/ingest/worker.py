@@ -81,7 +81,7 @@ def analyse_chunk(
         )
         try:
             faces = analyse(model, decoded.pixels, min_face_size=config.min_face_size)
-        except Exception as exc:  # noqa: BLE001 - one bad image must never stop the job
+        except Exception as exc:
             results.append(FileResult(key, "rejected", reason=f"analysis_failed: {exc}"))
             continue
         if not faces:

@@ -147,9 +147,10 @@ class SearchService:
             return {}
         with self.dep.db.session() as s:
             rows = s.execute(
-                select(Face, SourceFile).join(SourceFile, Face.file_id == SourceFile.id)
+                select(Face, SourceFile)
+                .join(SourceFile, Face.file_id == SourceFile.id)
                 .where(Face.id.in_(face_ids))
-            ).tuples().all()
+            ).all()
             return {face.id: (face, file) for face, file in rows}
 
     def crop(self, face_id: int) -> bytes:
@@ -160,9 +161,17 @@ class SearchService:
             blob = face.crop_blob
         return self.dep.blobs.get(blob)
 
-    def verify(self, image_a: bytes, image_b: bytes, threshold: float | None = None) -> VerifyResult:
-        return verify_images(self.dep.model, image_a, image_b, threshold=threshold,
-                             limits=self.limits, min_face_size=self.dep.settings.min_face_size)
+    def verify(
+        self, image_a: bytes, image_b: bytes, threshold: float | None = None
+    ) -> VerifyResult:
+        return verify_images(
+            self.dep.model,
+            image_a,
+            image_b,
+            threshold=threshold,
+            limits=self.limits,
+            min_face_size=self.dep.settings.min_face_size,
+        )
 
 
 def verify_images(

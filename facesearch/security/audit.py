@@ -8,17 +8,28 @@ Entries are written inside the caller's transaction, so an action and its record
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from facesearch.crypto import KeyRing
 from facesearch.store.casework import AuditEntry
 
 GENESIS = "0" * 64
@@ -26,15 +37,25 @@ _LOCK = threading.Lock()
 
 #: The fields covered by the hash, in the canonical form.
 HASHED_FIELDS = (
-    "id", "ts", "org_id", "actor_user_id", "actor_key_id", "action", "target_type",
-    "target_id", "ip", "details", "prev_hash",
+    "id",
+    "ts",
+    "org_id",
+    "actor_user_id",
+    "actor_key_id",
+    "action",
+    "target_type",
+    "target_id",
+    "ip",
+    "details",
+    "prev_hash",
 )
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
     body = {k: entry.get(k) for k in HASHED_FIELDS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode()
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -43,10 +64,18 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 def as_dict(row: AuditEntry) -> dict[str, Any]:
     return {
-        "id": row.id, "ts": row.ts, "org_id": row.org_id, "actor_user_id": row.actor_user_id,
-        "actor_key_id": row.actor_key_id, "action": row.action, "target_type": row.target_type,
-        "target_id": row.target_id, "ip": row.ip, "details": row.details,
-        "prev_hash": row.prev_hash, "entry_hash": row.entry_hash,
+        "id": row.id,
+        "ts": row.ts,
+        "org_id": row.org_id,
+        "actor_user_id": row.actor_user_id,
+        "actor_key_id": row.actor_key_id,
+        "action": row.action,
+        "target_type": row.target_type,
+        "target_id": row.target_id,
+        "ip": row.ip,
+        "details": row.details,
+        "prev_hash": row.prev_hash,
+        "entry_hash": row.entry_hash,
     }
 
 
@@ -114,16 +143,26 @@ def verify_entries(entries: Iterable[dict[str, Any]]) -> ChainReport:
         count = position
         entry_id = entry.get("id")
         if entry.get("prev_hash") != prev_hash:
-            return ChainReport(False, count, entry_id, position,
-                               "does not link to the previous entry (missing, reordered or "
-                               "inserted entry)")
+            return ChainReport(
+                False,
+                count,
+                entry_id,
+                position,
+                "does not link to the previous entry (missing, reordered or inserted entry)",
+            )
         if not isinstance(entry_id, int) or entry_id != prev_id + 1:
-            return ChainReport(False, count, entry_id if isinstance(entry_id, int) else None,
-                               position, f"sequence number {entry_id} where {prev_id + 1} was "
-                               "expected (deleted or reordered entry)")
+            return ChainReport(
+                False,
+                count,
+                entry_id if isinstance(entry_id, int) else None,
+                position,
+                f"sequence number {entry_id} where {prev_id + 1} was "
+                "expected (deleted or reordered entry)",
+            )
         if entry_hash(entry) != entry.get("entry_hash"):
-            return ChainReport(False, count, entry_id, position,
-                               "content does not match its hash (edited entry)")
+            return ChainReport(
+                False, count, entry_id, position, "content does not match its hash (edited entry)"
+            )
         prev_hash = str(entry["entry_hash"])
         prev_id = entry_id
     return ChainReport(True, count)
@@ -137,3 +176,284 @@ def iter_entries(session: Session, batch: int = 2000) -> Iterator[dict[str, Any]
 
 def verify_chain(session: Session) -> ChainReport:
     return verify_entries(iter_entries(session))
+
+
+# -- signed export --------------------------------------------------------------------------------
+EXPORT_FORMAT = "facesearch-audit-export/1"
+_EXPORT_GENESIS_LABEL = b"facesearch-audit-export/1 link"
+
+
+def signing_key(keys: KeyRing) -> Ed25519PrivateKey:
+    """The deployment's audit-export signing key (derived from the master key, never stored)."""
+    return Ed25519PrivateKey.from_private_bytes(keys.audit_signing_seed())
+
+
+def public_key_b64(keys: KeyRing) -> str:
+    raw = (
+        signing_key(keys)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return base64.b64encode(raw).decode()
+
+
+def public_key_fingerprint(public_key: str) -> str:
+    """A short, comparable form of a public key (SHA-256 of its raw bytes, 32 hex chars)."""
+    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()[:32]
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (
+        json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        ).encode()
+        + b"\n"
+    )
+
+
+def _link(prev: str, entry_hash_value: str) -> str:
+    return hashlib.sha256(prev.encode() + str(entry_hash_value).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    entries: int
+    public_key: str
+    fingerprint: str
+    audit_entry_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "entries": self.entries,
+            "public_key": self.public_key,
+            "fingerprint": self.fingerprint,
+            "audit_entry_id": self.audit_entry_id,
+        }
+
+
+def export(
+    session: Session,
+    out_path: Path,
+    org_id: int | None = None,
+    *,
+    keys: KeyRing,
+    actor_user_id: int | None = None,
+    actor_key_id: int | None = None,
+    ip: str | None = None,
+) -> ExportResult:
+    """Write the audit log (or one organisation's entries) as signed JSON Lines.
+
+    Line 1 is a header, then one line per entry in chain order (each entry with its own
+    `prev_hash`/`entry_hash` and an `export_link`: SHA-256 over the previous line's link and the
+    entry's hash, so a deletion or reordering inside an organisation's subset is caught at the
+    entry where it happened), then a signature line: Ed25519 over every byte before it, with the
+    public key. The export itself is audited (`audit.exported`, committed first, and included)."""
+    entry = record(
+        session,
+        action="audit.exported",
+        actor_user_id=actor_user_id,
+        actor_key_id=actor_key_id,
+        org_id=org_id,
+        ip=ip,
+        target_type="organisation" if org_id is not None else "deployment",
+        target_id=org_id,
+        details={"scope": "organisation" if org_id is not None else "full", "file": out_path.name},
+    )
+    session.commit()
+    pub = public_key_b64(keys)
+    header = {
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scope": "organisation" if org_id is not None else "full",
+        "org_id": org_id,
+        "key_id": keys.key_id,
+        "public_key": pub,
+        "fingerprint": public_key_fingerprint(pub),
+        "hash": "sha256(prev_hash || canonical json of the fields " + ",".join(HASHED_FIELDS) + ")",
+        "signature": "ed25519 over every byte before the signature line",
+    }
+    digest = hashlib.sha256()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    count = 0
+    with tmp.open("wb") as fh:
+        data = _line(header)
+        digest.update(data)
+        fh.write(data)
+        link = hashlib.sha256(_EXPORT_GENESIS_LABEL).hexdigest()
+        query = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=2000)
+        if org_id is not None:
+            query = query.where(AuditEntry.org_id == org_id)
+        for row in session.scalars(query):
+            item = as_dict(row)
+            link = _link(link, item["entry_hash"])
+            item["type"] = "entry"
+            item["export_link"] = link
+            data = _line(item)
+            digest.update(data)
+            fh.write(data)
+            count += 1
+        body_sha = digest.hexdigest()
+        trailer = {
+            "type": "signature",
+            "algorithm": "Ed25519",
+            "public_key": pub,
+            "entries": count,
+            "last_link": link,
+            "sha256": body_sha,
+        }
+        # The signed message: the SHA-256 of the body plus the trailer's own claims.
+        trailer["signature"] = base64.b64encode(
+            signing_key(keys).sign(_signed_message(body_sha, count, link))
+        ).decode()
+        fh.write(_line(trailer))
+    os.replace(tmp, out_path)
+    return ExportResult(out_path, count, pub, public_key_fingerprint(pub), entry.id)
+
+
+def _signed_message(body_sha: str, count: int, last_link: str) -> bytes:
+    return f"{EXPORT_FORMAT}\n{body_sha}\n{count}\n{last_link}".encode()
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    ok: bool
+    entries: int
+    signature_ok: bool
+    chain_ok: bool
+    scope: str | None = None
+    public_key: str | None = None
+    fingerprint: str | None = None
+    first_bad_id: int | None = None
+    first_bad_line: int | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_export(path: Path, expected_public_key: str | None = None) -> ExportReport:
+    """Check an export: every entry's hash, the chain (full exports: the database chain itself;
+    organisation exports: ids ascending and the export links), and the Ed25519 signature over
+    the file. Names the first bad entry (by id and line number)."""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if len(lines) < 2:
+        return ExportReport(False, 0, False, False, problem="not an audit export (too short)")
+    try:
+        header = json.loads(lines[0])
+        trailer = json.loads(lines[-1])
+    except ValueError:
+        return ExportReport(False, 0, False, False, problem="header or signature line is not JSON")
+    if header.get("type") != "header" or header.get("format") != EXPORT_FORMAT:
+        return ExportReport(False, 0, False, False, problem=f"not a {EXPORT_FORMAT} file")
+    scope = str(header.get("scope"))
+    pub = str(header.get("public_key", ""))
+    fingerprint: str | None = None
+    with contextlib.suppress(ValueError):
+        fingerprint = public_key_fingerprint(pub)
+
+    def fail(
+        entries: int,
+        problem: str,
+        bad_id: int | None = None,
+        line_no: int | None = None,
+        signature_ok: bool = False,
+        chain_ok: bool = False,
+    ) -> ExportReport:
+        return ExportReport(
+            False,
+            entries,
+            signature_ok,
+            chain_ok,
+            scope,
+            pub,
+            fingerprint,
+            bad_id,
+            line_no,
+            problem,
+        )
+
+    # 1. The entries, in file order: content, order and links.
+    entries: list[dict[str, Any]] = []
+    for number, data in enumerate(lines[1:-1], start=2):
+        try:
+            item = json.loads(data)
+        except ValueError:
+            return fail(len(entries), f"line {number} is not JSON", None, number)
+        if not isinstance(item, dict) or item.get("type") != "entry":
+            return fail(len(entries), f"line {number} is not an entry", None, number)
+        entries.append(item)
+    link = hashlib.sha256(_EXPORT_GENESIS_LABEL).hexdigest()
+    prev_id = 0
+    full = scope == "full"
+    if full:
+        report = verify_entries(entries)
+        if not report.ok:
+            position = report.first_bad_position or 1
+            return fail(
+                len(entries),
+                f"entry {report.first_bad_id}: {report.problem}",
+                report.first_bad_id,
+                position + 1,
+            )
+    for number, item in enumerate(entries, start=2):
+        entry_id = item.get("id")
+        if entry_hash(item) != item.get("entry_hash"):
+            return fail(
+                len(entries),
+                f"entry {entry_id}: content does not match its hash (edited entry)",
+                entry_id,
+                number,
+            )
+        if not isinstance(entry_id, int) or entry_id <= prev_id:
+            return fail(
+                len(entries),
+                f"entry {entry_id}: out of order (reordered entry)",
+                entry_id if isinstance(entry_id, int) else None,
+                number,
+            )
+        link = _link(link, str(item.get("entry_hash")))
+        if item.get("export_link") != link:
+            return fail(
+                len(entries),
+                f"entry {entry_id}: does not link to the entry before it "
+                "in this file (missing, inserted or reordered entry)",
+                entry_id,
+                number,
+            )
+        prev_id = entry_id
+    # 2. The signature over the body.
+    body = b"".join(line + b"\n" for line in lines[:-1])
+    body_sha = hashlib.sha256(body).hexdigest()
+    if trailer.get("type") != "signature":
+        return fail(len(entries), "the signature line is missing (truncated file)", chain_ok=True)
+    if trailer.get("entries") != len(entries) or trailer.get("last_link") != link:
+        return fail(
+            len(entries),
+            f"the file holds {len(entries)} entries but was signed with "
+            f"{trailer.get('entries')} (entries removed at the end or added)",
+            chain_ok=True,
+        )
+    if trailer.get("sha256") != body_sha:
+        return fail(len(entries), "the file's bytes differ from the signed ones", chain_ok=True)
+    if trailer.get("public_key") != pub:
+        return fail(len(entries), "header and signature name different public keys", chain_ok=True)
+    if expected_public_key is not None and expected_public_key not in (pub, fingerprint):
+        return fail(
+            len(entries), "signed with a different key than the one expected", chain_ok=True
+        )
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
+        key.verify(
+            base64.b64decode(str(trailer.get("signature", ""))),
+            _signed_message(body_sha, len(entries), link),
+        )
+    except (ValueError, InvalidSignature):
+        return fail(len(entries), "the Ed25519 signature does not verify", chain_ok=True)
+    return ExportReport(True, len(entries), True, True, scope, pub, fingerprint)

@@ -38,10 +38,12 @@ CNN_WEIGHTS = "mmod_human_face_detector.dat"
 
 
 def upsample_for(height: int, width: int) -> int:
-    """HOG finds faces of about 80 px; upsampling halves that per step. Chosen so faces of about
-    40 px are found on ordinary photos without blowing up the cost on large ones."""
+    """HOG finds faces of about 80 px; one upsampling step halves that, so faces of about 40 px
+    are found. Images larger than DETECT_MAX_SIDE are first scaled down to it (detection only;
+    landmarks and chips use the full image), so on those the smallest face found is about
+    40 px x (side / DETECT_MAX_SIDE). Tiny images (thumbnails) get a second step."""
     side = max(height, width)
-    if side <= 400:
+    if side < 160:
         return 2
     return 1
 
@@ -104,8 +106,9 @@ class DlibDetector:
 
     def detect(self, image: RGBImage) -> list[Detection]:
         return [
-            Detection(box=box, landmarks=self.landmarks(image, box), confidence=score,
-                      detector=self.name)
+            Detection(
+                box=box, landmarks=self.landmarks(image, box), confidence=score, detector=self.name
+            )
             for box, score in self.boxes(image)
         ]
 
@@ -119,8 +122,13 @@ class DlibDetector:
             right=min(width, round(cx + side / 2)),
             bottom=min(height, round(cy + side / 2)),
         )
-        return Detection(box=box, landmarks=self.landmarks(image, box), confidence=0.0,
-                         detector=self.name, assumed=True)
+        return Detection(
+            box=box,
+            landmarks=self.landmarks(image, box),
+            confidence=0.0,
+            detector=self.name,
+            assumed=True,
+        )
 
 
 def _resize(image: RGBImage, scale: float) -> RGBImage:

@@ -76,7 +76,7 @@ class Quality:
 
 @runtime_checkable
 class FaceModel(Protocol):
-    """Detector + aligner + descriptor. Implementations must be safe to build in a worker process."""
+    """Detector + aligner + descriptor; implementations must be buildable in a worker process."""
 
     #: Identifies the descriptor (network and weights); equal ids mean comparable embeddings.
     model_id: str
@@ -112,4 +112,5 @@ def l2_normalise(vectors: npt.NDArray[np.floating]) -> Embeddings:
     arr = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (arr / norms).astype(np.float32)
+    out: Embeddings = (arr / norms).astype(np.float32)
+    return out

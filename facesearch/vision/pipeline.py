@@ -51,7 +51,9 @@ def analyse(
     return faces
 
 
-def embed_faces(model: FaceModel, faces: Sequence[AnalysedFace], batch_size: int = 32) -> Embeddings:
+def embed_faces(
+    model: FaceModel, faces: Sequence[AnalysedFace], batch_size: int = 32
+) -> Embeddings:
     if not faces:
         return np.zeros((0, model.embedding_size), dtype=np.float32)
     parts = [

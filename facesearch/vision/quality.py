@@ -15,11 +15,7 @@ def sharpness_of(chip: RGBImage) -> float:
     """Variance of a 4-neighbour Laplacian on the grey chip, squashed into [0, 1]."""
     grey = chip.astype(np.float32).mean(axis=2)
     lap = (
-        -4 * grey[1:-1, 1:-1]
-        + grey[:-2, 1:-1]
-        + grey[2:, 1:-1]
-        + grey[1:-1, :-2]
-        + grey[1:-1, 2:]
+        -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
     )
     variance = float(lap.var())
     return float(variance / (variance + 100.0))

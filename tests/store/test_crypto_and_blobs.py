@@ -1,0 +1,64 @@
+"""Key file, sealing and the encrypted blob store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facesearch.crypto import KeyRing
+from facesearch.errors import ConfigError
+from facesearch.store.blobs import BlobStore
+
+
+def test_key_file_is_private_and_refuses_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "k" / "master.key"
+    KeyRing.create(path)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    with pytest.raises(FileExistsError):
+        KeyRing.create(path)
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    KeyRing.create(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        KeyRing.load(path)
+
+
+def test_sealed_values_are_bound_to_their_associated_data(tmp_path: Path) -> None:
+    keys = KeyRing.create(tmp_path / "master.key")
+    sealed = keys.embeddings.seal(b"vector bytes", b"face:1")
+    assert keys.embeddings.open(sealed, b"face:1") == b"vector bytes"
+    with pytest.raises(Exception):
+        keys.embeddings.open(sealed, b"face:2")
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(Exception):
+        keys.embeddings.open(tampered, b"face:1")
+    other = KeyRing.create(tmp_path / "other.key")
+    with pytest.raises(Exception):
+        other.embeddings.open(sealed, b"face:1")
+
+
+def test_content_hash_is_keyed(tmp_path: Path) -> None:
+    a = KeyRing.create(tmp_path / "a.key")
+    b = KeyRing.create(tmp_path / "b.key")
+    assert a.content_hash(b"same") == a.content_hash(b"same")
+    assert a.content_hash(b"same") != b.content_hash(b"same")
+
+
+def test_blob_store_round_trip_dedupes_and_hides_content(tmp_path: Path) -> None:
+    keys = KeyRing.create(tmp_path / "master.key")
+    store = BlobStore(tmp_path / "blobs", keys)
+    data = b"\xff\xd8\xff" + os.urandom(1000)
+    blob_id = store.put(data)
+    assert store.put(data) == blob_id and len(store.ids()) == 1
+    assert store.get(blob_id) == data
+    on_disk = next((tmp_path / "blobs").rglob(blob_id)).read_bytes()
+    assert data[:16] not in on_disk and b"\xff\xd8\xff" not in on_disk
+    store.delete(blob_id)
+    assert not store.exists(blob_id)
+    with pytest.raises(ValueError):
+        store.get("../../etc/passwd")

@@ -1,0 +1,67 @@
+"""The core CLI end to end: init, ingest, search, verify, stats, index rebuild."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from facesearch.cli import app
+from tests.conftest import faces_dir
+
+
+def test_core_commands_end_to_end(tmp_path: Path) -> None:
+    photos = faces_dir("small", "barack_obama")
+    base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("init")
+    summary = json.loads(run("ingest", str(photos), "-c", "obama", "--workers", "1", "--json"))
+    assert summary["ok"] == 4 and summary["faces"] == 4 and summary["rejected"] == 0
+    stats = json.loads(run("stats", "--json"))
+    assert {k: stats[k] for k in ("collections", "files", "faces", "index_size")} == {
+        "collections": 1, "files": 4, "faces": 4, "index_size": 4}
+
+    crops = tmp_path / "crops"
+    probe = str(photos / "obama2.jpg")
+    found = json.loads(run("search", probe, "-c", "obama", "--top", "2", "--json",
+                           "--crops", str(crops)))
+    cands = found["faces"][0]["candidates"]
+    assert [c["rank"] for c in cands] == [1, 2]
+    assert cands[0]["score"] >= cands[1]["score"] and cands[0]["source"].endswith("obama2.jpg")
+    assert {"score", "source", "box", "collection", "quality", "low_quality"} <= set(cands[0])
+    assert len(list(crops.glob("*.jpg"))) == 2
+    table = run("search", probe, "--top", "1")
+    assert "obama" in table and "not identifications" in table
+
+    out = run("index", "rebuild")
+    assert "4 vectors" in out
+    assert json.loads(run("search", probe, "-c", "obama", "--top", "2", "--json")) == {
+        **found}
+
+    same = json.loads(run("verify", str(photos / "obama.jpg"), str(photos / "obama1.jpg"),
+                          "--json"))
+    assert same["same_person"] is True and same["score"] >= same["threshold"]
+    other = faces_dir("small", "joe_biden", "biden2.jpg")
+    diff = json.loads(run("verify", str(photos / "obama.jpg"), str(other), "--json"))
+    assert diff["same_person"] is False
+
+
+def test_clear_errors_for_bad_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
+    result = runner.invoke(app, [*base, "stats"])
+    assert result.exit_code != 0
+    assert "init" in str(result.exception) or "init" in result.output
+    assert runner.invoke(app, [*base, "init"]).exit_code == 0
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a jpeg at all")
+    result = runner.invoke(app, [*base, "search", str(junk)])
+    assert result.exit_code != 0
+    assert "not_an_image" in str(result.exception)
