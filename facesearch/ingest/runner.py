@@ -128,6 +128,7 @@ class FolderIngest:
             ),
             min_face_size=settings.min_face_size,
             batch_size=settings.embed_batch_size,
+            model_options=settings.model_options(max(1, self.workers)),
         )
 
     # -- planning -----------------------------------------------------------------------------

@@ -1,1 +1,4 @@
-"""Vision: decoding, detection, alignment, embedding and quality. No database, no web, no network."""
+"""Vision: decoding, detection, alignment, embedding and quality.
+
+No database, no web layer, and nothing downloaded at run time.
+"""

@@ -214,3 +214,17 @@ def test_data_directory_holds_no_plaintext_images_or_embeddings(tmp_path: Path) 
             for needle in needles:
                 assert needle not in data, f"plaintext found in {path}"
     assert scanned > 100_000  # the images and crops are there, only sealed
+
+
+def test_a_collection_never_mixes_embeddings_of_two_models(tmp_path: Path) -> None:
+    from facesearch.errors import ModelMismatchError
+    from facesearch.store.models import Collection
+
+    dep = new_deployment(tmp_path)
+    try:
+        with dep.db.session() as s:
+            s.add(Collection(name="old", model_id="some-other-model-v2"))
+        with pytest.raises(ModelMismatchError, match="never mixes"):
+            FolderIngest(dep, "old", workers=1).run(tmp_path)
+    finally:
+        dep.close()
