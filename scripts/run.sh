@@ -14,7 +14,7 @@ fi
 FACES="$(cd .. && pwd)/shared/faces"
 if [ -d "$FACES/small" ]; then
   echo "== ingesting the shared sample photos from $FACES"
-  fs ingest "$FACES/small" --collection demo
+  fs ingest "$FACES/small" --collection demo --retention-days 30 --legal-basis "Demonstration on the public sample photos shipped for testing"
   fs ingest "$FACES/small_multi" --collection demo
   if [ -d "$FACES/video/franck_frames" ]; then
     fs ingest "$FACES/video/franck_frames" --collection demo

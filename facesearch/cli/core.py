@@ -84,6 +84,13 @@ def ingest(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: every core).")
     ] = None,
+    legal_basis: Annotated[
+        str | None,
+        typer.Option(help="Why this collection may be processed (recorded on the collection)."),
+    ] = None,
+    retention_days: Annotated[
+        int | None, typer.Option(help="Days to keep the collection's faces before purging.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add every face found under PATH to a collection (resumable; skips ingested files)."""
@@ -269,16 +276,19 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
                 ).all()
             )
         index = dep.index
-        data = {
+        per_collection = [
+            {"name": r[0], "model_id": r[1], "files": int(r[2]), "faces": int(r[3])} for r in per
+        ]
+        files = sum(int(r[2]) for r in per)
+        faces = sum(int(r[3]) for r in per)
+        data: dict[str, Any] = {
             "collections": len(per),
-            "files": sum(int(r[2]) for r in per),
-            "faces": sum(int(r[3]) for r in per),
+            "files": files,
+            "faces": faces,
             "index_size": index.size(),
             "index_bytes": index.nbytes(),
             "files_by_status": by_status,
-            "per_collection": [
-                {"name": r[0], "model_id": r[1], "files": r[2], "faces": r[3]} for r in per
-            ],
+            "per_collection": per_collection,
         }
     finally:
         dep.close()
@@ -288,14 +298,13 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     table = Table(title=f"facesearch at {dep.settings.home}")
     for col in ("collection", "model", "files", "faces"):
         table.add_column(col)
-    for row in data["per_collection"]:  # type: ignore[attr-defined]
+    for row in per_collection:
         table.add_row(row["name"], str(row["model_id"]), str(row["files"]), str(row["faces"]))
     console.print(table)
     console.print(
-        f"{data['files']} files ({json.dumps(by_status)}), {data['faces']} faces; "
-        f"index holds {data['index_size']} vectors "
-        f"({int(data['index_bytes']) / 1e6:.1f} MB in memory)"
-    )  # type: ignore[call-overload]
+        f"{files} files ({json.dumps(by_status)}), {faces} faces; "
+        f"index holds {data['index_size']} vectors ({data['index_bytes'] / 1e6:.1f} MB in memory)"
+    )
 
 
 @index_app.command("rebuild")

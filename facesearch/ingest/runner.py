@@ -88,20 +88,33 @@ class IngestSummary:
         }
 
 
-def get_or_create_collection(dep: Deployment, name: str) -> int:
+def get_or_create_collection(
+    dep: Deployment,
+    name: str,
+    *,
+    legal_basis: str | None = None,
+    retention_days: int | None = None,
+) -> int:
+    """The id of the named collection, created if missing. A legal basis or retention given
+    here is recorded on the collection (the doctor reports collections without them)."""
     if not name or len(name) > 200:
         raise FacesearchError("a collection name must have 1 to 200 characters")
+    if retention_days is not None and not 1 <= retention_days <= 36500:
+        raise FacesearchError("retention must be between 1 and 36500 days")
     with dep.db.session() as s:
-        existing = s.scalar(select(Collection).where(Collection.name == name))
-        if existing is not None:
-            if existing.model_id and existing.model_id != dep.model.model_id:
-                raise ModelMismatchError(
-                    f"collection {name!r} holds {existing.model_id} embeddings; this deployment "
-                    f"is set to {dep.model.model_id}, and one index never mixes two models"
-                )
-            return existing.id
-        collection = Collection(name=name, model_id=dep.model.model_id)
-        s.add(collection)
+        collection = s.scalar(select(Collection).where(Collection.name == name))
+        if collection is None:
+            collection = Collection(name=name, model_id=dep.model.model_id)
+            s.add(collection)
+        elif collection.model_id and collection.model_id != dep.model.model_id:
+            raise ModelMismatchError(
+                f"collection {name!r} holds {collection.model_id} embeddings; this deployment "
+                f"is set to {dep.model.model_id}, and one index never mixes two models"
+            )
+        if legal_basis:
+            collection.legal_basis = legal_basis
+        if retention_days is not None:
+            collection.retention_days = retention_days
         s.flush()
         return collection.id
 
@@ -114,9 +127,13 @@ class FolderIngest:
         *,
         workers: int | None = None,
         progress: IngestProgress | None = None,
+        legal_basis: str | None = None,
+        retention_days: int | None = None,
     ) -> None:
         self.dep = dep
         self.collection_name = collection
+        self.legal_basis = legal_basis
+        self.retention_days = retention_days
         self.workers = workers if workers is not None else dep.settings.worker_count
         self.progress = progress or _NoProgress()
         settings = dep.settings
@@ -150,7 +167,12 @@ class FolderIngest:
             raise FacesearchError(f"{root} does not exist")
         model = self.dep.model
         _ = self.dep.index  # load and reconcile with the database before adding to it
-        collection_id = get_or_create_collection(self.dep, self.collection_name)
+        collection_id = get_or_create_collection(
+            self.dep,
+            self.collection_name,
+            legal_basis=self.legal_basis,
+            retention_days=self.retention_days,
+        )
         with self.dep.db.session() as s:
             job = IngestJob(
                 collection_id=collection_id, source=str(root.resolve()), status="running", counts={}

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ from facesearch.crypto import KeyRing
 from facesearch.store.casework import AuditEntry
 
 GENESIS = "0" * 64
-_LOCK = threading.Lock()
 
 #: The fields covered by the hash, in the canonical form.
 HASHED_FIELDS = (
@@ -80,10 +78,15 @@ def as_dict(row: AuditEntry) -> dict[str, Any]:
 
 
 def _lock_chain(session: Session) -> None:
-    """Serialise appends: one writer extends the chain at a time."""
+    """Serialise appends across threads and processes with the database's own lock, held until
+    the caller's transaction ends: PostgreSQL an advisory transaction lock; SQLite its single
+    write lock, taken by a write that changes nothing, before the chain head is read (so no
+    other writer can commit between reading the head and appending to it)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7204853)"))
+    elif dialect == "sqlite":
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
 
 
 def record(
@@ -99,30 +102,29 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append an entry in the caller's transaction (committed with the action it records)."""
-    with _LOCK:
-        _lock_chain(session)
-        last = session.execute(
-            select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
-        ).first()
-        prev_id, prev_hash = (int(last[0]), str(last[1])) if last else (0, GENESIS)
-        entry: dict[str, Any] = {
-            "id": prev_id + 1,
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "org_id": org_id,
-            "actor_user_id": actor_user_id,
-            "actor_key_id": actor_key_id,
-            "action": action,
-            "target_type": target_type,
-            "target_id": None if target_id is None else str(target_id),
-            "ip": ip,
-            "details": json.loads(json.dumps(details or {}, default=str)),
-            "prev_hash": prev_hash,
-        }
-        entry["entry_hash"] = entry_hash(entry)
-        row = AuditEntry(**entry)
-        session.add(row)
-        session.flush()
-        return row
+    _lock_chain(session)
+    last = session.execute(
+        select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).first()
+    prev_id, prev_hash = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+    entry: dict[str, Any] = {
+        "id": prev_id + 1,
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "org_id": org_id,
+        "actor_user_id": actor_user_id,
+        "actor_key_id": actor_key_id,
+        "action": action,
+        "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "ip": ip,
+        "details": json.loads(json.dumps(details or {}, default=str)),
+        "prev_hash": prev_hash,
+    }
+    entry["entry_hash"] = entry_hash(entry)
+    row = AuditEntry(**entry)
+    session.add(row)
+    session.flush()
+    return row
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,283 @@
+"""The FastAPI application of one deployment.
+
+Layers, outermost first: request guard (request id, trusted-proxy address, size limit, security
+headers on every response, a generic 500 with the request id for any unhandled error: no stack
+trace or internal path ever leaves the process), optional CORS (explicit origins only), then the
+routers. Every route depends on `deps.guard` (deny by default)."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import logging
+import re
+import secrets
+from collections.abc import MutableMapping
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facesearch.api.deps import guard
+from facesearch.deployment import Deployment
+from facesearch.errors import (
+    ConfigError,
+    FacesearchError,
+    ImageRejected,
+    NotFoundError,
+)
+from facesearch.security.ratelimit import RateLimiter
+
+log = logging.getLogger("facesearch.api")
+
+API_PREFIX = "/api/v1"
+ROUTER_MODULES = (
+    "health", "auth", "account", "users", "invitations", "organisations", "collections",
+    "searches", "cases", "reviews", "faces", "jobs", "audit",
+)
+
+CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+)
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-~ ]+){2,}[/\\]?")
+
+
+def scrub(message: str) -> str:
+    """Remove anything that looks like a filesystem path from a message meant for a client."""
+    return _PATHLIKE.sub("<path>", message)
+
+
+def _networks(entries: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            log.warning("ignoring trusted_proxies entry %r: not an address or network", entry)
+    return out
+
+
+def _in(addr: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
+class RequestGuard:
+    """Pure ASGI middleware (so it also wraps errors and streaming bodies)."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, trusted_proxies: list[str],
+                 tls: bool) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.trusted = _networks(trusted_proxies)
+        self.tls = tls
+
+    def _client(self, scope: Scope) -> tuple[str | None, bool]:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        https = scope.get("scheme") == "https"
+        if peer and self.trusted and _in(peer, self.trusted):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", [])}
+            forwarded = [h.strip() for h in headers.get("x-forwarded-for", "").split(",")
+                         if h.strip()]
+            # walk from the right: the first address not belonging to a trusted proxy
+            for hop in reversed(forwarded):
+                peer = hop
+                if not _in(hop, self.trusted):
+                    break
+            proto = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                https = proto == "https"
+        return peer, https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        ip, https = self._client(scope)
+        state: MutableMapping[str, Any] = scope.setdefault("state", {})
+        state.update(client_ip=ip, https=https, request_id=request_id)
+        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        if https or self.tls:
+            extra.append(HSTS)
+        started = False
+        cut_off = False  # the guard answered 413 itself; the app's own reply is dropped
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if cut_off:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"server"]
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in extra if k not in present]
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def respond(status: int, body: dict[str, Any],
+                          headers: list[tuple[bytes, bytes]] | None = None) -> None:
+            raw = json.dumps(body).encode()
+            await send_wrapper({
+                "type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(raw)).encode()), *(headers or [])],
+            })
+            await send_wrapper({"type": "http.response.body", "body": raw})
+
+        too_large = {"detail": f"request body over {self.max_body} bytes"}
+        declared = None
+        for key, value in scope.get("headers", []):
+            if key.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await respond(400, {"detail": "bad Content-Length"})
+                    return
+        if declared is not None and declared > self.max_body:
+            await respond(413, too_large, [(b"connection", b"close")])
+            return
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received, cut_off
+            if cut_off:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    # a streamed body went over the limit: answer now, and tell the app the
+                    # client has gone so it stops reading
+                    if not started:
+                        await respond(413, too_large, [(b"connection", b"close")])
+                    cut_off = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            if cut_off and type(exc).__name__ == "ClientDisconnect":
+                return
+            log.exception("unhandled error (request id %s) on %s %s", request_id,
+                          scope.get("method"), scope.get("path"))
+            if not started and not cut_off:
+                await respond(500, {"detail": "internal error", "request_id": request_id})
+
+
+def _request_id(request: Request) -> str | None:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else None
+
+
+def _install_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str | dict | list) else str(exc.detail)
+        if isinstance(detail, str):
+            detail = scrub(detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": scrub(str(e.get("msg", ""))),
+             "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def facesearch_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, FacesearchError)
+        if isinstance(exc, NotFoundError):
+            return JSONResponse({"detail": scrub(str(exc))}, status_code=404)
+        if isinstance(exc, ImageRejected):
+            return JSONResponse({"detail": scrub(str(exc)), "reason": exc.reason},
+                                status_code=422)
+        if isinstance(exc, ConfigError):
+            log.error("configuration error (request id %s): %s", _request_id(request), exc)
+            return JSONResponse({"detail": "service misconfigured",
+                                 "request_id": _request_id(request)}, status_code=500)
+        code = 403 if type(exc).__name__ == "NoOrganisation" else 400
+        return JSONResponse({"detail": scrub(str(exc))}, status_code=code)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(FacesearchError, facesearch_error)
+
+
+def include_routers(app: FastAPI, modules: tuple[str, ...] = ROUTER_MODULES) -> list[str]:
+    """Include each router module that exists; returns the names included."""
+    included = []
+    for name in modules:
+        qualified = f"facesearch.api.routers.{name}"
+        try:
+            module = importlib.import_module(qualified)
+        except ModuleNotFoundError as exc:
+            if exc.name != qualified:
+                raise
+            continue
+        app.include_router(module.router)
+        included.append(name)
+    return included
+
+
+def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAPI:
+    settings = dep.settings
+    app = FastAPI(
+        title="facesearch",
+        version="1",
+        summary="Accountable face search: every request needs an MFA-verified session or a "
+                "scoped API key.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        debug=False,
+        dependencies=[Depends(guard)],
+    )
+    app.state.deployment = dep
+    app.state.limiter = limiter or RateLimiter()
+    _install_handlers(app)
+    app.state.routers = include_routers(app)
+    origins = [o for o in settings.cors_origins if o.strip() and o.strip() != "*"]
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
+        )
+    app.add_middleware(
+        RequestGuard, max_body=settings.max_request_bytes,
+        trusted_proxies=list(settings.trusted_proxies),
+        tls=bool(settings.tls_cert and settings.tls_key),
+    )
+    return app
+

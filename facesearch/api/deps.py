@@ -1,0 +1,253 @@
+"""Dependencies every router uses: the deployment, a database session, the current principal
+and scope checks.
+
+Authentication (in `authenticate`): an `Authorization: Bearer fsk_...` API key, or the `fs_session`
+cookie of a server-side session whose second factor has been verified. Cookie requests that
+change state (POST/PUT/PATCH/DELETE) must carry the session's CSRF token in `X-CSRF-Token`.
+`guard` runs for every route of the app (an app-wide dependency) and refuses anything but the
+routes listed in `public_routes.PUBLIC_ROUTES` unless a principal is established, so a route that
+forgets to ask for a principal is still closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi import params as fastapi_params
+from sqlalchemy.orm import Session
+
+from facesearch.api.public_routes import PUBLIC_ROUTES
+from facesearch.deployment import Deployment
+from facesearch.security import api_keys, sessions
+from facesearch.security.ratelimit import RateLimiter
+from facesearch.security.roles import scopes_for
+from facesearch.store.accounts import Organisation, User, UserSession
+
+SESSION_COOKIE = "fs_session"
+CSRF_COOKIE = "fs_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    org_id: int | None  # None for platform admins
+    roles: frozenset[str]
+    scopes: frozenset[str]  # session: the roles' scopes; key: key scopes ∩ role scopes
+    api_key_id: int | None
+    session_id: int | None
+    ip: str | None
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return "platform_admin" in self.roles
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+def get_deployment(request: Request) -> Deployment:
+    dep = request.app.state.deployment
+    assert isinstance(dep, Deployment)
+    return dep
+
+
+DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
+
+
+def get_db(dep: DeploymentDep) -> Iterator[Session]:
+    """A unit of work around the handler: committed when it returns (before the response is
+    sent), rolled back when it raises."""
+    with dep.db.session() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address (X-Forwarded-For believed only from settings.trusted_proxies)."""
+    ip = getattr(request.state, "client_ip", None)
+    if isinstance(ip, str):
+        return ip
+    return request.client.host if request.client else None
+
+
+def is_https(request: Request) -> bool:
+    return bool(getattr(request.state, "https", request.url.scheme == "https"))
+
+
+def limiter(request: Request) -> RateLimiter:
+    lim = request.app.state.limiter
+    assert isinstance(lim, RateLimiter)
+    return lim
+
+
+def enforce_rate_limit(request: Request, policy: str, key: str) -> None:
+    """Count a request against a named policy; 429 with Retry-After when over the limit."""
+    wait = limiter(request).hit(policy, key)
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many requests; try again in {int(wait)} seconds",
+            headers={"Retry-After": str(int(wait))},
+        )
+
+
+def session_policy(request: Request) -> sessions.SessionPolicy:
+    settings = get_deployment(request).settings
+    return sessions.SessionPolicy.from_minutes_hours(
+        settings.session_idle_minutes, settings.session_absolute_hours
+    )
+
+
+def _unauthorised(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail,
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def check_csrf(request: Request, row: UserSession) -> None:
+    if request.method.upper() not in UNSAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent or not hmac.compare_digest(sent.encode(), row.csrf_token.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail=f"missing or wrong {CSRF_HEADER} header")
+
+
+def _active_user(session: Session, user_id: int) -> User | None:
+    user = session.get(User, user_id)
+    if user is None or user.disabled:
+        return None
+    if user.org_id is not None:
+        org = session.get(Organisation, user.org_id)
+        if org is None or org.disabled:
+            return None
+    return user
+
+
+def cookie_session(
+    request: Request, session: Session, *, csrf: bool = True
+) -> tuple[UserSession, User]:
+    """The live session named by the cookie (verified or not) and its active user; 401 if none.
+    Checks the CSRF header on state-changing requests."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise _unauthorised("not signed in")
+    row = sessions.lookup(session, token, session_policy(request))
+    if row is None:
+        raise _unauthorised("the session has expired or was ended; sign in again")
+    user = _active_user(session, row.user_id)
+    if user is None:
+        raise _unauthorised("the session has expired or was ended; sign in again")
+    if csrf:
+        check_csrf(request, row)
+    return row, user
+
+
+def _authenticate(request: Request) -> Principal:
+    dep = get_deployment(request)
+    ip = client_ip(request)
+    header = request.headers.get("Authorization", "")
+    with dep.db.session() as s:
+        if header:
+            scheme, _, credential = header.partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise _unauthorised("use 'Authorization: Bearer fsk_...'")
+            key = api_keys.verify(s, credential)
+            if key is None:
+                raise _unauthorised("the API key is invalid, expired or revoked")
+            user = _active_user(s, key.user_id)
+            if user is None or user.org_id != key.org_id:
+                raise _unauthorised("the API key is invalid, expired or revoked")
+            roles = frozenset(user.roles)
+            return Principal(user.id, user.org_id, roles,
+                             frozenset(key.scopes) & scopes_for(roles), key.id, None, ip)
+        row, user = cookie_session(request, s, csrf=False)
+        if not row.mfa_verified:
+            raise _unauthorised("second factor required: verify a code at /api/v1/auth/mfa/verify")
+        check_csrf(request, row)
+        roles = frozenset(user.roles)
+        return Principal(user.id, user.org_id, roles, scopes_for(roles), None, row.id, ip)
+
+
+def authenticate(request: Request) -> Principal:
+    """The request's principal, established once per request; 401/403 otherwise."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    principal = _authenticate(request)
+    request.state.principal = principal
+    return principal
+
+
+def is_public(request: Request) -> bool:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    method = request.method.upper()
+    if method == "HEAD":
+        method = "GET"
+    return (method, path) in PUBLIC_ROUTES
+
+
+def guard(request: Request) -> None:
+    """App-wide: deny by default. Public routes pass; every other route needs a principal."""
+    if not is_public(request):
+        authenticate(request)
+
+
+def get_principal(request: Request) -> Principal:
+    return authenticate(request)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+# -- authorisation --------------------------------------------------------------------------------
+class _Require(fastapi_params.Depends):
+    """`require(scope)` is both a `Depends` (use it directly: `p: Principal = require("x")` or
+    `Annotated[Principal, require("x")]`) and a dependency callable (`Depends(require("x"))`)."""
+
+    scope_required: str
+    roles_required: frozenset[str]
+
+    def __call__(self, principal: CurrentPrincipal) -> Principal:
+        return self.dependency(principal) if self.dependency else principal  # pragma: no cover
+
+
+def require(scope: str, *, roles: frozenset[str] | set[str] | None = None,
+            session_only: bool = False) -> Any:
+    """Dependency: the principal, which must hold `scope` (and, when given, one of `roles`;
+    with `session_only`, be a signed-in person rather than an API key). 401 when there is no
+    MFA-verified principal, 403 when it lacks the scope, role or kind."""
+    wanted_roles = frozenset(roles or ())
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if scope and scope not in principal.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                detail=f"this needs the {scope!r} scope")
+        if wanted_roles and not (principal.roles & wanted_roles):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                detail="your role does not allow this")
+        if session_only and principal.api_key_id is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                detail="this needs a signed-in session, not an API key")
+        return principal
+
+    check.__facesearch_scope__ = scope or ("session" if session_only else "")  # type: ignore[attr-defined]
+    check.__facesearch_session_only__ = session_only  # type: ignore[attr-defined]
+    dep = _Require(dependency=check)
+    object.__setattr__(dep, "scope_required", scope)
+    object.__setattr__(dep, "roles_required", wanted_roles)
+    return dep
+
+
+def require_session() -> Any:
+    """Dependency: a signed-in person (not an API key) with a verified second factor."""
+    return require("", session_only=True)

@@ -1,0 +1,31 @@
+"""Liveness and readiness (public; they reveal nothing but up/down)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from facesearch.api.deps import DeploymentDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/api/v1/health")
+def health() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/ready", response_model=None)
+def ready(dep: DeploymentDep) -> JSONResponse:
+    """The database answers and the key ring is loaded."""
+    try:
+        with dep.db.session() as s:
+            s.execute(text("SELECT 1"))
+        ok = dep.keys is not None
+    except Exception:
+        ok = False
+    if ok:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not ready"}, status_code=503)

@@ -1,0 +1,989 @@
+"""The misconfiguration audit behind `facesearch doctor`: what would have caught the leaks in the
+brief (exposed keys and buckets, debug endpoints, long-lived credentials, accounts without a
+second factor) before anyone else finds them.
+
+Each check is one small function registered with an id, a title, a severity (critical, warning,
+info) and the fix. `run_checks(settings)` runs them all and returns the findings. The doctor only
+reads: it opens the database read-only (never migrates it), never needs the master key to be
+valid, works on a data directory that is not initialised, and turns a check that raises into a
+finding of its own instead of stopping. It never prints a secret: values found in logs are
+reported by file, line and kind, masked.
+
+Every check id is documented in docs/doctor.md (a test keeps the two in sync).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from facesearch.config import Settings
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+
+#: Days of warning before a TLS certificate expires.
+CERT_EXPIRY_WARNING_DAYS = 30
+#: An API key not used for this long should be revoked.
+API_KEY_UNUSED_DAYS = 90
+#: Shortest acceptable password or secret.
+MIN_SECRET_LENGTH = 16
+#: Lines reported per log file before the rest are only counted.
+MAX_LOG_LINES_REPORTED = 20
+#: Files looked at under a backup directory (a huge tree is sampled, not walked to the end).
+MAX_FILES_WALKED = 10_000
+
+#: Passwords and secrets that ship in examples, images and tutorials.
+DEFAULT_SECRETS = frozenset({
+    "", "admin", "administrator", "changeme", "change-me", "changeit", "default", "example",
+    "facesearch", "letmein", "pass", "passw0rd", "password", "password1", "postgres", "qwerty",
+    "root", "secret", "test", "toor", "123456", "12345678", "1234567890",
+})
+
+
+# -- findings and the registry ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found, with what to do about it."""
+
+    id: str
+    severity: Severity
+    title: str
+    detail: str
+    fix: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+CheckFunc = Callable[["Context"], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: `func` yields one detail sentence per problem it finds."""
+
+    id: str
+    title: str
+    severity: Severity
+    fix: str
+    func: CheckFunc
+    #: Needs the deployment's database (skipped when it cannot be opened).
+    needs_db: bool = False
+
+
+CHECKS: list[Check] = []
+
+#: Findings the runner itself produces (documented like the checks).
+CHECK_ERROR = Check(
+    "doctor.check_error", "A check could not run", "warning",
+    "Read the error, fix what stops the check (permissions, a missing file), run the doctor "
+    "again.", lambda _ctx: (),
+)
+DATABASE_UNAVAILABLE = Check(
+    "database.unavailable", "The database cannot be opened", "critical",
+    "Check database_url and that the database is running; for the embedded default, that "
+    "facesearch.db exists in the data directory.", lambda _ctx: (),
+)
+SETTINGS_INVALID = Check(
+    "settings.invalid", "Settings cannot be loaded", "critical",
+    "Fix facesearch.toml or the FACESEARCH_* variables named in the message.", lambda _ctx: (),
+)
+RUNNER_FINDINGS = (CHECK_ERROR, DATABASE_UNAVAILABLE, SETTINGS_INVALID)
+
+
+def check(
+    id: str, title: str, severity: Severity, fix: str, *, needs_db: bool = False
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register a check function under `id`."""
+
+    def register(func: CheckFunc) -> CheckFunc:
+        if any(c.id == id for c in CHECKS):
+            raise ValueError(f"duplicate doctor check id {id}")
+        CHECKS.append(Check(id, title, severity, fix, func, needs_db))
+        return func
+
+    return register
+
+
+def all_check_ids() -> list[str]:
+    return [c.id for c in CHECKS] + [c.id for c in RUNNER_FINDINGS]
+
+
+# -- what the checks share ------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _others_can_access(path: Path) -> bool:
+    return bool(_mode(path) & 0o077)
+
+
+def _is_inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _readonly_sqlite_engine(db_file: Path) -> Engine:
+    """An engine that cannot write (SQLite URI mode=ro) and never creates a missing file."""
+    import sqlite3
+
+    uri = db_file.resolve().as_uri() + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+    return create_engine("sqlite://", creator=connect)
+
+
+@dataclass
+class Context:
+    """The deployment being examined; expensive parts are computed once, on first use."""
+
+    settings: Settings
+    now: datetime = field(default_factory=_now)
+    _engine: Engine | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home.expanduser()
+
+    @property
+    def initialised(self) -> bool:
+        return self.settings.settings_file.exists()
+
+    @cached_property
+    def settings_document(self) -> dict[str, Any]:
+        """The whole facesearch.toml (empty when absent)."""
+        if not self.initialised:
+            return {}
+        with self.settings.settings_file.open("rb") as fh:
+            return tomllib.load(fh)
+
+    @cached_property
+    def key_file(self) -> Path:
+        """The key file the service would use: --key-file / env, else the one init recorded."""
+        if self.settings.key_file:
+            return self.settings.key_file.expanduser()
+        marker = self.settings_document.get("deployment", {})
+        if isinstance(marker, dict) and marker.get("key_file"):
+            return Path(str(marker["key_file"])).expanduser()
+        return self.settings.resolved_key_file
+
+    @cached_property
+    def master_key(self) -> tuple[bytes, str] | None:
+        """(master key, key id) from the key file; None when the file is absent."""
+        if not self.key_file.exists():
+            return None
+        doc = json.loads(self.key_file.read_text())
+        return base64.b64decode(doc["master_key"], validate=True), str(doc.get("key_id", ""))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.settings.sqlalchemy_url.startswith("sqlite")
+
+    def engine(self) -> Engine:
+        """A read-only engine on the deployment's database (raises when it cannot be opened)."""
+        if self._engine is None:
+            if self.settings.database_url is None:
+                if not self.settings.db_path.exists():
+                    raise FileNotFoundError(f"{self.settings.db_path} does not exist")
+                engine = _readonly_sqlite_engine(self.settings.db_path)
+            else:
+                url = make_url(self.settings.database_url)
+                extra: dict[str, Any] = {}
+                if url.get_backend_name() == "postgresql":
+                    extra["connect_args"] = {"connect_timeout": 10}
+                    extra["execution_options"] = {"postgresql_readonly": True}
+                engine = create_engine(url, pool_pre_ping=True, **extra)
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            self._engine = engine
+        return self._engine
+
+    def session(self) -> Session:
+        """A session that is only ever rolled back."""
+        return Session(self.engine(), autoflush=False)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @cached_property
+    def tls_certificates(self) -> list[Any]:
+        from cryptography import x509
+
+        assert self.settings.tls_cert is not None
+        return list(x509.load_pem_x509_certificates(self.settings.tls_cert.read_bytes()))
+
+
+# -- secrets: recognise and mask ------------------------------------------------------------------
+
+_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("facesearch API key", re.compile(r"fsk_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}")),
+    ("private key (PEM)", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
+    ("TOTP seed (otpauth:// URI)", re.compile(r"otpauth://[^\s\"'<>]+", re.IGNORECASE)),
+    ("AWS access key", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{4})[0-9A-Z]{12}\b")),
+    ("bearer token", re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE)),
+    ("password", re.compile(
+        r"""(?ix)["']?(?:password|passwd|pwd|new_password|current_password)["']?\s*[:=]\s*
+            (?!\s*(?:["']\s*["']|null\b|none\b|["']?\*+|["']?<?redacted|["']?\[redacted))
+            ["']?[^\s"',&}]{1,}""")),
+    ("URL with credentials", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@\"']+:[^\s/@\"']+@")),
+    ("secret or token value", re.compile(
+        r"""(?ix)["']?[a-z_]*(?:secret|token|api[_-]?key)["']?\s*[:=]\s*["']?
+            [A-Za-z0-9._~+/-]{16,}""")),
+)
+
+
+def find_secrets(line: str) -> list[str]:
+    """The kinds of secret on a line, masked: an API key shows its (non-secret) lookup prefix so
+    the right key can be revoked, an AWS key its first eight characters; nothing else."""
+    found: list[str] = []
+    for kind, pattern in _SECRET_PATTERNS:
+        match = pattern.search(line)
+        if not match:
+            continue
+        if kind == "facesearch API key":
+            found.append(f"{kind} fsk_{match.group(1)}_****")
+        elif kind == "AWS access key":
+            found.append(f"{kind} {match.group(1)}****")
+        elif kind in ("bearer token", "secret or token value") and found:
+            continue  # the same value, already named more precisely
+        else:
+            found.append(kind)
+    return found
+
+
+_URL_PASSWORD = re.compile(r"(://[^\s/:@]+:)[^\s/@]+@")
+
+
+def redact(text: str) -> str:
+    """Mask credentials in a message that may quote a URL or a log line."""
+    text = _URL_PASSWORD.sub(r"\1****@", text)
+    return re.sub(r"fsk_([0-9a-f]{12})_[A-Za-z0-9_-]+", r"fsk_\1_****", text)
+
+
+def _weak_secret_reason(value: str) -> str | None:
+    if value.strip().lower() in DEFAULT_SECRETS:
+        return "a well-known default"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) <= 3:
+        return "made of one or two repeated characters"
+    return None
+
+
+_SECRET_NAME = re.compile(
+    r"(?i)(secret|token|password|passwd|credential|api_?key|private_?key|master_?key)"
+)
+#: Settings whose names look secret but hold paths or public values.
+_NOT_SECRET_NAMES = frozenset({"key_file", "key_fingerprint", "tls_key", "tls_cert"})
+
+
+def _toml_items(doc: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in doc.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _toml_items(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+# -- the deployment ---------------------------------------------------------------------------
+
+
+@check(
+    "deployment.not_initialised", "The data directory is not initialised", "critical",
+    "Run `facesearch --home <dir> init` (or point --home / FACESEARCH_HOME at the right "
+    "directory).",
+)
+def _not_initialised(ctx: Context) -> Iterator[str]:
+    if not ctx.initialised:
+        yield (f"{ctx.home} has no {ctx.settings.settings_file.name}; database, accounts and "
+               "audit checks were skipped")
+
+
+@check(
+    "data_dir.permissions", "Data directory readable by others", "critical",
+    "chmod 700 the data directory and its folders, chmod 600 facesearch.db, its -wal/-shm "
+    "files and facesearch.toml.",
+)
+def _data_dir_permissions(ctx: Context) -> Iterator[str]:
+    if not ctx.home.exists():
+        return
+    s = ctx.settings
+    paths = [ctx.home, s.settings_file, s.blobs_dir, s.index_dir]
+    if s.database_url is None:
+        db = s.db_path
+        paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    for path in paths:
+        if path.exists() and _others_can_access(path):
+            yield f"{path} has mode {_mode(path):o}: group or others can read it"
+
+
+# -- the master key -------------------------------------------------------------------------------
+
+
+@check(
+    "key.missing", "The master key file is missing", "critical",
+    "Restore the key file from its separate backup (or pass --key-file / FACESEARCH_KEY_FILE); "
+    "without it nothing in the data directory can be read.",
+)
+def _key_missing(ctx: Context) -> Iterator[str]:
+    if ctx.initialised and not ctx.key_file.exists():
+        yield f"no key file at {ctx.key_file}"
+
+
+@check(
+    "key.inside_data_dir", "Master key file inside the data directory", "critical",
+    "Move the key file outside the data directory (e.g. to the per-user config directory), "
+    "point --key-file at it, and rotate it if a copy of the data directory ever left the host.",
+)
+def _key_inside(ctx: Context) -> Iterator[str]:
+    if _is_inside(ctx.key_file, ctx.home):
+        yield (f"{ctx.key_file} lies inside {ctx.home}: whoever copies the data directory "
+               "gets the key with it")
+
+
+@check(
+    "key.permissions", "Master key file readable by others", "critical",
+    "chmod 600 the key file and chmod 700 its folder.",
+)
+def _key_permissions(ctx: Context) -> Iterator[str]:
+    if ctx.key_file.exists() and _others_can_access(ctx.key_file):
+        yield f"{ctx.key_file} has mode {_mode(ctx.key_file):o}"
+    folder = ctx.key_file.parent
+    if folder.exists() and ctx.key_file.exists() and _mode(folder) & 0o022:
+        yield f"its folder {folder} is writable by group or others (mode {_mode(folder):o})"
+
+
+@check(
+    "key.weak", "Weak or malformed master key", "critical",
+    "Create a new deployment with `facesearch init` (a random 32-byte key) and migrate the data; "
+    "never write a key file by hand.",
+)
+def _key_weak(ctx: Context) -> Iterator[str]:
+    if not ctx.key_file.exists():
+        return
+    try:
+        loaded = ctx.master_key
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        yield f"{ctx.key_file} is not a facesearch key file (no base64 master_key)"
+        return
+    if loaded is None:
+        return
+    master, _ = loaded
+    if len(master) < 32:
+        yield f"the master key is {len(master)} bytes; it must be 32 random bytes"
+    elif len(master) > 32:
+        yield f"the master key is {len(master)} bytes; facesearch expects exactly 32"
+    if master and not any(master):
+        yield "the master key is all zero bytes"
+    elif master and len(set(master)) < min(16, len(master)):
+        yield (f"the master key has only {len(set(master))} distinct byte values: it was not "
+               "drawn at random")
+
+
+@check(
+    "key.mismatch", "The key file does not belong to this data directory", "critical",
+    "Point --key-file at the key this data directory was created with (its fingerprint is in "
+    "facesearch.toml).",
+)
+def _key_mismatch(ctx: Context) -> Iterator[str]:
+    from facesearch.crypto import KeyRing
+
+    marker = ctx.settings_document.get("deployment", {})
+    expected = marker.get("key_fingerprint") if isinstance(marker, dict) else None
+    if not expected or not ctx.key_file.exists():
+        return
+    try:
+        loaded = ctx.master_key
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return  # reported by key.weak
+    if loaded is None or len(loaded[0]) != 32:
+        return
+    if KeyRing(*loaded).fingerprint != expected:
+        yield f"{ctx.key_file} has a different fingerprint from the one recorded at init"
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+
+@check(
+    "secret.database_password", "Default or short database password", "critical",
+    "Give the database account a random password of 16+ characters (e.g. `openssl rand "
+    "-base64 24`) and pass the URL through FACESEARCH_DATABASE_URL, not a file.",
+)
+def _database_password(ctx: Context) -> Iterator[str]:
+    url_text = ctx.settings.database_url
+    if not url_text or url_text.startswith("sqlite"):
+        return
+    url = make_url(url_text)
+    password = url.password
+    if password is None:
+        if url.host not in (None, "", "localhost", "127.0.0.1", "::1"):
+            yield (f"the database URL for {url.host} carries no password (make sure the server "
+                   "does not trust the network)")
+        return
+    reason = _weak_secret_reason(str(password))
+    if reason:
+        yield f"the password of database user {url.username!r} is {reason}"
+    elif url.username and str(password).lower() == url.username.lower():
+        yield f"the password of database user {url.username!r} equals the user name"
+
+
+@check(
+    "secret.weak_env", "Default or short secret in the environment", "critical",
+    "Generate the secret at random (16+ characters) and rotate the old one.",
+)
+def _weak_env_secret(ctx: Context) -> Iterator[str]:
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith("FACESEARCH_") or not _SECRET_NAME.search(name[len("FACESEARCH_"):]):
+            continue
+        if name[len("FACESEARCH_"):].lower() in _NOT_SECRET_NAMES:
+            continue
+        reason = _weak_secret_reason(value)
+        if reason:
+            yield f"{name} is {reason}"
+
+
+@check(
+    "secret.in_settings_file", "Secret written in the settings file", "critical",
+    "Remove it from facesearch.toml and pass it through the environment (FACESEARCH_...) or a "
+    "0600 file outside the data directory; rotate it, since the file travels with backups.",
+)
+def _secret_in_settings(ctx: Context) -> Iterator[str]:
+    for name, value in _toml_items(ctx.settings_document):
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.lower() in _NOT_SECRET_NAMES:
+            continue
+        if _SECRET_NAME.search(leaf) and value not in (None, ""):
+            yield f"{ctx.settings.settings_file}: `{name}` holds a secret value"
+        elif leaf.lower() in ("database_url", "facesearch_database_url") and isinstance(
+            value, str
+        ):
+            try:
+                has_password = make_url(value).password is not None
+            except Exception:
+                has_password = bool(_URL_PASSWORD.search(value))
+            if has_password:
+                yield f"{ctx.settings.settings_file}: `{name}` carries a database password"
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@check(
+    "service.debug", "Debug mode is on", "critical",
+    "Set debug = false (unset FACESEARCH_DEBUG): debug responses leak stack traces and paths.",
+)
+def _debug(ctx: Context) -> Iterator[str]:
+    if ctx.settings.debug:
+        yield "debug mode is enabled"
+
+
+@check(
+    "service.public_without_tls", "Public bind address without TLS", "critical",
+    "Bind to 127.0.0.1 behind a TLS-terminating reverse proxy (and list it in "
+    "trusted_proxies), or set tls_cert and tls_key.",
+)
+def _public_without_tls(ctx: Context) -> Iterator[str]:
+    s = ctx.settings
+    if not _is_loopback(s.host) and not (s.tls_cert and s.tls_key):
+        yield f"the service binds to {s.host}:{s.port} and speaks plain HTTP"
+
+
+@check(
+    "service.public_url_http", "Public URL is not HTTPS", "warning",
+    "Set public_url to the https:// address users reach: enrolment and invitation links carry "
+    "one-time tokens.",
+)
+def _public_url_http(ctx: Context) -> Iterator[str]:
+    url = ctx.settings.public_url
+    if url and url.lower().startswith("http://"):
+        host = urlsplit(url).hostname or ""
+        if not _is_loopback(host):
+            yield f"public_url is {url}"
+
+
+@check(
+    "service.cors_wildcard", "Wildcard CORS origin", "critical",
+    "List the exact origins of your web front ends in cors_origins; never '*'.",
+)
+def _cors_wildcard(ctx: Context) -> Iterator[str]:
+    for origin in ctx.settings.cors_origins:
+        if origin.strip() in ("*", "null") or "*" in origin:
+            yield f"cors_origins contains {origin!r}"
+
+
+@check(
+    "service.trusted_proxies_wildcard", "Every address is a trusted proxy", "warning",
+    "List only the addresses of your reverse proxies in trusted_proxies.",
+)
+def _trusted_proxies(ctx: Context) -> Iterator[str]:
+    for proxy in ctx.settings.trusted_proxies:
+        if proxy.strip() in ("*", "0.0.0.0/0", "::/0"):
+            yield (f"trusted_proxies contains {proxy!r}: any client can forge its address "
+                   "(X-Forwarded-For) and dodge rate limits and lockout")
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@check(
+    "tls.unusable", "TLS certificate or key missing or unreadable", "critical",
+    "Set both tls_cert and tls_key to readable PEM files.",
+)
+def _tls_unusable(ctx: Context) -> Iterator[str]:
+    s = ctx.settings
+    if bool(s.tls_cert) != bool(s.tls_key):
+        yield "only one of tls_cert and tls_key is set"
+    for name, path in (("tls_cert", s.tls_cert), ("tls_key", s.tls_key)):
+        if path is not None and not path.exists():
+            yield f"{name} {path} does not exist"
+    if s.tls_cert is not None and s.tls_cert.exists():
+        try:
+            if not ctx.tls_certificates:
+                yield f"{s.tls_cert} holds no certificate"
+        except ValueError:
+            yield f"{s.tls_cert} is not a PEM certificate"
+
+
+def _leaf_expiry(ctx: Context) -> datetime | None:
+    s = ctx.settings
+    if s.tls_cert is None or not s.tls_cert.exists():
+        return None
+    try:
+        certs = ctx.tls_certificates
+    except ValueError:
+        return None  # reported by tls.unusable
+    if not certs:
+        return None
+    return _aware(certs[0].not_valid_after_utc)
+
+
+@check(
+    "tls.cert_expired", "TLS certificate expired", "critical",
+    "Renew the certificate (e.g. with your ACME client) and restart the service.",
+)
+def _cert_expired(ctx: Context) -> Iterator[str]:
+    expiry = _leaf_expiry(ctx)
+    if expiry is not None and expiry <= ctx.now:
+        yield f"{ctx.settings.tls_cert} expired on {expiry:%Y-%m-%d %H:%M} UTC"
+
+
+@check(
+    "tls.cert_expiring", "TLS certificate expires soon", "warning",
+    f"Renew the certificate before it expires (the doctor warns {CERT_EXPIRY_WARNING_DAYS} days "
+    "ahead); automate renewal.",
+)
+def _cert_expiring(ctx: Context) -> Iterator[str]:
+    expiry = _leaf_expiry(ctx)
+    if expiry is not None and ctx.now < expiry <= ctx.now + timedelta(
+        days=CERT_EXPIRY_WARNING_DAYS
+    ):
+        days = (expiry - ctx.now).days
+        yield f"{ctx.settings.tls_cert} expires on {expiry:%Y-%m-%d} UTC (in {days} days)"
+
+
+@check(
+    "tls.key_permissions", "TLS private key readable by others", "critical",
+    "chmod 600 the TLS key file (owned by the service account) and keep it out of the data "
+    "directory and backups.",
+)
+def _tls_key_permissions(ctx: Context) -> Iterator[str]:
+    key = ctx.settings.tls_key
+    if key is not None and key.exists() and _others_can_access(key):
+        yield f"{key} has mode {_mode(key):o}"
+
+
+# -- the database ---------------------------------------------------------------------------------
+
+
+@check(
+    "database.schema_outdated", "Database schema is not at the newest revision", "warning",
+    "Back up the database, then start the service once: it migrates the schema on open.",
+    needs_db=True,
+)
+def _schema_outdated(ctx: Context) -> Iterator[str]:
+    from alembic.script import ScriptDirectory
+
+    from facesearch.store.db import MIGRATIONS_DIR, current_revision
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    current = current_revision(ctx.engine())
+    if current != head:
+        yield f"the database is at revision {current or 'none'}, the code expects {head}"
+
+
+@check(
+    "accounts.no_second_factor", "Account without a verified second factor", "critical",
+    "Have the user finish TOTP enrolment at the next sign-in, or have an administrator "
+    "disable the account; an unenrolled account can be enrolled by whoever knows its "
+    "password.",
+    needs_db=True,
+)
+def _no_second_factor(ctx: Context) -> Iterator[str]:
+    from facesearch.store.accounts import User
+
+    with ctx.session() as s:
+        rows = s.execute(
+            select(User.id, User.email)
+            .where(User.disabled.is_(False), User.totp_verified_at.is_(None))
+            .order_by(User.id)
+        ).all()
+    for user_id, email in rows:
+        yield f"user {user_id} ({email}) has no verified second factor"
+
+
+@check(
+    "accounts.too_many_platform_admins", "More platform administrators than allowed", "warning",
+    "Remove the platform_admin role from accounts that do not need it, or raise "
+    "max_platform_admins deliberately.",
+    needs_db=True,
+)
+def _too_many_admins(ctx: Context) -> Iterator[str]:
+    from facesearch.store.accounts import User
+
+    with ctx.session() as s:
+        rows = s.execute(
+            select(User.id, User.email, User.roles).where(User.disabled.is_(False))
+        ).all()
+    admins = [(uid, email) for uid, email, roles in rows if "platform_admin" in (roles or [])]
+    limit = ctx.settings.max_platform_admins
+    if len(admins) > limit:
+        names = ", ".join(f"{uid} ({email})" for uid, email in sorted(admins))
+        yield f"{len(admins)} platform administrators (max_platform_admins = {limit}): {names}"
+
+
+def _active_keys(ctx: Context) -> list[Any]:
+    from facesearch.store.accounts import ApiKey
+
+    with ctx.session() as s:
+        return list(
+            s.execute(
+                select(ApiKey.id, ApiKey.prefix, ApiKey.name, ApiKey.user_id, ApiKey.created_at,
+                       ApiKey.expires_at, ApiKey.last_used_at)
+                .where(ApiKey.revoked_at.is_(None))
+                .order_by(ApiKey.id)
+            ).all()
+        )
+
+
+def _key_label(row: Any) -> str:
+    return f"API key {row.id} (fsk_{row.prefix}_…, {row.name!r}, user {row.user_id})"
+
+
+@check(
+    "apikeys.no_expiry", "API key without expiry", "critical",
+    "Revoke the key and create a new one with an expiry (the API refuses keys without one).",
+    needs_db=True,
+)
+def _keys_no_expiry(ctx: Context) -> Iterator[str]:
+    for row in _active_keys(ctx):
+        if row.expires_at is None:
+            yield f"{_key_label(row)} never expires"
+
+
+@check(
+    "apikeys.unused", f"API key unused for {API_KEY_UNUSED_DAYS} days", "warning",
+    "Revoke keys that nobody uses; create a new one when a program needs it again.",
+    needs_db=True,
+)
+def _keys_unused(ctx: Context) -> Iterator[str]:
+    cutoff = ctx.now - timedelta(days=API_KEY_UNUSED_DAYS)
+    for row in _active_keys(ctx):
+        if row.expires_at is not None and _aware(row.expires_at) <= ctx.now:
+            continue  # expired: reported by apikeys.expired_not_revoked
+        if row.last_used_at is None:
+            if _aware(row.created_at) < cutoff:
+                yield (f"{_key_label(row)} was created {_aware(row.created_at):%Y-%m-%d} "
+                       "and never used")
+        elif _aware(row.last_used_at) < cutoff:
+            yield f"{_key_label(row)} was last used {_aware(row.last_used_at):%Y-%m-%d}"
+
+
+@check(
+    "apikeys.expired_not_revoked", "Expired API key not revoked", "info",
+    "Revoke expired keys so the list shows only live credentials.",
+    needs_db=True,
+)
+def _keys_expired(ctx: Context) -> Iterator[str]:
+    for row in _active_keys(ctx):
+        if row.expires_at is not None and _aware(row.expires_at) <= ctx.now:
+            yield f"{_key_label(row)} expired {_aware(row.expires_at):%Y-%m-%d}"
+
+
+@check(
+    "apikeys.owner_disabled", "API key of a disabled account not revoked", "warning",
+    "Revoke every key of an account when it is disabled.",
+    needs_db=True,
+)
+def _keys_owner_disabled(ctx: Context) -> Iterator[str]:
+    from facesearch.store.accounts import ApiKey, User
+
+    with ctx.session() as s:
+        rows = s.execute(
+            select(ApiKey.id, ApiKey.prefix, User.id)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.revoked_at.is_(None), User.disabled.is_(True))
+            .order_by(ApiKey.id)
+        ).all()
+    for key_id, prefix, user_id in rows:
+        yield f"API key {key_id} (fsk_{prefix}_…) belongs to disabled user {user_id}"
+
+
+@check(
+    "audit.chain_broken", "Audit log chain broken", "critical",
+    "Treat it as an incident: preserve the database and the latest exports, compare with "
+    "`facesearch audit export` copies held by the auditor, find who had write access.",
+    needs_db=True,
+)
+def _audit_chain(ctx: Context) -> Iterator[str]:
+    from facesearch.security.audit import verify_chain
+
+    with ctx.session() as s:
+        report = verify_chain(s)
+    if not report.ok:
+        yield (f"audit entry {report.first_bad_id} (position {report.first_bad_position} of the "
+               f"chain): {report.problem}")
+
+
+@check(
+    "collections.no_legal_basis", "Collection without a legal basis", "critical",
+    "Record the legal basis for processing the collection's faces (or delete the collection).",
+    needs_db=True,
+)
+def _no_legal_basis(ctx: Context) -> Iterator[str]:
+    from facesearch.store.models import Collection
+
+    with ctx.session() as s:
+        rows = s.execute(
+            select(Collection.id, Collection.name, Collection.legal_basis).order_by(Collection.id)
+        ).all()
+    for cid, name, basis in rows:
+        if not (basis or "").strip():
+            yield f"collection {cid} ({name!r}) has no legal basis"
+
+
+@check(
+    "collections.no_retention", "Collection without a retention period", "warning",
+    "Set retention_days on the collection so that old faces are purged.",
+    needs_db=True,
+)
+def _no_retention(ctx: Context) -> Iterator[str]:
+    from facesearch.store.models import Collection
+
+    with ctx.session() as s:
+        rows = s.execute(
+            select(Collection.id, Collection.name, Collection.retention_days)
+            .order_by(Collection.id)
+        ).all()
+    for cid, name, days in rows:
+        if days is None or days <= 0:
+            yield f"collection {cid} ({name!r}) has no retention period"
+
+
+# -- backups and logs -----------------------------------------------------------------------------
+
+
+def _walk(root: Path, skip: Iterable[Path] = ()) -> Iterator[Path]:
+    """Every path under root (root first), at most MAX_FILES_WALKED, skipping given folders."""
+    skipped = {p.resolve() for p in skip}
+    yield root
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skipped)
+        for name in [*dirnames, *sorted(filenames)]:
+            count += 1
+            if count > MAX_FILES_WALKED:
+                return
+            yield here / name
+
+
+@check(
+    "backups.permissions", "Backups readable by others", "critical",
+    "chmod 700 the backup directory and 600 every backup file; keep backups encrypted and the "
+    "key file out of them.",
+)
+def _backups(ctx: Context) -> Iterator[str]:
+    root = ctx.settings.backup_dir
+    if root is None or not root.exists():
+        return
+    bad = [p for p in _walk(root) if not p.is_symlink() and _others_can_access(p)]
+    for path in bad[:MAX_LOG_LINES_REPORTED]:
+        yield f"{path} has mode {_mode(path):o}"
+    if len(bad) > MAX_LOG_LINES_REPORTED:
+        yield f"… and {len(bad) - MAX_LOG_LINES_REPORTED} more under {root}"
+
+
+def _log_files(ctx: Context) -> list[Path]:
+    """The configured log file, its rotated siblings, and *.log files in the data directory."""
+    found: list[Path] = []
+    log = ctx.settings.log_file
+    if log is not None:
+        log = log.expanduser()
+        if log.is_file():
+            found.append(log)
+        if log.parent.is_dir():
+            found += sorted(
+                p for p in log.parent.glob(log.name + ".*")
+                if p.is_file() and p.suffix not in (".gz", ".bz2", ".xz", ".zst")
+            )
+    if ctx.home.is_dir():
+        s = ctx.settings
+        for path in _walk(ctx.home, skip=(s.blobs_dir, s.index_dir)):
+            if path.suffix == ".log" and path.is_file() and not path.is_symlink():
+                found.append(path)
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+@check(
+    "logs.permissions", "Log files readable by others", "critical",
+    "chmod 600 the log files (and 700 their folder); configure the log rotation to create them "
+    "0600.",
+)
+def _log_permissions(ctx: Context) -> Iterator[str]:
+    for path in _log_files(ctx):
+        if _others_can_access(path):
+            yield f"{path} has mode {_mode(path):o}"
+
+
+@check(
+    "logs.secrets", "Secrets written into logs", "critical",
+    "Rotate every secret listed (revoke the API keys, reset the passwords and TOTP "
+    "enrolments), then delete or scrub those log lines and find the code that logged them.",
+)
+def _log_secrets(ctx: Context) -> Iterator[str]:
+    for path in _log_files(ctx):
+        hits = 0
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                kinds = find_secrets(line)
+                if not kinds:
+                    continue
+                hits += 1
+                if hits <= MAX_LOG_LINES_REPORTED:
+                    yield f"{path}:{number}: {', '.join(kinds)}"
+        if hits > MAX_LOG_LINES_REPORTED:
+            yield f"{path}: {hits - MAX_LOG_LINES_REPORTED} more lines with secrets"
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+def _error_finding(chk: Check, exc: BaseException) -> Finding:
+    message = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
+    return Finding(
+        CHECK_ERROR.id, CHECK_ERROR.severity, f"{CHECK_ERROR.title}: {chk.id}",
+        f"check {chk.id} ({chk.title}) failed: {type(exc).__name__}: {message}",
+        CHECK_ERROR.fix,
+    )
+
+
+def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
+    """Run every registered check; findings come back most severe first."""
+    ctx = Context(settings, now=now or _now())
+    findings: list[Finding] = []
+    db_ok: bool | None = None
+    try:
+        for chk in CHECKS:
+            if chk.needs_db:
+                if db_ok is None:
+                    db_ok = _open_database(ctx, findings)
+                if not db_ok:
+                    continue
+            try:
+                details = list(chk.func(ctx))
+            except Exception as exc:
+                findings.append(_error_finding(chk, exc))
+                continue
+            findings += [Finding(chk.id, chk.severity, chk.title, redact(d), chk.fix)
+                         for d in details]
+    finally:
+        ctx.close()
+    order = {sev: i for i, sev in enumerate(SEVERITIES)}
+    return sorted(findings, key=lambda f: order[f.severity])
+
+
+def _open_database(ctx: Context, findings: list[Finding]) -> bool:
+    """Open the database read-only; report once when it cannot be opened."""
+    if not ctx.initialised and ctx.settings.database_url is None:
+        return False  # reported by deployment.not_initialised
+    try:
+        ctx.engine()
+    except Exception as exc:
+        message = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
+        findings.append(Finding(
+            DATABASE_UNAVAILABLE.id, DATABASE_UNAVAILABLE.severity, DATABASE_UNAVAILABLE.title,
+            f"{type(exc).__name__}: {message}; database, account and audit checks were skipped",
+            DATABASE_UNAVAILABLE.fix,
+        ))
+        return False
+    return True
+
+
+def settings_error(exc: BaseException) -> Finding:
+    """The finding for settings that cannot even be loaded (bad TOML, invalid value)."""
+    message = redact(str(exc))[:500]
+    return Finding(SETTINGS_INVALID.id, SETTINGS_INVALID.severity, SETTINGS_INVALID.title,
+                   f"{type(exc).__name__}: {message}", SETTINGS_INVALID.fix)
+
+
+def summary(findings: list[Finding]) -> dict[Severity, int]:
+    counts: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
+    for finding in findings:
+        counts[finding.severity] += 1
+    return counts
+
+
+def has_critical(findings: list[Finding]) -> bool:
+    return any(f.severity == "critical" for f in findings)

@@ -1,0 +1,315 @@
+"""Background ingest for the API: uploads and server-side folders, with readable progress.
+
+An upload is written to a private temporary folder inside the data directory
+(`<home>/uploads/task-<id>-*`, mode 0700), ingested there by `FolderIngest` in a background
+thread, and deleted afterwards whatever the outcome. The provenance of each uploaded file is
+rewritten from the temporary path to `upload:<task id>/<original file name>`.
+
+A server-side folder job (organisation administrators only) may read only below the
+organisation's drop folder `<home>/imports/org<id>/`: an administrator of one tenant can never make
+the server read another tenant's files or anything else on the machine.
+
+Jobs run one at a time on one worker thread (the face model is shared with searches). Progress
+(`files_done` of `files_total`, faces, status) is written to the `ingest_tasks` row as chunks
+commit, so any request can read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from facesearch.deployment import Deployment
+from facesearch.errors import FacesearchError, NotFoundError
+from facesearch.ingest.runner import FolderIngest
+from facesearch.search.casework import InvalidRequest
+from facesearch.security import audit
+from facesearch.security.tenancy import Actor, managed_collection, org_of, org_task
+from facesearch.store.casework import IngestTask
+from facesearch.store.models import Collection, SourceFile, utcnow
+from facesearch.vision.decode import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_FILES = 500
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    filename: str
+    data: bytes
+
+
+def safe_filename(name: str, index: int) -> str:
+    base = Path(name or "").name
+    base = _SAFE_NAME.sub("_", base).strip("._")[:100] or "file"
+    if Path(base).suffix.lower() not in IMAGE_SUFFIXES:
+        base += ".upload.jpg"  # every upload is decoded (and rejected with a reason if bad)
+    return f"{index:05d}-{base}"
+
+
+def uploads_root(dep: Deployment) -> Path:
+    root = dep.settings.home / "uploads"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
+def imports_root(dep: Deployment, org_id: int) -> Path:
+    return dep.settings.home / "imports" / f"org{org_id}"
+
+
+def task_dict(task: IngestTask) -> dict[str, Any]:
+    return {
+        "id": task.id, "kind": task.kind, "status": task.status,
+        "collection_id": task.collection_id, "files_total": task.files_total,
+        "files_done": task.files_done, "faces": task.faces, "summary": dict(task.summary or {}),
+        "error": task.error, "created_at": task.created_at.isoformat(),
+        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+    }
+
+
+class _TaskProgress:
+    """FolderIngest progress written to the task row (at most a few times a second)."""
+
+    def __init__(self, dep: Deployment, task_id: int) -> None:
+        self.dep = dep
+        self.task_id = task_id
+        self.total = 0
+        self.done = 0
+        self.faces = 0
+
+    def _write(self) -> None:
+        with self.dep.db.session() as s:
+            task = s.get(IngestTask, self.task_id)
+            if task is not None:
+                task.files_total = self.total
+                task.files_done = self.done
+                task.faces = self.faces
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self._write()
+
+    def advance(self, files: int, faces: int) -> None:
+        self.done += files
+        self.faces += faces
+        self._write()
+
+
+class JobRunner:
+    """One worker thread per deployment running queued ingest tasks in order."""
+
+    def __init__(self, dep: Deployment, workers: int = 1) -> None:
+        self.dep = dep
+        self.workers = workers
+        self._queue: queue.Queue[tuple[int, Path, bool] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def submit(self, task_id: int, folder: Path, *, temporary: bool) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._queue.put((task_id, folder, temporary))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="facesearch-ingest",
+                                                daemon=True)
+                self._thread.start()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every submitted task has finished (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join(timeout=60)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            task_id, folder, temporary = item
+            try:
+                run_task(self.dep, task_id, folder, workers=self.workers)
+            except Exception:  # pragma: no cover - run_task records its own failures
+                log.exception("ingest task %s failed", task_id)
+            finally:
+                if temporary:
+                    shutil.rmtree(folder, ignore_errors=True)
+                with self._lock:
+                    if self._queue.empty():
+                        self._idle.set()
+
+
+_RUNNERS: dict[int, JobRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def runner_for(dep: Deployment) -> JobRunner:
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(id(dep))
+        if runner is None or runner.dep is not dep:
+            runner = _RUNNERS[id(dep)] = JobRunner(dep)
+        return runner
+
+
+def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -> None:
+    """Run one task to its end, recording the outcome on its row (never raises)."""
+    with dep.db.session() as s:
+        task = s.get(IngestTask, task_id)
+        if task is None or task.collection_id is None:
+            return
+        collection = s.get(Collection, task.collection_id)
+        if collection is None:
+            task.status, task.error, task.finished_at = "failed", "collection deleted", utcnow()
+            return
+        task.status = "running"
+        name, kind = collection.name, task.kind
+    progress = _TaskProgress(dep, task_id)
+    status, error = "failed", None
+    summary: dict[str, Any] = {}
+    try:
+        result = FolderIngest(dep, name, workers=workers, progress=progress).run(folder)
+        summary = result.as_dict()
+        status = "done"
+        if kind == "upload":
+            _rewrite_provenance(dep, result.job_id, folder, task_id)
+            summary["rejected_files"] = [
+                {"path": _upload_source(p, folder, task_id), "reason": reason}
+                for p, reason in result.rejected_files
+            ]
+    except FacesearchError as exc:
+        error = str(exc)
+    except Exception:
+        log.exception("ingest task %s failed", task_id)
+        error = "internal error while ingesting; see the server log"
+    with dep.db.session() as s:
+        task = s.get(IngestTask, task_id)
+        if task is not None:
+            task.status = status
+            task.error = error
+            task.summary = summary
+            task.files_total = progress.total
+            task.files_done = progress.done
+            task.faces = progress.faces
+            task.ingest_job_id = int(summary["job_id"]) if "job_id" in summary else None
+            task.finished_at = utcnow()
+
+
+def _upload_source(path: str, folder: Path, task_id: int) -> str:
+    try:
+        rel = Path(path).relative_to(folder.resolve())
+    except ValueError:
+        return path
+    name = rel.name.split("-", 1)[-1].removesuffix(".upload.jpg")
+    return f"upload:{task_id}/{name}"
+
+
+def _rewrite_provenance(dep: Deployment, job_id: int, folder: Path, task_id: int) -> None:
+    with dep.db.session() as s:
+        for row in s.scalars(select(SourceFile).where(SourceFile.job_id == job_id)):
+            row.source = _upload_source(row.source, folder, task_id)
+            row.source_kind = "upload"
+
+
+# -- requests -------------------------------------------------------------------------------------
+def start_upload(
+    dep: Deployment, session: Session, actor: Actor, collection_id: int,
+    files: list[UploadFile], *, runner: JobRunner | None = None,
+) -> dict[str, Any]:
+    """Store the uploaded files in a private temporary folder and queue their ingest."""
+    org_id = org_of(actor)
+    collection = managed_collection(session, org_id, collection_id)
+    files = [f for f in files if f.data]
+    if not files:
+        raise InvalidRequest("files", "upload at least one non-empty image file")
+    if len(files) > MAX_UPLOAD_FILES:
+        raise InvalidRequest("files", f"at most {MAX_UPLOAD_FILES} files per upload")
+    task = IngestTask(org_id=org_id, user_id=actor.user_id, api_key_id=actor.api_key_id,
+                      collection_id=collection.id, kind="upload", status="queued",
+                      files_total=len(files), summary={})
+    session.add(task)
+    session.flush()
+    folder = Path(tempfile.mkdtemp(prefix=f"task-{task.id}-", dir=uploads_root(dep)))
+    try:
+        for i, f in enumerate(files):
+            (folder / safe_filename(f.filename, i)).write_bytes(f.data)
+        audit.record(session, action="ingest.started", actor_user_id=actor.user_id,
+                     actor_key_id=actor.api_key_id, org_id=org_id, target_type="job",
+                     target_id=task.id, ip=actor.ip,
+                     details={"kind": "upload", "collection_id": collection.id,
+                              "files": len(files),
+                              "bytes": sum(len(f.data) for f in files)})
+        session.commit()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    (runner or runner_for(dep)).submit(task.id, folder, temporary=True)
+    return task_dict(task)
+
+
+def start_folder(
+    dep: Deployment, session: Session, actor: Actor, collection_id: int, folder: str,
+    *, runner: JobRunner | None = None,
+) -> dict[str, Any]:
+    """Queue the ingest of a folder on the server, below the organisation's drop folder."""
+    org_id = org_of(actor)
+    collection = managed_collection(session, org_id, collection_id)
+    root = imports_root(dep, org_id).resolve()
+    relative = Path(folder or ".")
+    if relative.is_absolute():
+        try:
+            relative = relative.resolve().relative_to(root)
+        except ValueError as exc:
+            raise InvalidRequest(
+                "folder", f"server folders must lie below this organisation's drop folder {root}"
+            ) from exc
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise InvalidRequest("folder", f"must lie below {root}")
+    if not target.is_dir():
+        raise NotFoundError(f"no folder {relative} below the organisation's drop folder")
+    task = IngestTask(org_id=org_id, user_id=actor.user_id, api_key_id=actor.api_key_id,
+                      collection_id=collection.id, kind="folder", status="queued", summary={})
+    session.add(task)
+    session.flush()
+    audit.record(session, action="ingest.started", actor_user_id=actor.user_id,
+                 actor_key_id=actor.api_key_id, org_id=org_id, target_type="job",
+                 target_id=task.id, ip=actor.ip,
+                 details={"kind": "folder", "collection_id": collection.id,
+                          "folder": str(relative)})
+    session.commit()
+    (runner or runner_for(dep)).submit(task.id, target, temporary=False)
+    return task_dict(task)
+
+
+def get_task(session: Session, actor: Actor, task_id: int) -> dict[str, Any]:
+    return task_dict(org_task(session, org_of(actor), task_id))
+
+
+def list_tasks(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
+    org_id = org_of(actor)
+    rows = session.scalars(
+        select(IngestTask).where(IngestTask.org_id == org_id)
+        .order_by(IngestTask.id.desc()).limit(limit)
+    )
+    total = session.scalar(
+        select(func.count(IngestTask.id)).where(IngestTask.org_id == org_id)
+    ) or 0
+    return {"total": int(total), "items": [task_dict(t) for t in rows]}

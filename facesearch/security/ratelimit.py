@@ -1,0 +1,68 @@
+"""In-process sliding-window rate limiter (thread-safe). One instance per app; a deployment with
+several processes gets one limiter per process (documented in docs/security.md)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limit:
+    requests: int
+    window_s: float
+
+
+#: Named policies; an app may replace any of them (tests shrink them).
+DEFAULT_LIMITS: dict[str, Limit] = {
+    "signin:account": Limit(10, 300.0),
+    "signin:address": Limit(30, 300.0),
+    "mfa:account": Limit(10, 300.0),
+    "invitation:address": Limit(20, 300.0),
+    "search:account": Limit(60, 60.0),
+    "search:address": Limit(120, 60.0),
+}
+
+
+class RateLimiter:
+    def __init__(
+        self, limits: dict[str, Limit] | None = None,
+        clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+    ) -> None:
+        self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
+        self._clock = clock
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+        self._max_keys = max_keys
+
+    def hit(self, policy: str, key: str) -> float | None:
+        """Count one request; None when allowed, else the seconds to wait (Retry-After)."""
+        limit = self.limits.get(policy)
+        if limit is None:
+            return None
+        now = self._clock()
+        with self._lock:
+            bucket = self._hits.get((policy, key))
+            if bucket is None:
+                if len(self._hits) >= self._max_keys:
+                    self._prune(now)
+                bucket = self._hits[(policy, key)] = deque()
+            while bucket and bucket[0] <= now - limit.window_s:
+                bucket.popleft()
+            if len(bucket) >= limit.requests:
+                return max(1.0, math.ceil(bucket[0] + limit.window_s - now))
+            bucket.append(now)
+            return None
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+    def _prune(self, now: float) -> None:
+        longest = max((lim.window_s for lim in self.limits.values()), default=0.0)
+        for k in [k for k, b in self._hits.items() if not b or b[-1] <= now - longest]:
+            del self._hits[k]

@@ -1,0 +1,93 @@
+"""A small two-organisation world for the casework API tests: each organisation has an
+administrator, an investigator, two reviewers, an auditor and an ingestor, and one collection
+holding a few ingested faces."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from facesearch.deployment import Deployment
+from facesearch.ingest.runner import FolderIngest
+from facesearch.security.tenancy import qualified_name
+from tests.api.conftest import MakeUser, SignedIn, key_client
+from tests.conftest import faces_dir
+
+PURPOSE = "Identify the suspect of robbery 2024/17 from a CCTV still"
+LEGAL = "Police Act s.64A: custody images of arrested persons"
+
+
+@dataclass
+class Org:
+    name: str
+    admin: SignedIn
+    investigator: SignedIn
+    reviewer1: SignedIn
+    reviewer2: SignedIn
+    auditor: SignedIn
+    ingestor: SignedIn
+    collection_id: int
+    keys: dict[str, TestClient] = field(default_factory=dict)
+
+
+def gallery(tmp: Path) -> Path:
+    obama = faces_dir("small", "barack_obama")
+    biden = faces_dir("small", "joe_biden")
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copy(obama / "obama1.jpg", tmp / "obama1.jpg")
+    shutil.copy(biden / "biden.jpg", tmp / "biden.jpg")
+    return tmp
+
+
+def probe_bytes() -> bytes:
+    return (faces_dir("small", "barack_obama") / "obama2.jpg").read_bytes()
+
+
+def blank_png(size: int = 64) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (180, 180, 180)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str,
+             images: Path) -> Org:
+    admin = make_user(name, ["org_admin"])
+    reply = admin.client.post("/api/v1/collections", json={
+        "name": "mugshots", "legal_basis": LEGAL, "retention_days": 365})
+    assert reply.status_code == 201, reply.text
+    collection_id = int(reply.json()["id"])
+    assert admin.org_id is not None
+    FolderIngest(dep, qualified_name(admin.org_id, "mugshots"), workers=1).run(images)
+    org = Org(
+        name=name, admin=admin,
+        investigator=make_user(name, ["investigator"]),
+        reviewer1=make_user(name, ["reviewer"]),
+        reviewer2=make_user(name, ["reviewer"]),
+        auditor=make_user(name, ["auditor"]),
+        ingestor=make_user(name, ["ingestor"]),
+        collection_id=collection_id,
+    )
+    org.keys["search"] = key_client(app, org.investigator.api_key(["search"]))
+    org.keys["ingest"] = key_client(app, org.ingestor.api_key(["ingest"]))
+    org.keys["audit"] = key_client(app, org.auditor.api_key(["audit"]))
+    org.keys["review1"] = key_client(app, org.reviewer1.api_key(["review"]))
+    org.keys["review2"] = key_client(app, org.reviewer2.api_key(["review"]))
+    org.keys["admin"] = key_client(app, org.admin.api_key(["admin"]))
+    return org
+
+
+def search(client: TestClient, probe: bytes, *, case: str = "2024/17",
+           purpose: str = PURPOSE, collections: str | None = None, top_k: int = 5,
+           ) -> tuple[int, dict]:  # type: ignore[type-arg]
+    data = {"case_number": case, "purpose": purpose, "top_k": str(top_k)}
+    if collections is not None:
+        data["collections"] = collections
+    reply = client.post("/api/v1/searches", data=data,
+                        files={"probe": ("probe.jpg", probe, "image/jpeg")})
+    return reply.status_code, reply.json()

@@ -1,0 +1,622 @@
+"""`facesearch doctor`: a clean deployment passes; each planted misconfiguration is reported
+with the right severity; the doctor never crashes, never writes, never prints a secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from facesearch import doctor
+from facesearch.config import Settings, load_settings
+from facesearch.deployment import init_deployment
+from facesearch.security.audit import record
+from facesearch.store.accounts import ApiKey, Organisation, User
+from facesearch.store.db import Database
+from facesearch.store.models import Collection
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("FACESEARCH_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[Path, Path]:
+    home, key = tmp_path / "home", tmp_path / "keys" / "k.key"
+    init_deployment(load_settings(home, key_file=key))
+    return home, key
+
+
+def settings_of(paths: tuple[Path, Path], **overrides: object) -> Settings:
+    home, key = paths
+    return load_settings(home, key_file=key, **overrides)
+
+
+def findings(settings: Settings) -> list[doctor.Finding]:
+    return doctor.run_checks(settings)
+
+
+def only(found: list[doctor.Finding], check_id: str) -> list[doctor.Finding]:
+    return [f for f in found if f.id == check_id]
+
+
+def assert_reported(
+    found: list[doctor.Finding], check_id: str, severity: str, *needles: str
+) -> doctor.Finding:
+    hits = only(found, check_id)
+    assert hits, f"{check_id} not reported; got {[(f.id, f.detail) for f in found]}"
+    for needle in needles:
+        assert any(needle in f.detail for f in hits), (needle, [f.detail for f in hits])
+    assert all(f.severity == severity for f in hits)
+    assert all(f.fix for f in hits)
+    return hits[0]
+
+
+def plant(settings: Settings, *rows: object) -> None:
+    db = Database(settings.sqlalchemy_url)
+    try:
+        with db.session() as s:
+            for row in rows:
+                s.add(row)
+                s.flush()
+    finally:
+        db.dispose()
+
+
+def user(email: str, *, mfa: bool = True, roles: list[str] | None = None,
+         disabled: bool = False, org_id: int | None = None) -> User:
+    return User(email=email, password_hash="$argon2id$x", roles=roles or ["investigator"],
+                org_id=org_id, totp_verified_at=NOW if mfa else None, disabled=disabled)
+
+
+# -- the clean case and the degenerate ones ---------------------------------------------
+
+
+def test_clean_deployment_reports_no_critical(paths: tuple[Path, Path]) -> None:
+    found = findings(settings_of(paths))
+    assert not [f for f in found if f.severity == "critical"], found
+    assert not only(found, "doctor.check_error")
+
+
+def test_not_initialised_is_reported_without_crashing(tmp_path: Path) -> None:
+    found = findings(load_settings(tmp_path / "nothing", key_file=tmp_path / "k.key"))
+    assert_reported(found, "deployment.not_initialised", "critical", "nothing")
+    assert not only(found, "doctor.check_error")
+    assert not (tmp_path / "nothing").exists()  # the doctor creates nothing
+
+
+def test_missing_key_is_reported_and_other_checks_still_run(paths: tuple[Path, Path]) -> None:
+    key = paths[1]
+    key.unlink()
+    s = settings_of(paths)
+    plant(s, user("nomfa@example.org", mfa=False))
+    found = findings(s)
+    assert_reported(found, "key.missing", "critical", str(key))
+    assert_reported(found, "accounts.no_second_factor", "critical", "nomfa@example.org")
+    assert not only(found, "doctor.check_error")
+
+
+def test_a_failing_check_becomes_a_finding(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(_ctx: doctor.Context) -> list[str]:
+        raise RuntimeError("exploded at postgresql://u:hunter2hunter2@db/x")
+
+    broken = doctor.Check("test.boom", "Always fails", "critical", "none", boom)
+    monkeypatch.setattr(doctor, "CHECKS", [broken, *doctor.CHECKS])
+    found = findings(settings_of(paths, debug=True))
+    err = assert_reported(found, "doctor.check_error", "warning", "test.boom", "RuntimeError")
+    assert "hunter2hunter2" not in err.detail
+    assert_reported(found, "service.debug", "critical")  # the rest still ran
+
+
+def test_missing_database_file(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{s.db_path}{suffix}").unlink(missing_ok=True)
+    found = findings(s)
+    assert_reported(found, "database.unavailable", "critical")
+    assert not s.db_path.exists()  # read-only: never creates an empty database
+    assert not only(found, "doctor.check_error")
+
+
+def test_outdated_schema_is_reported_and_not_migrated(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    db = Database(s.sqlalchemy_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    found = findings(s)
+    assert_reported(found, "database.schema_outdated", "warning", "0002")
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    db.dispose()
+
+
+# -- the key and the data directory ---------------------------------------------------------------
+
+
+def test_key_file_inside_data_dir(paths: tuple[Path, Path]) -> None:
+    home, key = paths
+    inside = home / "k.key"
+    inside.write_bytes(key.read_bytes())
+    inside.chmod(0o600)
+    found = findings(load_settings(home, key_file=inside))
+    assert_reported(found, "key.inside_data_dir", "critical", str(inside))
+
+
+def test_key_file_readable_by_others(paths: tuple[Path, Path]) -> None:
+    paths[1].chmod(0o644)
+    assert_reported(findings(settings_of(paths)), "key.permissions", "critical", "644")
+
+
+def _rewrite_key(key: Path, master: bytes) -> None:
+    doc = json.loads(key.read_text())
+    doc["master_key"] = base64.b64encode(master).decode()
+    key.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("master", "needle"),
+    [(b"\x01" * 16, "16 bytes"), (bytes(32), "all zero"), (b"ab" * 16, "distinct byte")],
+)
+def test_short_or_low_entropy_master_key(
+    paths: tuple[Path, Path], master: bytes, needle: str
+) -> None:
+    _rewrite_key(paths[1], master)
+    assert_reported(findings(settings_of(paths)), "key.weak", "critical", needle)
+
+
+def test_key_of_another_deployment(paths: tuple[Path, Path]) -> None:
+    _rewrite_key(paths[1], secrets.token_bytes(32))
+    found = findings(settings_of(paths))
+    assert_reported(found, "key.mismatch", "critical")
+    assert not only(found, "key.weak")
+
+
+def test_data_dir_and_db_readable_by_others(paths: tuple[Path, Path]) -> None:
+    home, _ = paths
+    s = settings_of(paths)
+    home.chmod(0o755)
+    s.db_path.chmod(0o644)
+    s.blobs_dir.chmod(0o755)
+    found = findings(s)
+    hit = assert_reported(found, "data_dir.permissions", "critical", "755", "644")
+    assert hit.severity == "critical"
+    details = " ".join(f.detail for f in only(found, "data_dir.permissions"))
+    assert str(s.db_path) in details and str(s.blobs_dir) in details
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("password", ["postgres", "changeme", "Sh0rt-pw"])
+def test_default_or_short_database_password(paths: tuple[Path, Path], password: str) -> None:
+    url = f"postgresql://facesearch:{password}@127.0.0.1:1/facesearch"
+    found = findings(settings_of(paths, database_url=url))
+    assert_reported(found, "secret.database_password", "critical", "'facesearch'")
+    assert all(password not in f.detail for f in found)
+
+
+def test_strong_database_password_passes(paths: tuple[Path, Path]) -> None:
+    url = "postgresql://facesearch:Zq8v-Kp2xN4mW7rT9bYc@127.0.0.1:1/facesearch"
+    found = findings(settings_of(paths, database_url=url))
+    assert not only(found, "secret.database_password")
+    assert_reported(found, "database.unavailable", "critical")  # nothing listens there
+    assert all("Zq8v-Kp2xN4mW7rT9bYc" not in f.detail for f in found)
+
+
+def test_weak_secret_in_environment(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACESEARCH_WEBHOOK_SECRET", "changeme")
+    found = findings(settings_of(paths))
+    assert_reported(found, "secret.weak_env", "critical", "FACESEARCH_WEBHOOK_SECRET")
+    assert all("changeme" not in f.detail for f in found)
+
+
+def test_secret_in_settings_file(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    with s.settings_file.open("a") as fh:
+        fh.write('smtp_password = "a-long-smtp-password-value"\n'
+                 'FACESEARCH_API_TOKEN = "tok-0123456789abcdef"\n')
+    found = findings(settings_of(paths))
+    assert_reported(found, "secret.in_settings_file", "critical", "smtp_password",
+                    "FACESEARCH_API_TOKEN")
+    assert all("a-long-smtp-password-value" not in f.detail for f in found)
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+
+def test_debug_mode(paths: tuple[Path, Path]) -> None:
+    assert_reported(findings(settings_of(paths, debug=True)), "service.debug", "critical")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "facesearch.example.org"])
+def test_public_bind_without_tls(paths: tuple[Path, Path], host: str) -> None:
+    found = findings(settings_of(paths, host=host))
+    assert_reported(found, "service.public_without_tls", "critical", host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_loopback_bind_passes(paths: tuple[Path, Path], host: str) -> None:
+    assert not only(findings(settings_of(paths, host=host)), "service.public_without_tls")
+
+
+def test_wildcard_cors(paths: tuple[Path, Path]) -> None:
+    found = findings(settings_of(paths, cors_origins=["https://app.example.org", "*"]))
+    assert_reported(found, "service.cors_wildcard", "critical", "'*'")
+
+
+def test_wildcard_trusted_proxies_and_http_public_url(paths: tuple[Path, Path]) -> None:
+    found = findings(settings_of(paths, trusted_proxies=["0.0.0.0/0"],
+                                 public_url="http://faces.example.org"))
+    assert_reported(found, "service.trusted_proxies_wildcard", "warning", "0.0.0.0/0")
+    assert_reported(found, "service.public_url_http", "warning", "http://faces.example.org")
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+def _self_signed(tmp_path: Path, not_after: datetime, key_mode: int = 0o600) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faces.example.org")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - timedelta(days=365)).not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(key_mode)
+    return cert_path, key_path
+
+
+def test_valid_certificate_on_public_address_passes(
+    paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path, NOW + timedelta(days=200))
+    found = findings(settings_of(paths, host="0.0.0.0", tls_cert=cert, tls_key=key))
+    assert not [f for f in found if f.id.startswith(("tls.", "service."))], found
+
+
+def test_expired_certificate(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, NOW - timedelta(days=3))
+    found = findings(settings_of(paths, tls_cert=cert, tls_key=key))
+    assert_reported(found, "tls.cert_expired", "critical", "expired")
+    assert not only(found, "tls.cert_expiring")
+
+
+def test_expiring_certificate(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, NOW + timedelta(days=10, hours=1))
+    found = findings(settings_of(paths, tls_cert=cert, tls_key=key))
+    assert_reported(found, "tls.cert_expiring", "warning", "in 10 days")
+    assert not only(found, "tls.cert_expired")
+
+
+def test_tls_key_readable_by_others(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, NOW + timedelta(days=200), key_mode=0o644)
+    found = findings(settings_of(paths, tls_cert=cert, tls_key=key))
+    assert_reported(found, "tls.key_permissions", "critical", str(key))
+
+
+def test_tls_half_configured_or_garbage(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate")
+    found = findings(settings_of(paths, tls_cert=garbage))
+    assert_reported(found, "tls.unusable", "critical", "only one", "not a PEM")
+    assert not only(found, "doctor.check_error")
+
+
+# -- accounts and keys ----------------------------------------------------------------------------
+
+
+def test_account_without_second_factor(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    plant(s, Organisation(name="Org A"))
+    plant(s, user("ok@example.org", org_id=1), user("nomfa@example.org", mfa=False, org_id=1),
+          user("gone@example.org", mfa=False, disabled=True, org_id=1))
+    found = findings(s)
+    assert_reported(found, "accounts.no_second_factor", "critical", "nomfa@example.org")
+    details = " ".join(f.detail for f in found)
+    assert "ok@example.org" not in details and "gone@example.org" not in details
+
+
+def test_too_many_platform_admins(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths, max_platform_admins=2)
+    plant(s, *(user(f"admin{i}@example.org", roles=["platform_admin"]) for i in range(3)),
+          user("retired@example.org", roles=["platform_admin"], disabled=True))
+    found = findings(s)
+    assert_reported(found, "accounts.too_many_platform_admins", "warning", "3 platform")
+    assert not only(findings(settings_of(paths, max_platform_admins=3)),
+                    "accounts.too_many_platform_admins")
+
+
+def _key(prefix: str, **kw: object) -> ApiKey:
+    return ApiKey(user_id=1, name=f"key-{prefix}", prefix=prefix, secret_hash="0" * 64,
+                  scopes=["search"], **kw)
+
+
+def test_api_keys_without_expiry_unused_expired(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    plant(s, user("owner@example.org"))
+    old, soon = NOW - timedelta(days=120), NOW + timedelta(days=30)
+    plant(
+        s,
+        _key("aaaaaaaaaaaa", expires_at=None, last_used_at=NOW),                # no expiry
+        _key("bbbbbbbbbbbb", expires_at=soon, created_at=old),                  # never used
+        _key("cccccccccccc", expires_at=soon, created_at=old, last_used_at=old),  # stale
+        _key("dddddddddddd", expires_at=NOW - timedelta(days=1), last_used_at=NOW),  # expired
+        _key("eeeeeeeeeeee", expires_at=soon, last_used_at=NOW),                 # fine
+        _key("ffffffffffff", expires_at=None, revoked_at=NOW),                   # revoked
+        _key("000000000000", expires_at=soon),                                   # new, unused
+    )
+    found = findings(s)
+    assert_reported(found, "apikeys.no_expiry", "critical", "fsk_aaaaaaaaaaaa")
+    assert_reported(found, "apikeys.unused", "warning", "fsk_bbbbbbbbbbbb", "fsk_cccccccccccc")
+    assert_reported(found, "apikeys.expired_not_revoked", "info", "fsk_dddddddddddd")
+    details = " ".join(f.detail for f in found)
+    for fine in ("eeeeeeeeeeee", "ffffffffffff", "000000000000"):
+        assert fine not in details
+    assert len(only(found, "apikeys.unused")) == 2
+
+
+def test_api_key_of_disabled_user(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    plant(s, user("left@example.org", disabled=True))
+    plant(s, _key("abcabcabcabc", expires_at=NOW + timedelta(days=5), last_used_at=NOW))
+    assert_reported(findings(s), "apikeys.owner_disabled", "warning", "fsk_abcabcabcabc")
+
+
+# -- the audit chain ------------------------------------------------------------------------------
+
+
+def _append_audit(s: Settings, n: int) -> Database:
+    db = Database(s.sqlalchemy_url)
+    with db.session() as session:
+        for i in range(n):
+            record(session, action="user.created", target_type="user", target_id=i,
+                   details={"i": i})
+    return db
+
+
+def test_intact_audit_chain_passes(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    _append_audit(s, 4).dispose()
+    assert not only(findings(s), "audit.chain_broken")
+
+
+def test_edited_audit_entry_is_named(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    db = _append_audit(s, 4)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_log_no_update"))
+        conn.execute(text("UPDATE audit_log SET action = 'user.disabled' WHERE id = 3"))
+    db.dispose()
+    found = findings(s)
+    hit = assert_reported(found, "audit.chain_broken", "critical", "audit entry 3", "edited")
+    assert hit.title
+
+
+def test_forged_audit_entry_is_named(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    db = _append_audit(s, 2)
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_log (id, ts, action, details, prev_hash, entry_hash) "
+            "VALUES (3, :ts, 'audit.exported', '{}', :prev, :hash)"
+        ), {"ts": NOW.isoformat(), "prev": "f" * 64, "hash": "e" * 64})
+    db.dispose()
+    assert_reported(findings(s), "audit.chain_broken", "critical", "audit entry 3")
+
+
+# -- collections ----------------------------------------------------------------------------------
+
+
+def test_collections_without_retention_or_legal_basis(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    plant(
+        s,
+        Collection(name="good", legal_basis="Art. 9(2)(g) GDPR, statute X", retention_days=365),
+        Collection(name="no-basis", legal_basis="   ", retention_days=30),
+        Collection(name="forever", legal_basis="consent", retention_days=None),
+    )
+    found = findings(s)
+    assert_reported(found, "collections.no_legal_basis", "critical", "'no-basis'")
+    assert_reported(found, "collections.no_retention", "warning", "'forever'")
+    assert "'good'" not in " ".join(f.detail for f in found)
+
+
+# -- backups and logs -----------------------------------------------------------------------------
+
+
+def test_world_readable_backups(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    (backups / "2024").mkdir(parents=True, mode=0o700)
+    backups.chmod(0o700)
+    (backups / "2024").chmod(0o700)
+    safe, leaky = backups / "2024" / "a.tar", backups / "2024" / "b.tar"
+    safe.write_bytes(b"x")
+    safe.chmod(0o600)
+    leaky.write_bytes(b"x")
+    leaky.chmod(0o644)
+    found = findings(settings_of(paths, backup_dir=backups))
+    assert_reported(found, "backups.permissions", "critical", str(leaky))
+    assert str(safe) not in " ".join(f.detail for f in found)
+    backups.chmod(0o755)
+    assert_reported(findings(settings_of(paths, backup_dir=backups)), "backups.permissions",
+                    "critical", f"{backups} has mode 755")
+
+
+def test_world_readable_logs(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "facesearch.log"
+    log.parent.mkdir()
+    log.write_text("GET /api/v1/health 200\n")
+    log.chmod(0o644)
+    rotated = log.with_name("facesearch.log.1")
+    rotated.write_text("old\n")
+    rotated.chmod(0o640)
+    in_home = paths[0] / "debug.log"
+    in_home.write_text("x\n")
+    in_home.chmod(0o644)
+    found = findings(settings_of(paths, log_file=log))
+    assert_reported(found, "logs.permissions", "critical", str(log), str(rotated), str(in_home))
+    assert not only(found, "logs.secrets")
+
+
+API_KEY = "fsk_0123456789ab_" + "Zx9-Q_" * 7
+SECRET_LINES = {
+    "apikey": f"INFO auth ok Authorization: Bearer {API_KEY}",
+    "password": 'DEBUG sign-in body {"email": "a@b.c", "password": "Tr0ub4dor&3horse"}',
+    "password2": "DEBUG form password=CorrectHorseBattery staple",
+    "otpauth": "INFO enrol otpauth://totp/facesearch:a@b.c?secret=JBSWY3DPEHPK3PXPJBSWY3DP",
+    "pem": "-----BEGIN PRIVATE KEY-----",
+    "aws": "WARN boto using AKIAIOSFODNN7EXAMPLE",
+    "bearer": "DEBUG upstream Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.abcdefgh",
+}
+SECRET_VALUES = [API_KEY, "Zx9-Q_Zx9-Q_", "Tr0ub4dor&3horse", "CorrectHorseBattery",
+                 "JBSWY3DPEHPK3PXPJBSWY3DP", "AKIAIOSFODNN7EXAMPLE", "eyJhbGciOiJIUzI1NiJ9"]
+
+
+def _secret_log(tmp_path: Path) -> Path:
+    log = tmp_path / "service.log"
+    lines = ["INFO started", 'INFO {"password": "***"}', "INFO password reset requested"]
+    lines += list(SECRET_LINES.values())
+    log.write_text("\n".join(lines) + "\n")
+    log.chmod(0o600)
+    return log
+
+
+def test_secrets_in_logs_reported_by_line_and_masked(
+    paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    log = _secret_log(tmp_path)
+    found = findings(settings_of(paths, log_file=log))
+    hits = only(found, "logs.secrets")
+    assert all(f.severity == "critical" for f in hits)
+    lines = {int(m.group(1)) for f in hits if (m := re.search(r":(\d+): ", f.detail))}
+    assert lines == set(range(4, 4 + len(SECRET_LINES))), [f.detail for f in hits]
+    details = " ".join(f.detail for f in hits)
+    for kind in ("facesearch API key fsk_0123456789ab_****", "password", "otpauth",
+                 "private key", "AWS access key AKIAIOSF****", "bearer token"):
+        assert kind in details, kind
+    for value in SECRET_VALUES:
+        assert value not in details
+    assert not only(found, "logs.permissions")
+
+
+def test_cli_never_prints_a_secret_from_logs(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    from facesearch.cli import app
+
+    home, key = paths
+    log = _secret_log(tmp_path)
+    runner = CliRunner()
+    for extra in ([], ["--json"]):
+        result = runner.invoke(app, ["--home", str(home), "--key-file", str(key), "doctor",
+                                     *extra], env={"FACESEARCH_LOG_FILE": str(log)})
+        assert result.exit_code == 2, result.output
+        for value in SECRET_VALUES:
+            assert value not in result.output
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _cli(paths: tuple[Path, Path], *args: str, env: dict[str, str] | None = None) -> Result:
+    from facesearch.cli import app
+
+    home, key = paths
+    return CliRunner().invoke(app, ["--home", str(home), "--key-file", str(key), "doctor",
+                                    *args], env=env)
+
+
+def test_cli_clean_exits_zero(paths: tuple[Path, Path]) -> None:
+    result = _cli(paths)
+    assert result.exit_code == 0, result.output
+    assert "0 critical" in result.output
+
+
+def test_cli_critical_exits_two_and_json_shape(paths: tuple[Path, Path]) -> None:
+    result = _cli(paths, "--json", env={"FACESEARCH_DEBUG": "1"})
+    assert result.exit_code == 2, result.output
+    data = json.loads(result.output)
+    assert isinstance(data, list) and data
+    assert all(set(item) == {"id", "severity", "title", "detail", "fix"} for item in data)
+    assert any(item["id"] == "service.debug" and item["severity"] == "critical" for item in data)
+
+
+def test_cli_table_names_check_and_fix(paths: tuple[Path, Path]) -> None:
+    result = _cli(paths, env={"FACESEARCH_CORS_ORIGINS": '["*"]', "COLUMNS": "200"})
+    assert result.exit_code == 2
+    out = result.output
+    assert "service.cors_wildcard" in out and "critical" in out and "1 critical" in out
+
+
+def test_cli_warnings_do_not_fail(paths: tuple[Path, Path]) -> None:
+    result = _cli(paths, env={"FACESEARCH_TRUSTED_PROXIES": '["*"]', "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 warning" in result.output
+    assert "do not fail" in result.output
+
+
+def test_cli_not_initialised_exits_two(tmp_path: Path) -> None:
+    from facesearch.cli import app
+
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "none"), "--key-file",
+                                      str(tmp_path / "k.key"), "doctor", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)[0]["id"] == "deployment.not_initialised"
+
+
+def test_cli_invalid_settings_is_a_finding(paths: tuple[Path, Path]) -> None:
+    result = _cli(paths, "--json", env={"FACESEARCH_PORT": "not-a-port"})
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.output)[0]["id"] == "settings.invalid"
+
+
+# -- documentation --------------------------------------------------------------------------------
+
+
+def test_every_check_is_documented_with_its_severity() -> None:
+    doc = (REPO / "docs" / "doctor.md").read_text()
+    rows = {m.group(1): m.group(2)
+            for m in re.finditer(r"^\|\s*`([a-z_.]+)`\s*\|\s*(critical|warning|info)\s*\|",
+                                 doc, re.MULTILINE)}
+    registry = {c.id: c.severity for c in [*doctor.CHECKS, *doctor.RUNNER_FINDINGS]}
+    missing = sorted(set(registry) - set(rows))
+    assert not missing, f"checks missing from docs/doctor.md: {missing}"
+    stale = sorted(set(rows) - set(registry))
+    assert not stale, f"docs/doctor.md lists unknown checks: {stale}"
+    wrong = {cid: (rows[cid], sev) for cid, sev in registry.items() if rows[cid] != sev}
+    assert not wrong, f"severity in docs differs from the registry: {wrong}"
+
+
+def test_registry_is_well_formed() -> None:
+    ids = doctor.all_check_ids()
+    assert len(ids) == len(set(ids))
+    for c in [*doctor.CHECKS, *doctor.RUNNER_FINDINGS]:
+        assert c.severity in doctor.SEVERITIES and c.title and c.fix
