@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.vision.decode import decode_image
+from facesearch.vision import similarity
 from facesearch.vision.dlib_model import DEFAULT_THRESHOLD, DlibDetector, DlibFaceModel
 from facesearch.vision.model import Detection
 from facesearch.vision.onnx_model import OnnxFaceModel
@@ -130,8 +131,8 @@ def recall(args: argparse.Namespace) -> None:
     model = OnnxFaceModel(threads=args.threads, providers=args.providers)
     hog_chips = [model.align(img, hd) for img, hd, _ in both]
     cf_chips = [cf.align(img, cd) for img, _, cd in both]
-    sims = np.sum(model.embed(hog_chips) * model.embed(cf_chips), axis=1)
-    print(f"\nAlignment consistency on {len(both)} LFW faces found by both: cosine(HOG chip, "
+    sims = similarity.paired_scores(model.embed(hog_chips), model.embed(cf_chips))
+    print(f"\nAlignment consistency on {len(both)} LFW faces found by both: score(HOG chip, "
           f"CenterFace chip) median {np.median(sims):.4f}, 5th percentile "
           f"{np.percentile(sims, 5):.4f}, min {sims.min():.4f} "
           f"(same-person threshold {DEFAULT_THRESHOLD})")
@@ -165,11 +166,13 @@ def pairs(args: argparse.Namespace) -> None:
     index = {rel: k for k, rel in enumerate(names)}
     same = np.array([s for _, _, s in items])
     print(f"\n## LFW DevTrain pairs ({len(items)} pairs, {len(names)} images, centred-box "
-          f"protocol, cosine >= {DEFAULT_THRESHOLD})\n")
+          f"protocol, score >= {DEFAULT_THRESHOLD})\n")
     print("| runtime | accuracy | best-threshold accuracy | embed seconds |")
     print("|---|---|---|---|")
     for label, emb, secs in (("dlib", e_dlib, t2 - t1), ("onnxruntime", e_onnx, t1 - t0)):
-        sims = np.array([float(emb[index[a]] @ emb[index[b]]) for a, b, _ in items])
+        left = np.array([index[a] for a, _, _ in items])
+        right = np.array([index[b] for _, b, _ in items])
+        sims = similarity.paired_scores(emb[left], emb[right])
         acc = float(np.mean((sims >= DEFAULT_THRESHOLD) == same))
         best = max(float(np.mean((sims >= t) == same)) for t in np.unique(sims))
         print(f"| {label} | {acc:.4f} | {best:.4f} | {secs:.1f} |")

@@ -1,7 +1,7 @@
 """FaissIndex on synthetic clustered face-like vectors: build time, latency, recall, memory.
 
     python bench/index_bench.py                      # 100k and 1M
-    python bench/index_bench.py --sizes 100000 --queries 200 --nprobe 16
+    python bench/index_bench.py --sizes 100000 --queries 200 --nprobe 32
 
 Vectors are 128-d unit vectors drawn around Gaussian cluster centres (one cluster ~ one
 person; n/100 clusters, clamped to 1,000..10,000), which is harder for an IVF index than
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000,1000000",
                         help="comma-separated index sizes (default: 100000,1000000)")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--nprobe", type=int, default=16)
+    parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--rerank-factor", type=int, default=10)
     parser.add_argument("--exact-limit", type=int, default=20_000)
     parser.add_argument("--spread", type=float, default=0.6,

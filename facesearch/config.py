@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         ge=1,
         description="a collection with more faces than this uses the approximate index",
     )
-    index_nprobe: int = Field(default=16, ge=1, description="IVF lists probed per search")
+    index_nprobe: int = Field(default=32, ge=1, description="IVF lists probed per search")
     rerank_factor: int = Field(
         default=10, ge=1, description="short list size as a multiple of k for exact re-rank"
     )

@@ -153,7 +153,7 @@ def search(
     ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="Candidates per probe face.")] = 10,
     threshold: Annotated[
-        float | None, typer.Option(help="Only candidates scoring at least this cosine similarity.")
+        float | None, typer.Option(help="Only candidates scoring at least this (0 to 1).")
     ] = None,
     crops: Annotated[Path | None, typer.Option(help="Write candidates' face crops here.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -212,7 +212,7 @@ def verify(
     ctx: typer.Context,
     a: Annotated[Path, typer.Argument(help="First image.")],
     b: Annotated[Path, typer.Argument(help="Second image.")],
-    threshold: Annotated[float | None, typer.Option(help="Decision threshold (cosine).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Decision threshold (score, 0 to 1).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Are the largest faces of A and B the same person? Prints score and threshold."""

@@ -1,8 +1,10 @@
 """Embed a list of image files in parallel: one face per image, for evaluation protocols.
 
-Each image gives exactly one embedding: its largest detected face, or, when the detector finds
-nothing, the face assumed in a centred box (the LFW protocol expects every image to be scored;
-such images are flagged in `no_face`). Work is spread over a process pool (forkserver where
+Each image gives exactly one embedding: its chosen detected face (see `choose_face`); when the
+detector finds nothing, a second, more sensitive detector (dlib's CNN by default) gets a try,
+and when that finds nothing too, the face assumed in a centred box (the LFW protocol expects every
+image to be scored; such images are flagged in `no_face`, the second detector's finds in
+`fallback`). Work is spread over a process pool (forkserver where
 available, else spawn); each worker builds the face model once, in its initializer.
 """
 
@@ -21,11 +23,13 @@ import numpy.typing as npt
 
 from facesearch.errors import FacesearchError, ImageRejected
 from facesearch.vision.decode import decode_image
-from facesearch.vision.model import Embeddings, FaceModel
+from facesearch.vision.model import Detection, Embeddings, FaceModel
 from facesearch.vision.registry import build_model
 
 #: Images per task sent to a worker (and per embed call inside it).
 CHUNK_SIZE = 8
+#: Which detected face an image contributes (see `choose_face`).
+FACE_CHOICES = ("largest", "central")
 
 
 class EvalError(FacesearchError):
@@ -35,9 +39,11 @@ class EvalError(FacesearchError):
 @dataclass(frozen=True)
 class EmbeddedImages:
     paths: tuple[Path, ...]
-    embeddings: Embeddings  # len(paths) x D, L2-normalised
+    embeddings: Embeddings  # len(paths) x D descriptors (see vision.similarity)
     no_face: npt.NDArray[np.bool_]  # True where the centred box was used
+    fallback: npt.NDArray[np.bool_]  # True where only the fallback detector found the face
     model_id: str
+    runtime: str
     seconds: float
 
     def rows(self) -> dict[Path, int]:
@@ -46,6 +52,10 @@ class EmbeddedImages:
     @property
     def no_face_count(self) -> int:
         return int(self.no_face.sum())
+
+    @property
+    def fallback_count(self) -> int:
+        return int(self.fallback.sum())
 
     @property
     def images_per_second(self) -> float:
@@ -57,6 +67,7 @@ class _Result:
     vector: npt.NDArray[np.float32] | None
     no_face: bool
     error: str | None
+    fallback: bool = False
 
 
 # --------------------------------------------------------------------------- worker side
@@ -64,21 +75,57 @@ class _Result:
 _worker_model: FaceModel | None = None
 
 
-def _init_worker(model_name: str, detector: str) -> None:
-    global _worker_model
+_worker_face: str = "largest"
+_worker_fallback: FaceModel | None = None
+#: Detector names accepted as a fallback ("none" disables the second pass).
+FALLBACK_CHOICES = ("cnn", "hog", "centerface", "none")
+
+
+def _fallback_model(model_name: str, fallback: str, threads: int = 0) -> FaceModel | None:
+    return None if fallback == "none" else build_model(model_name, fallback, threads=threads)
+
+
+def _init_worker(model_name: str, detector: str, face: str, fallback: str = "none") -> None:
+    global _worker_model, _worker_face, _worker_fallback
     # One process per core: keep any BLAS / OpenMP inside the worker single-threaded.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    _worker_model = build_model(model_name, detector)
+    # threads=1: runtimes with their own thread pools (onnxruntime) must not oversubscribe.
+    _worker_model = build_model(model_name, detector, threads=1)
+    _worker_face = face
+    _worker_fallback = _fallback_model(model_name, fallback, threads=1)
 
 
 def _embed_chunk(paths: Sequence[str]) -> list[_Result]:
     assert _worker_model is not None, "worker initializer did not run"
-    return embed_files_with(_worker_model, paths)
+    return embed_files_with(_worker_model, paths, face=_worker_face, fallback=_worker_fallback)
 
 
-def embed_files_with(model: FaceModel, paths: Sequence[str]) -> list[_Result]:
-    """Embed each file's largest face (or its centred box) with `model`, in one embed call."""
+def choose_face(detections: Sequence[Detection], height: int, width: int, face: str) -> Detection:
+    """The face an evaluation scores: the largest one, or the one nearest the image centre
+    (datasets such as LFW are cropped around the labelled person; bystanders can be larger)."""
+    if face == "largest":
+        return max(detections, key=lambda d: d.box.width * d.box.height)
+    if face == "central":
+        def offset(d: Detection) -> float:
+            dx = (d.box.left + d.box.right) / 2 - width / 2
+            dy = (d.box.top + d.box.bottom) / 2 - height / 2
+            return dx * dx + dy * dy
+
+        return min(detections, key=offset)
+    raise ValueError(f"unknown face choice {face!r}; expected one of {', '.join(FACE_CHOICES)}")
+
+
+def embed_files_with(
+    model: FaceModel,
+    paths: Sequence[str],
+    *,
+    face: str = "largest",
+    fallback: FaceModel | None = None,
+) -> list[_Result]:
+    """Embed one face per file (see `choose_face`; the fallback detector's face, else the centred
+    box, when none is detected) with `model`, in one embed call. The fallback model must align
+    faces the way `model` does (same landmark layout): it only lends its detector."""
     chips = []
     results: list[_Result] = []
     slots: list[int] = []
@@ -91,16 +138,24 @@ def embed_files_with(model: FaceModel, paths: Sequence[str]) -> list[_Result]:
         except OSError as exc:
             results.append(_Result(None, False, f"cannot read: {exc.strerror or exc}"))
             continue
-        detections = model.detect(pixels)  # largest first
+        detections = model.detect(pixels)
+        used_fallback = False
+        if not detections and fallback is not None:
+            detections = fallback.detect(pixels)
+            used_fallback = bool(detections)
         no_face = not detections
-        detection = detections[0] if detections else model.centred_detection(pixels)
+        detection = (
+            choose_face(detections, pixels.shape[0], pixels.shape[1], face)
+            if detections
+            else model.centred_detection(pixels)
+        )
         chips.append(model.align(pixels, detection))
         slots.append(len(results))
-        results.append(_Result(None, no_face, None))
+        results.append(_Result(None, no_face, None, used_fallback))
     if chips:
         vectors = model.embed(chips)
         for slot, vector in zip(slots, vectors, strict=True):
-            results[slot] = _Result(vector, results[slot].no_face, None)
+            results[slot] = _Result(vector, results[slot].no_face, None, results[slot].fallback)
     return results
 
 
@@ -108,7 +163,8 @@ def embed_files_with(model: FaceModel, paths: Sequence[str]) -> list[_Result]:
 
 
 class EmbeddingCache:
-    """Per-(model, detector) embeddings of image files, in one .npz under a cache folder.
+    """Per-(model, runtime, detector, face choice) embeddings of image files, in one .npz under
+    a cache folder.
 
     An entry is keyed by the resolved path, size and modification time of the file, so an
     edited or replaced file is embedded again. Only successful embeddings are stored."""
@@ -118,17 +174,23 @@ class EmbeddingCache:
         self._entries = entries
 
     @classmethod
-    def load(cls, folder: Path, model: FaceModel) -> EmbeddingCache:
-        safe = f"{model.model_id}-{model.detector_name}".replace("/", "_")
+    def load(
+        cls, folder: Path, model: FaceModel, face: str = "largest", fallback: str = "none"
+    ) -> EmbeddingCache:
+        safe = f"{model.model_id}-{model.runtime}-{model.detector_name}-{face}-{fallback}"
+        safe = safe.replace("/", "_")
         path = folder / f"eval-embeddings-{safe}.npz"
         entries: dict[str, _Result] = {}
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as data:
-                    for key, vector, no_face in zip(
-                        data["keys"].tolist(), data["vectors"], data["no_face"], strict=True
+                    for key, vector, no_face, fell_back in zip(
+                        data["keys"].tolist(), data["vectors"], data["no_face"],
+                        data["fallback"], strict=True,
                     ):
-                        entries[str(key)] = _Result(vector.astype(np.float32), bool(no_face), None)
+                        entries[str(key)] = _Result(
+                            vector.astype(np.float32), bool(no_face), None, bool(fell_back)
+                        )
             except (OSError, ValueError, KeyError):
                 entries = {}  # unreadable cache: start again
         return cls(path, entries)
@@ -163,6 +225,7 @@ class EmbeddingCache:
             keys=np.array(keys),
             vectors=np.stack(vectors),
             no_face=np.array([self._entries[k].no_face for k in keys], dtype=bool),
+            fallback=np.array([self._entries[k].fallback for k in keys], dtype=bool),
         )
         os.replace(tmp, self.path)
 
@@ -184,14 +247,23 @@ def embed_image_files(
     progress: bool = True,
     description: str = "embedding",
     cache_dir: Path | None = None,
+    face: str = "largest",
+    fallback: str = "none",
 ) -> EmbeddedImages:
     """One embedding per file, in the order given. Raises EvalError if any file is unreadable
     (an evaluation must score every image its protocol names). With `cache_dir`, embeddings of
     unchanged files (same path, size and mtime; same model and detector) are reused."""
+    if face not in FACE_CHOICES:
+        raise ValueError(f"unknown face choice {face!r}; expected one of {', '.join(FACE_CHOICES)}")
     started = time.perf_counter()
     files = [str(p) for p in paths]
+    if fallback not in FALLBACK_CHOICES:
+        raise ValueError(f"unknown fallback detector {fallback!r}")
     local = build_model(model_name, detector)  # cheap: the weights load on first use
-    cache = EmbeddingCache.load(cache_dir, local) if cache_dir is not None else None
+    local_fallback = _fallback_model(model_name, fallback)
+    cache = (
+        EmbeddingCache.load(cache_dir, local, face, fallback) if cache_dir is not None else None
+    )
     cached = {f: cache.get(f) for f in files} if cache is not None else {}
     todo = [f for f in files if cached.get(f) is None]
     chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
@@ -200,12 +272,14 @@ def embed_image_files(
     with progress_bar(len(todo), description, enabled=progress) as advance:
         if workers == 1:
             for chunk in chunks:
-                results.extend(embed_files_with(local, chunk))
+                results.extend(embed_files_with(local, chunk, face=face, fallback=local_fallback))
                 advance(len(chunk))
         else:
             ctx = _pool_context()
             with ctx.Pool(
-                workers, initializer=_init_worker, initargs=(model_name, detector)
+                workers,
+                initializer=_init_worker,
+                initargs=(model_name, detector, face, fallback),
             ) as pool:
                 for chunk_results in pool.imap(_embed_chunk, chunks):
                     results.extend(chunk_results)
@@ -230,7 +304,9 @@ def embed_image_files(
         paths=tuple(Path(p) for p in files),
         embeddings=embeddings,
         no_face=np.array([r.no_face for r in results], dtype=bool),
+        fallback=np.array([r.fallback for r in results], dtype=bool),
         model_id=local.model_id,
+        runtime=f"{local.runtime}/{local.detector_name}",
         seconds=time.perf_counter() - started,
     )
 

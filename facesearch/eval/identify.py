@@ -24,6 +24,7 @@ import numpy as np
 
 from facesearch.eval import metrics
 from facesearch.eval.embedding import EvalError, embed_image_files
+from facesearch.vision import similarity
 from facesearch.vision.decode import IMAGE_SUFFIXES
 
 TARGET_FPIR = 0.01
@@ -85,7 +86,10 @@ class IdentifyReport:
     probes: int
     distractors: int
     no_face: int
+    fallback_detected: int
     model_id: str
+    runtime: str
+    face: str
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +102,10 @@ class IdentifyReport:
             "distractors": self.distractors,
             "fpir_threshold": round(self.threshold, 6),
             "no_face": self.no_face,
+            "fallback_detected": self.fallback_detected,
             "model": self.model_id,
+            "runtime": self.runtime,
+            "face": self.face,
             "seconds": round(self.seconds, 2),
         }
 
@@ -113,8 +120,8 @@ def score_split(
     gallery_labels = np.array([name for name, _ in split.gallery])
     probe_labels = np.array([name for name, _ in split.mated])
     g = gallery.astype(np.float64)
-    mated_sim = mated.astype(np.float64) @ g.T
-    nonmated_sim = nonmated.astype(np.float64) @ g.T
+    mated_sim = similarity.score_matrix(mated, g).astype(np.float64)
+    nonmated_sim = similarity.score_matrix(nonmated, g).astype(np.float64)
     ranks = metrics.mate_ranks(mated_sim, probe_labels, gallery_labels)
     tpir = metrics.tpir_at_fpir(mated_sim, probe_labels, gallery_labels, nonmated_sim, TARGET_FPIR)
     return metrics.rank_k_rate(ranks, 1), metrics.rank_k_rate(ranks, 10), tpir
@@ -128,6 +135,8 @@ def evaluate_identify(
     workers: int = 1,
     progress: bool = True,
     cache_dir: Path | None = None,
+    face: str = "largest",
+    fallback: str = "none",
 ) -> IdentifyReport:
     started = time.perf_counter()
     split = split_people(person_images(images))
@@ -146,6 +155,8 @@ def evaluate_identify(
         progress=progress,
         description="identify",
         cache_dir=cache_dir,
+        face=face,
+        fallback=fallback,
     )
     n_gallery, n_mated = len(split.gallery), len(split.mated)
     vectors = embedded.embeddings
@@ -164,6 +175,9 @@ def evaluate_identify(
         probes=n_mated,
         distractors=len(split.nonmated),
         no_face=embedded.no_face_count,
+        fallback_detected=embedded.fallback_count,
         model_id=embedded.model_id,
+        runtime=embedded.runtime,
+        face=face,
         seconds=time.perf_counter() - started,
     )

@@ -27,6 +27,7 @@ import numpy as np
 
 from facesearch.eval import metrics
 from facesearch.eval.embedding import EvalError, embed_image_files
+from facesearch.vision import similarity
 
 #: Folds a single split is cut into for cross-validated accuracy.
 SINGLE_SPLIT_FOLDS = 10
@@ -177,7 +178,10 @@ class PairsReport:
     tar_threshold: float
     images: int
     no_face: int
+    fallback_detected: int
     model_id: str
+    runtime: str
+    face: str
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,6 +190,7 @@ class PairsReport:
             "accuracy_std": round(self.accuracy_std, 6),
             "tar_at_far_1e-3": round(self.tar_at_far_1e_3, 6),
             "no_face": self.no_face,
+            "fallback_detected": self.fallback_detected,
             "pairs": self.pairs,
             "threshold": round(self.threshold, 6),
             "threshold_accuracy": round(self.threshold_accuracy, 6),
@@ -195,6 +200,8 @@ class PairsReport:
             "fold_accuracies": [round(a, 6) for a in self.fold_accuracies],
             "images": self.images,
             "model": self.model_id,
+            "runtime": self.runtime,
+            "face": self.face,
             "seconds": round(self.seconds, 2),
         }
 
@@ -233,6 +240,8 @@ def evaluate_pairs(
     workers: int = 1,
     progress: bool = True,
     cache_dir: Path | None = None,
+    face: str = "largest",
+    fallback: str = "none",
 ) -> PairsReport:
     started = time.perf_counter()
     if not images.is_dir():
@@ -247,12 +256,14 @@ def evaluate_pairs(
         progress=progress,
         description="pairs",
         cache_dir=cache_dir,
+        face=face,
+        fallback=fallback,
     )
     rows = embedded.rows()
     left = np.array([rows[p.paths(images)[0]] for p in parsed.pairs])
     right = np.array([rows[p.paths(images)[1]] for p in parsed.pairs])
     vectors = embedded.embeddings.astype(np.float64)
-    scores = np.einsum("ij,ij->i", vectors[left], vectors[right])
+    scores = similarity.paired_scores(vectors[left], vectors[right]).astype(np.float64)
     kfold, tar, protocol = score_pairs(parsed, scores)
     return PairsReport(
         pairs=len(parsed.pairs),
@@ -267,6 +278,9 @@ def evaluate_pairs(
         tar_threshold=tar.threshold,
         images=len(paths),
         no_face=embedded.no_face_count,
+        fallback_detected=embedded.fallback_count,
         model_id=embedded.model_id,
+        runtime=embedded.runtime,
+        face=face,
         seconds=time.perf_counter() - started,
     )

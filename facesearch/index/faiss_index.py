@@ -1,8 +1,9 @@
 """Embedded vector index on FAISS, one shard per collection, sealed on disk.
 
 A shard keeps the exact float32 vectors (sorted by face id) and, once it outgrows
-`exact_limit`, an approximate IVF index with 8-bit scalar quantisation that proposes a short
-list (k x rerank_factor) which is then re-ranked exactly. Small shards are searched exactly.
+`exact_limit`, an approximate IVF index (Euclidean, 8-bit scalar quantisation) that proposes a
+short list (k x rerank_factor) which is then re-ranked exactly. Scores are those of
+`facesearch.vision.similarity`. Small shards are searched exactly.
 Searching several collections merges the shards' hits. Shards are written encrypted with the
 deployment's index key, so the index directory reveals no embedding without the key file.
 """
@@ -22,6 +23,7 @@ import numpy.typing as npt
 
 from facesearch.crypto import Sealer
 from facesearch.index.base import Hit, ShardState
+from facesearch.vision.similarity import scores_from_squared_distances, squared_distances
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,9 @@ class FaissShard:
         if self.approx is not None and n <= 4 * self.trained_on:
             return
         nlist = _nlist_for(n)
-        quantizer = faiss.IndexFlatIP(self.dim)
+        quantizer = faiss.IndexFlatL2(self.dim)
         index = faiss.IndexIVFScalarQuantizer(
-            quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
         )
         rng = np.random.default_rng(0)
         sample_size = min(n, 64 * nlist)
@@ -100,17 +102,19 @@ class FaissShard:
                 self.trained_on = 0
 
     def search(self, queries: F32, k: int) -> tuple[F32, I64]:
+        """Top k per query as (scores, ids), best first; scores from vision.similarity."""
         nq = queries.shape[0]
         if self.count == 0 or k <= 0:
             return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
         k = min(k, self.count)
         if self.approx is None:
-            scores = queries @ self.vectors.T
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1)
+            dist = squared_distances(queries, self.vectors)
+            top = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            top_dist = np.take_along_axis(dist, top, axis=1)
+            order = np.argsort(top_dist, axis=1, kind="stable")
             rows = np.take_along_axis(top, order, axis=1)
-            return np.take_along_axis(top_scores, order, axis=1), self.ids[rows]
+            best = np.take_along_axis(top_dist, order, axis=1)
+            return scores_from_squared_distances(best), self.ids[rows]
         self.approx.nprobe = self.nprobe
         short = min(self.count, k * self.rerank_factor)
         _, cand = self.approx.search(queries, short)
@@ -121,11 +125,11 @@ class FaissShard:
             if cids.size == 0:
                 continue
             rows = np.searchsorted(self.ids, cids)
-            exact = self.vectors[rows] @ queries[qi]
+            exact = squared_distances(queries[qi], self.vectors[rows])[0]
             kk = min(k, exact.size)
-            best = np.argsort(-exact)[:kk]
-            out_scores[qi, :kk] = exact[best]
-            out_ids[qi, :kk] = cids[best]
+            order = np.argsort(exact, kind="stable")[:kk]
+            out_scores[qi, :kk] = scores_from_squared_distances(exact[order])
+            out_ids[qi, :kk] = cids[order]
         return out_scores, out_ids
 
     def nbytes(self) -> int:
@@ -169,7 +173,7 @@ class FaissIndex:
         dim: int,
         *,
         exact_limit: int = 20_000,
-        nprobe: int = 16,
+        nprobe: int = 32,
         rerank_factor: int = 10,
     ) -> None:
         self.directory = directory / model_id

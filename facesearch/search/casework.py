@@ -152,8 +152,8 @@ def run_search(
     why = validate_purpose(purpose)
     if not 1 <= top_k <= MAX_TOP_K:
         raise InvalidRequest("top_k", f"between 1 and {MAX_TOP_K}")
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise InvalidRequest("threshold", "a cosine similarity between -1 and 1")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InvalidRequest("threshold", "a similarity score between 0 and 1")
     if not image:
         raise InvalidRequest("probe", "an image file is required")
     org_id = org_of(actor)

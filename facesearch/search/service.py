@@ -15,6 +15,7 @@ from sqlalchemy import select
 from facesearch.deployment import Deployment
 from facesearch.errors import FacesearchError
 from facesearch.store.models import Collection, Face, SourceFile
+from facesearch.vision import similarity
 from facesearch.vision.decode import DecodeLimits, decode_image
 from facesearch.vision.model import FaceModel
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
@@ -96,8 +97,8 @@ class SearchService:
     ) -> SearchResult:
         if not 1 <= top_k <= MAX_TOP_K:
             raise FacesearchError(f"--top must be between 1 and {MAX_TOP_K}")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise FacesearchError("--threshold is a cosine similarity between -1 and 1")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise FacesearchError("--threshold is a similarity score between 0 and 1")
         ids = collection_ids if collection_ids is not None else self.dep.collection_ids(collections)
         model = self.dep.model
         faces, vectors = self.probe_faces(image)
@@ -192,7 +193,7 @@ def verify_images(
         analysed.append(faces)
     faces_a, faces_b = analysed
     vectors = embed_faces(model, [faces_a[0], faces_b[0]])
-    score = float(np.dot(vectors[0], vectors[1]))
+    score = similarity.score(vectors[0], vectors[1])
     limit = model.default_threshold if threshold is None else threshold
     return VerifyResult(
         same_person=score >= limit,

@@ -15,14 +15,14 @@ import dlib
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.vision.model import Box, Detection, Embeddings, RGBImage, l2_normalise
+from facesearch.vision.model import Box, Detection, Embeddings, RGBImage
 
 MODEL_ID = "dlib-resnet-v1"
 EMBEDDING_SIZE = 128
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-#: Cosine similarity threshold, calibrated on LFW DevTrain (see docs/decisions/0002).
-DEFAULT_THRESHOLD = 0.92
+#: Same-person score (vision.similarity); calibrated on LFW DevTrain, docs/decisions/0002.
+DEFAULT_THRESHOLD = 0.69
 #: Long side (px) above which detection runs on a downscaled copy.
 DETECT_MAX_SIDE = 1600
 
@@ -179,4 +179,4 @@ class DlibFaceModel:
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
 
     def embed(self, chips: Sequence[RGBImage]) -> Embeddings:
-        return l2_normalise(self.raw_embed(chips))
+        return self.raw_embed(chips)

@@ -32,7 +32,7 @@ from facesearch.vision.dlib_model import (
     DlibDetector,
     dlib_chip,
 )
-from facesearch.vision.model import Detection, Embeddings, RGBImage, l2_normalise
+from facesearch.vision.model import Detection, Embeddings, RGBImage
 
 log = logging.getLogger(__name__)
 
@@ -165,4 +165,4 @@ class OnnxFaceModel:
         return np.concatenate(parts).astype(np.float32)
 
     def embed(self, chips: Sequence[RGBImage]) -> Embeddings:
-        return l2_normalise(self.raw_embed(chips))
+        return self.raw_embed(chips)

@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facesearch.cli import app
+from facesearch.eval.embedding import choose_face
+from facesearch.vision.model import Box, Detection
 from tests.conftest import faces_dir
-
-pytestmark = pytest.mark.shared_faces
 
 PEOPLE = {  # name -> image numbers copied from lfw-devtrain
     "Aaron_Peirsol": [1, 2, 3],
@@ -54,10 +54,12 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (the JSON, or the table); on failure, everything printed."""
     result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
+@pytest.mark.shared_faces
 def test_pairs_json(tree: Path) -> None:
     code, out = _run("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--json",
                      "--workers", "2")
@@ -72,6 +74,7 @@ def test_pairs_json(tree: Path) -> None:
     assert 0.0 <= data["tar_at_far_1e-3"] <= 1.0
 
 
+@pytest.mark.shared_faces
 def test_identify_json(tree: Path) -> None:
     code, out = _run("eval", "identify", str(tree), "--json", "--workers", "1")
     assert code == 0, out
@@ -87,6 +90,7 @@ def test_identify_json(tree: Path) -> None:
     assert 0.0 <= data["tpir_at_fpir_0.01"] <= 1.0
 
 
+@pytest.mark.shared_faces
 def test_pairs_table_output(tree: Path) -> None:
     code, out = _run("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--workers", "1",
                      "--no-progress")
@@ -94,6 +98,7 @@ def test_pairs_table_output(tree: Path) -> None:
     assert "TAR @ FAR=1e-3" in out and "accuracy" in out
 
 
+@pytest.mark.shared_faces
 def test_missing_image_is_a_clear_error(tree: Path, tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\nAaron_Sorkin 1 7\nAJ_Cook 1 Marsha_Thomason 1\n")
@@ -102,6 +107,7 @@ def test_missing_image_is_a_clear_error(tree: Path, tmp_path: Path) -> None:
     assert "missing" in out and "Aaron_Sorkin_0007.jpg (line 2)" in out
 
 
+@pytest.mark.shared_faces
 def test_malformed_pairs_file_is_a_clear_error(tree: Path, tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\nAaron_Sorkin 1\nAJ_Cook 1 Marsha_Thomason 1\n")
@@ -110,6 +116,7 @@ def test_malformed_pairs_file_is_a_clear_error(tree: Path, tmp_path: Path) -> No
     assert "line 2" in out and "expected 'name i j'" in out
 
 
+@pytest.mark.shared_faces
 def test_identify_without_distractors_is_a_clear_error(tmp_path: Path) -> None:
     source = faces_dir("lfw-devtrain")
     (tmp_path / "Aaron_Sorkin").mkdir()
@@ -120,6 +127,7 @@ def test_identify_without_distractors_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "no person has a single image" in out
 
 
+@pytest.mark.shared_faces
 def test_cache_reuses_embeddings(tree: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = ("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--json", "--workers", "1",
@@ -133,3 +141,26 @@ def test_cache_reuses_embeddings(tree: Path, tmp_path: Path) -> None:
     for key in ("accuracy", "tar_at_far_1e-3", "no_face", "pairs", "threshold"):
         assert a[key] == b[key]
     assert b["seconds"] < a["seconds"]
+
+
+def _det(left: int, top: int, side: int) -> Detection:
+    return Detection(Box(left, top, left + side, top + side), (), 1.0, "test")
+
+
+def test_choose_face_largest_or_central() -> None:
+    bystander = _det(150, 20, 100)  # larger, off centre
+    subject = _det(85, 85, 80)  # centred on (125, 125)
+    assert choose_face([subject, bystander], 250, 250, "largest") is bystander
+    assert choose_face([bystander, subject], 250, 250, "central") is subject
+    with pytest.raises(ValueError, match="unknown face choice"):
+        choose_face([subject], 250, 250, "first")
+
+
+@pytest.mark.shared_faces
+def test_face_option_is_reported_and_validated(tree: Path) -> None:
+    code, out = _run("eval", "identify", str(tree), "--json", "--workers", "1",
+                     "--face", "central")
+    assert code == 0, out
+    assert json.loads(out)["face"] == "central"
+    code, out = _run("eval", "identify", str(tree), "--face", "biggest")
+    assert code == 2 and "--face" in out
