@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.vision.decode import decode_image
 from facesearch.vision import similarity
+from facesearch.vision.decode import decode_image
 from facesearch.vision.dlib_model import DEFAULT_THRESHOLD, DlibDetector, DlibFaceModel
 from facesearch.vision.model import Detection
 from facesearch.vision.onnx_model import OnnxFaceModel

@@ -212,7 +212,9 @@ def verify(
     ctx: typer.Context,
     a: Annotated[Path, typer.Argument(help="First image.")],
     b: Annotated[Path, typer.Argument(help="Second image.")],
-    threshold: Annotated[float | None, typer.Option(help="Decision threshold (score, 0 to 1).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Decision threshold (score, 0 to 1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Are the largest faces of A and B the same person? Prints score and threshold."""
