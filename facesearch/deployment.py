@@ -22,11 +22,13 @@ from facesearch.store.db import Database, migrate
 from facesearch.store.models import Collection, Face
 from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model
+from facesearch.vision.threadsafe import ThreadSafeFaceModel
 
 MARKER = "deployment"
 
 
-def _is_inside(child: Path, parent: Path) -> bool:
+def is_inside(child: Path, parent: Path) -> bool:
+    """Whether `child` lies inside `parent` once both are resolved."""
     try:
         child.resolve().relative_to(parent.resolve())
     except ValueError:
@@ -38,7 +40,7 @@ def init_deployment(settings: Settings) -> Path:
     """Create the data directory, its database and a new key file (outside it, mode 0600)."""
     home = settings.home
     key_file = settings.resolved_key_file
-    if _is_inside(key_file, home):
+    if is_inside(key_file, home):
         raise ConfigError(
             f"the key file {key_file} must live outside the data directory {home}: "
             "a copy of the data directory must never carry its own key"
@@ -87,7 +89,7 @@ class Deployment:
             marker = tomllib.load(fh).get(MARKER, {})
         key_file = settings.key_file or Path(marker.get("key_file", settings.resolved_key_file))
         self.key_file = key_file.expanduser()
-        if _is_inside(self.key_file, settings.home):
+        if is_inside(self.key_file, settings.home):
             raise ConfigError(f"the key file {self.key_file} is inside the data directory")
         self.keys = KeyRing.load(self.key_file)
         if marker.get("key_fingerprint") and marker["key_fingerprint"] != self.keys.fingerprint:
@@ -104,8 +106,13 @@ class Deployment:
 
     @cached_property
     def model(self) -> FaceModel:
-        return build_model(
-            self.settings.model, detector=self.settings.detector, **self.settings.model_options()
+        """The configured model, safe to share between threads (API requests, ingest jobs)."""
+        return ThreadSafeFaceModel(
+            build_model(
+                self.settings.model,
+                detector=self.settings.detector,
+                **self.settings.model_options(),
+            )
         )
 
     def new_index(self) -> FaissIndex:

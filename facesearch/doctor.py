@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from facesearch.config import Settings
+from facesearch.deployment import is_inside
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -147,14 +148,6 @@ def _mode(path: Path) -> int:
 
 def _others_can_access(path: Path) -> bool:
     return bool(_mode(path) & 0o077)
-
-
-def _is_inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _readonly_sqlite_engine(db_file: Path) -> Engine:
@@ -375,7 +368,7 @@ def _key_missing(ctx: Context) -> Iterator[str]:
     "point --key-file at it, and rotate it if a copy of the data directory ever left the host.",
 )
 def _key_inside(ctx: Context) -> Iterator[str]:
-    if _is_inside(ctx.key_file, ctx.home):
+    if is_inside(ctx.key_file, ctx.home):
         yield (f"{ctx.key_file} lies inside {ctx.home}: whoever copies the data directory "
                "gets the key with it")
 

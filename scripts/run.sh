@@ -31,6 +31,7 @@ fi
 fs stats
 if [ "${FACESEARCH_DEMO_NO_SERVE:-0}" != "1" ] && fs --help | grep -q " serve "; then
   echo "== starting the service"
-  fs admin bootstrap || true
+  # The first platform administrator's one-time enrolment link (refused once one exists).
+  fs admin bootstrap --email "${FACESEARCH_ADMIN_EMAIL:-admin@localhost}" || true
   exec .venv/bin/facesearch serve
 fi

@@ -188,18 +188,19 @@ def search(
             title=f"probe face {face.index} at {face.box} "
             f"(quality {q['score']:.2f}{', LOW' if q['low'] else ''})"
         )
-        for col in ("rank", "score", "≥thr", "collection", "source", "box", "quality"):
-            table.add_column(col)
+        for col in ("rank", "score", "≥thr", "collection", "quality"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("source (face box)", overflow="fold", ratio=1)
         for c in face.candidates:
             quality = f"{c.quality:.2f}" + (" low" if c.low_quality else "")
+            where = c.source if c.frame_time is None else f"{c.source} @ {c.frame_time:.2f}s"
             table.add_row(
                 str(c.rank),
                 f"{c.score:.4f}",
                 "yes" if c.above_threshold else "",
                 c.collection,
-                c.source,
-                str(c.box),
                 quality,
+                f"{where} {c.box}",
             )
         console.print(table)
     console.print(
