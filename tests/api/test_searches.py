@@ -188,3 +188,26 @@ def test_upload_job_progress(org: Org, module_deployment: Deployment) -> None:
                                    json={"folder": "."}).status_code == 403
     with module_deployment.db.session() as s:
         assert s.scalar(select(Search.id).limit(1)) is not None
+
+
+def test_searches_are_rate_limited_per_account(org: Org, module_app: FastAPI) -> None:
+    from facesearch.security.ratelimit import Limit
+
+    limits = module_app.state.limiter.limits
+    saved = limits["search:account"]
+    limits["search:account"] = Limit(2, 60.0)
+    try:
+        client = org.keys["search"]
+        client.app.state.limiter._hits.clear()
+        codes = [search(client, blank_png())[0] for _ in range(2)]
+        assert codes == [200, 200]
+        reply = client.post(
+            "/api/v1/searches",
+            data={"case_number": "2024/17", "purpose": PURPOSE},
+            files={"probe": ("probe.png", blank_png(), "image/png")},
+        )
+        assert reply.status_code == 429
+        assert 1 <= int(reply.headers["Retry-After"]) <= 60
+    finally:
+        limits["search:account"] = saved
+        module_app.state.limiter._hits.clear()

@@ -54,7 +54,7 @@ def create_search(
         description="collection ids to search (repeated or comma-separated); default: every "
         "collection the organisation may search")] = None,
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
-    threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+    threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
 ) -> dict[str, Any]:
     enforce_rate_limit(request, "search:account", str(principal.user_id))
     enforce_rate_limit(request, "search:address", principal.ip or "?")
