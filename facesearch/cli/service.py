@@ -74,10 +74,11 @@ def serve(
         admins = accounts.platform_admin_count(s)
     if admins == 0:
         console.print(
-            "No administrator yet. In another terminal run\n"
+            "No administrator has enrolled yet. Use the one-time enrolment link from "
+            "`admin bootstrap` (for a new link, which revokes the old one, run\n"
             f"  facesearch --home {settings.home} admin bootstrap --email you@example.org\n"
-            "and open the one-time enrolment link it prints: set a password, sign in, and "
-            "enrol the second factor (TOTP) with the QR code."
+            "in another terminal): set a password, sign in, and enrol the second factor "
+            "(TOTP) with the QR code."
         )
     try:
         uvicorn.run(
