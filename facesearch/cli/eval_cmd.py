@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -70,6 +70,47 @@ def _fallback(value: str) -> str:
     return value
 
 
+def _embedding_options(
+    ctx: typer.Context,
+    *,
+    workers: int | None,
+    progress: bool,
+    as_json: bool,
+    cache: Path | None,
+    face: str,
+    fallback: str,
+) -> dict[str, Any]:
+    """The options both evaluations pass to `embed_image_files`."""
+    settings = state_of(ctx).settings()
+    return {
+        "model_name": settings.model,
+        "detector": settings.detector,
+        "workers": workers or settings.worker_count,
+        "progress": progress and not as_json,
+        "cache_dir": cache,
+        "face": _face(face),
+        "fallback": _fallback(fallback),
+    }
+
+
+def _print_report(title: str, rows: list[tuple[str, str]], report: Any) -> None:
+    """A metrics table: the evaluation's own rows, then what every evaluation reports."""
+    table = Table(title=title, show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in [
+        *rows,
+        ("faces found only by the fallback detector", str(report.fallback_detected)),
+        ("images without a face (centred box)", str(report.no_face)),
+        ("model", report.model_id),
+        ("runtime", report.runtime),
+        ("face used", report.face),
+        ("seconds", f"{report.seconds:.1f}"),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
+
+
 def _fail(exc: FacesearchError) -> typer.Exit:
     console_err.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
     return typer.Exit(2)
@@ -96,39 +137,22 @@ def pairs_command(
     """
     from facesearch.eval.pairs import evaluate_pairs
 
-    settings = state_of(ctx).settings()
+    options = _embedding_options(ctx, workers=workers, progress=progress, as_json=as_json,
+                                 cache=cache, face=face, fallback=fallback)
     try:
-        report = evaluate_pairs(
-            images,
-            pairs_file,
-            model_name=settings.model,
-            detector=settings.detector,
-            workers=workers or settings.worker_count,
-            progress=progress and not as_json,
-            cache_dir=cache,
-            face=_face(face),
-            fallback=_fallback(fallback),
-        )
+        report = evaluate_pairs(images, pairs_file, **options)
     except FacesearchError as exc:
         raise _fail(exc) from exc
     if as_json:
         print_json(report.as_dict())
         return
-    table = Table(title=f"LFW pairs: {pairs_file.name}", show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("accuracy", f"{report.accuracy:.4f} ± {report.accuracy_std:.4f}")
-    table.add_row("TAR @ FAR=1e-3", f"{report.tar_at_far_1e_3:.4f}")
-    table.add_row("best threshold (all pairs)", f"{report.threshold:.4f}")
-    table.add_row("pairs", str(report.pairs))
-    table.add_row("images", str(report.images))
-    table.add_row("faces found only by the fallback detector", str(report.fallback_detected))
-    table.add_row("images without a face (centred box)", str(report.no_face))
-    table.add_row("model", report.model_id)
-    table.add_row("runtime", report.runtime)
-    table.add_row("face used", report.face)
-    table.add_row("seconds", f"{report.seconds:.1f}")
-    console.print(table)
+    _print_report(f"LFW pairs: {pairs_file.name}", [
+        ("accuracy", f"{report.accuracy:.4f} ± {report.accuracy_std:.4f}"),
+        ("TAR @ FAR=1e-3", f"{report.tar_at_far_1e_3:.4f}"),
+        ("best threshold (all pairs)", f"{report.threshold:.4f}"),
+        ("pairs", str(report.pairs)),
+        ("images", str(report.images)),
+    ], report)
     console.print(f"[dim]{report.fold_protocol}[/]")
 
 
@@ -150,39 +174,23 @@ def identify_command(
     """
     from facesearch.eval.identify import evaluate_identify
 
-    settings = state_of(ctx).settings()
+    options = _embedding_options(ctx, workers=workers, progress=progress, as_json=as_json,
+                                 cache=cache, face=face, fallback=fallback)
     try:
-        report = evaluate_identify(
-            images,
-            model_name=settings.model,
-            detector=settings.detector,
-            workers=workers or settings.worker_count,
-            progress=progress and not as_json,
-            cache_dir=cache,
-            face=_face(face),
-            fallback=_fallback(fallback),
-        )
+        report = evaluate_identify(images, **options)
     except FacesearchError as exc:
         raise _fail(exc) from exc
     if as_json:
         print_json(report.as_dict())
         return
-    table = Table(title=f"Identification: {images}", show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("rank-1", f"{report.rank1:.4f}")
-    table.add_row("rank-10", f"{report.rank10:.4f}")
-    table.add_row("TPIR @ FPIR=0.01", f"{report.tpir_at_fpir_0_01:.4f}")
-    table.add_row("threshold at FPIR=0.01", f"{report.threshold:.4f}")
-    table.add_row("gallery / probes / distractors",
-                  f"{report.gallery} / {report.probes} / {report.distractors}")
-    table.add_row("faces found only by the fallback detector", str(report.fallback_detected))
-    table.add_row("images without a face (centred box)", str(report.no_face))
-    table.add_row("model", report.model_id)
-    table.add_row("runtime", report.runtime)
-    table.add_row("face used", report.face)
-    table.add_row("seconds", f"{report.seconds:.1f}")
-    console.print(table)
+    _print_report(f"Identification: {images}", [
+        ("rank-1", f"{report.rank1:.4f}"),
+        ("rank-10", f"{report.rank10:.4f}"),
+        ("TPIR @ FPIR=0.01", f"{report.tpir_at_fpir_0_01:.4f}"),
+        ("threshold at FPIR=0.01", f"{report.threshold:.4f}"),
+        ("gallery / probes / distractors",
+         f"{report.gallery} / {report.probes} / {report.distractors}"),
+    ], report)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
 from facesearch.errors import FacesearchError
+from facesearch.search.service import Candidate, SearchService
 from facesearch.search.service import SearchResult as EngineResult
-from facesearch.search.service import SearchService
 from facesearch.security import audit
 from facesearch.security.tenancy import Actor, check_searchable, display_name, org_case, org_of
 from facesearch.store.casework import Case, Review, Search, SearchResult
@@ -67,23 +67,13 @@ def validate_purpose(value: str) -> str:
 
 # -- the answer -----------------------------------------------------------------------------------
 @dataclass
-class CandidateOut:
+class CandidateOut(Candidate):
+    """A candidate as the service answers it: the engine's candidate, plus its stored result
+    (reviewable lead), its collection's id and the authenticated crop URL."""
+
     result_id: int
-    rank: int
-    face_id: int
-    score: float
-    above_threshold: bool
     status: str
     collection_id: int
-    collection: str
-    source: str
-    source_kind: str
-    media_url: str | None
-    frame_time: float | None
-    box: list[int]
-    quality: float
-    low_quality: bool
-    ingested_at: str
     crop_url: str
 
 
@@ -231,14 +221,13 @@ def _build_outcome(
         for position, cand in enumerate(face.candidates):
             cid = by_name.get(cand.collection, -1)
             coll = collections.get(cid)
+            engine_fields = asdict(cand)
+            engine_fields["collection"] = display_name(coll) if coll else cand.collection
             out.candidates.append(CandidateOut(
-                result_id=result_ids[(face.index, position)], rank=cand.rank,
-                face_id=cand.face_id, score=cand.score, above_threshold=cand.above_threshold,
-                status="lead", collection_id=cid,
-                collection=display_name(coll) if coll else cand.collection,
-                source=cand.source, source_kind=cand.source_kind, media_url=cand.media_url,
-                frame_time=cand.frame_time, box=cand.box, quality=cand.quality,
-                low_quality=cand.low_quality, ingested_at=cand.ingested_at,
+                **engine_fields,
+                result_id=result_ids[(face.index, position)],
+                status="lead",
+                collection_id=cid,
                 crop_url=crop_url(cand.face_id),
             ))
         faces.append(out)
