@@ -13,7 +13,7 @@ engine's collection names are global, and `display_name` strips the qualifier ag
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -22,6 +22,8 @@ from facesearch.errors import FacesearchError, NotFoundError
 from facesearch.store.accounts import ApiKey, CollectionShare, Invitation, Organisation, User
 from facesearch.store.casework import Case, IngestTask, Search, SearchResult
 from facesearch.store.models import Collection, Face
+
+_Owned = TypeVar("_Owned", Case, Search, IngestTask, User, ApiKey)
 
 _QUALIFIED = re.compile(r"^org(\d+)/(.+)$", re.DOTALL)
 
@@ -126,35 +128,32 @@ def visible_face(session: Session, org_id: int, face_id: int) -> Face:
     return face
 
 
+def _owned(session: Session, model: type[_Owned], object_id: int, org_id: int, what: str) -> _Owned:
+    """The object if it belongs to the organisation; otherwise exactly like a missing id."""
+    obj = session.get(model, object_id)
+    if obj is None or obj.org_id != org_id:
+        raise NotFoundError(f"no {what} {object_id}")
+    return obj
+
+
 def org_case(session: Session, org_id: int, case_id: int) -> Case:
-    case = session.get(Case, case_id)
-    if case is None or case.org_id != org_id:
-        raise NotFoundError(f"no case {case_id}")
-    return case
+    return _owned(session, Case, case_id, org_id, "case")
 
 
 def org_search(session: Session, org_id: int, search_id: int) -> Search:
-    search = session.get(Search, search_id)
-    if search is None or search.org_id != org_id:
-        raise NotFoundError(f"no search {search_id}")
-    return search
+    return _owned(session, Search, search_id, org_id, "search")
 
 
 def org_result(session: Session, org_id: int, result_id: int) -> tuple[SearchResult, Search]:
     result = session.get(SearchResult, result_id)
-    if result is None:
-        raise NotFoundError(f"no result {result_id}")
-    search = session.get(Search, result.search_id)
-    if search is None or search.org_id != org_id:
+    search = session.get(Search, result.search_id) if result is not None else None
+    if result is None or search is None or search.org_id != org_id:
         raise NotFoundError(f"no result {result_id}")
     return result, search
 
 
 def org_task(session: Session, org_id: int, task_id: int) -> IngestTask:
-    task = session.get(IngestTask, task_id)
-    if task is None or task.org_id != org_id:
-        raise NotFoundError(f"no job {task_id}")
-    return task
+    return _owned(session, IngestTask, task_id, org_id, "job")
 
 
 def org_by_name(session: Session, name: str) -> Organisation:
@@ -165,17 +164,11 @@ def org_by_name(session: Session, name: str) -> Organisation:
 
 
 def org_user(session: Session, org_id: int, user_id: int) -> User:
-    user = session.get(User, user_id)
-    if user is None or user.org_id != org_id:
-        raise NotFoundError(f"no user {user_id}")
-    return user
+    return _owned(session, User, user_id, org_id, "user")
 
 
 def org_api_key(session: Session, org_id: int, key_id: int) -> ApiKey:
-    key = session.get(ApiKey, key_id)
-    if key is None or key.org_id != org_id:
-        raise NotFoundError(f"no API key {key_id}")
-    return key
+    return _owned(session, ApiKey, key_id, org_id, "API key")
 
 
 def org_invitation(session: Session, org_id: int, invitation_id: int) -> Invitation:

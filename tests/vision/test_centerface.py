@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +25,6 @@ needs_faces = pytest.mark.skipif(
 )
 PEOPLE = {"two_people.jpg": 2, "obama_and_biden.jpg": 2, "kit_with_rose.jpg": 2,
           "longoria-cooper.jpg": 2}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("FACESEARCH_CACHE_DIR")
-    os.environ["FACESEARCH_CACHE_DIR"] = str(path)
-    try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("FACESEARCH_CACHE_DIR", None)
-        else:
-            os.environ["FACESEARCH_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +91,7 @@ def test_finds_every_labelled_person_in_the_scenes(detector: CenterFaceDetector)
 @needs_model
 @needs_faces
 @pytest.mark.shared_faces
-def test_alignment_matches_hog_alignment(detector: CenterFaceDetector, cache_dir: Path) -> None:
+def test_alignment_matches_hog_alignment(detector: CenterFaceDetector, onnx_cache: Path) -> None:
     """The same face, aligned from HOG and from CenterFace, embeds to nearly the same vector."""
     model = build_model("dlib-onnx", detector="hog", threads=2, providers="cpu")
     files = sorted((FACES / "lfw-devtrain").glob("*/*.jpg"))[::400][:20]
@@ -130,7 +114,7 @@ def test_alignment_matches_hog_alignment(detector: CenterFaceDetector, cache_dir
 @needs_model
 @needs_faces
 @pytest.mark.shared_faces
-def test_models_with_centerface_run_the_pipeline(cache_dir: Path) -> None:
+def test_models_with_centerface_run_the_pipeline(onnx_cache: Path) -> None:
     from facesearch.vision.pipeline import analyse, embed_faces
 
     image = load(FACES / "small_multi" / "two_people.jpg")

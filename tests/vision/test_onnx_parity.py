@@ -4,8 +4,6 @@ parity with dlib's own runtime (max absolute difference per component <= 1e-4)."
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +30,6 @@ LFW_FACES = 500
 needs_faces = pytest.mark.skipif(
     not FACES.is_dir(), reason=f"test data not found at {FACES} (see its README.md)"
 )
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private cache directory for the whole module (conversion happens once, here)."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("FACESEARCH_CACHE_DIR")
-    os.environ["FACESEARCH_CACHE_DIR"] = str(path)
-    try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("FACESEARCH_CACHE_DIR", None)
-        else:
-            os.environ["FACESEARCH_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")
