@@ -202,7 +202,12 @@ def test_data_directory_holds_no_plaintext_images_or_embeddings(tmp_path: Path) 
     finally:
         dep.close()
     assert vectors
-    needles = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]
+    # JPEG magic plus its JFIF header (Pillow's crops), the PNG signature, and slices of every
+    # source image: long enough that random ciphertext never matches them by chance.
+    needles = [b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\x89PNG\r\n\x1a\n"]
+    for image in folder.iterdir():
+        data = image.read_bytes()
+        needles += [data[:32], data[len(data) // 2 : len(data) // 2 + 32]]
     for vec in vectors:
         raw = np.asarray(vec, dtype=np.float32).tobytes()
         needles += [raw[:16], raw[64:80], np.asarray(vec, dtype=np.float64).tobytes()[:16]]
