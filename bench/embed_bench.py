@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.vision import similarity
+from facesearch import similarity
 from facesearch.vision.decode import decode_image
 from facesearch.vision.dlib_model import DEFAULT_THRESHOLD, DlibDetector, DlibFaceModel
 from facesearch.vision.model import Detection
@@ -42,7 +42,7 @@ def real_chips(count: int) -> list[np.ndarray]:
     model = DlibFaceModel()
     chips: list[np.ndarray] = []
     if FACES.is_dir():
-        files = sorted((FACES / "lfw-devtrain").glob("*/*.jpg"))[:: 37][:count]
+        files = sorted((FACES / "lfw-devtrain").glob("*/*.jpg"))[::37][:count]
         for path in files:
             image = load(path)
             chips.append(model.align(image, model.centred_detection(image)))
@@ -54,14 +54,15 @@ def real_chips(count: int) -> list[np.ndarray]:
 
 def throughput(args: argparse.Namespace) -> None:
     chips = real_chips(args.faces)
-    print(f"\n## Embedding throughput ({args.faces} faces, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
+    print(
+        f"\n## Embedding throughput ({args.faces} faces, {args.threads} threads, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n"
+    )
     print("| batch | dlib faces/s | ONNX Runtime faces/s | speed-up |")
     print("|---|---|---|---|")
     dlib_model = None if args.skip_dlib else DlibFaceModel()
     for batch in args.batches:
-        onnx_model = OnnxFaceModel(batch_size=batch, threads=args.threads,
-                                   providers=args.providers)
+        onnx_model = OnnxFaceModel(batch_size=batch, threads=args.threads, providers=args.providers)
         onnx_model.raw_embed(chips[:batch])  # session + warm-up
         start = time.perf_counter()
         onnx_model.raw_embed(chips)
@@ -74,8 +75,10 @@ def throughput(args: argparse.Namespace) -> None:
             for i in range(0, len(dlib_chips), batch):
                 dlib_model.raw_embed(dlib_chips[i : i + batch])
             dlib_rate = len(dlib_chips) / (time.perf_counter() - start)
-        print(f"| {batch} | {dlib_rate:.1f} | {onnx_rate:.1f} ({onnx_model.runtime}) | "
-              f"{onnx_rate / dlib_rate:.1f}x |")
+        print(
+            f"| {batch} | {dlib_rate:.1f} | {onnx_rate:.1f} ({onnx_model.runtime}) | "
+            f"{onnx_rate / dlib_rate:.1f}x |"
+        )
 
 
 def central(dets: list[Detection], width: int, height: int) -> Detection | None:
@@ -124,18 +127,21 @@ def recall(args: argparse.Namespace) -> None:
     print("| detector | recall | ms/image |")
     print("|---|---|---|")
     for key in ("hog", "centerface"):
-        print(f"| {key} | {found[key] / n:.4f} ({found[key]}/{n}) | "
-              f"{1000 * seconds[key] / n:.1f} |")
+        print(
+            f"| {key} | {found[key] / n:.4f} ({found[key]}/{n}) | {1000 * seconds[key] / n:.1f} |"
+        )
 
     # Alignment consistency: the same face aligned from HOG and from CenterFace.
     model = OnnxFaceModel(threads=args.threads, providers=args.providers)
     hog_chips = [model.align(img, hd) for img, hd, _ in both]
     cf_chips = [cf.align(img, cd) for img, _, cd in both]
     sims = similarity.paired_scores(model.embed(hog_chips), model.embed(cf_chips))
-    print(f"\nAlignment consistency on {len(both)} LFW faces found by both: score(HOG chip, "
-          f"CenterFace chip) median {np.median(sims):.4f}, 5th percentile "
-          f"{np.percentile(sims, 5):.4f}, min {sims.min():.4f} "
-          f"(same-person threshold {DEFAULT_THRESHOLD})")
+    print(
+        f"\nAlignment consistency on {len(both)} LFW faces found by both: score(HOG chip, "
+        f"CenterFace chip) median {np.median(sims):.4f}, 5th percentile "
+        f"{np.percentile(sims, 5):.4f}, min {sims.min():.4f} "
+        f"(same-person threshold {DEFAULT_THRESHOLD})"
+    )
 
 
 def pairs(args: argparse.Namespace) -> None:
@@ -146,8 +152,9 @@ def pairs(args: argparse.Namespace) -> None:
         parts = line.split()
         if len(parts) == 3:
             name, i, j = parts
-            items.append((f"{name}/{name}_{int(i):04d}.jpg", f"{name}/{name}_{int(j):04d}.jpg",
-                          True))
+            items.append(
+                (f"{name}/{name}_{int(i):04d}.jpg", f"{name}/{name}_{int(j):04d}.jpg", True)
+            )
         elif len(parts) == 4:
             a, i, b, j = parts
             items.append((f"{a}/{a}_{int(i):04d}.jpg", f"{b}/{b}_{int(j):04d}.jpg", False))
@@ -165,8 +172,10 @@ def pairs(args: argparse.Namespace) -> None:
     t2 = time.perf_counter()
     index = {rel: k for k, rel in enumerate(names)}
     same = np.array([s for _, _, s in items])
-    print(f"\n## LFW DevTrain pairs ({len(items)} pairs, {len(names)} images, centred-box "
-          f"protocol, score >= {DEFAULT_THRESHOLD})\n")
+    print(
+        f"\n## LFW DevTrain pairs ({len(items)} pairs, {len(names)} images, centred-box "
+        f"protocol, score >= {DEFAULT_THRESHOLD})\n"
+    )
     print("| runtime | accuracy | best-threshold accuracy | embed seconds |")
     print("|---|---|---|---|")
     for label, emb, secs in (("dlib", e_dlib, t2 - t1), ("onnxruntime", e_onnx, t1 - t0)):
@@ -176,8 +185,9 @@ def pairs(args: argparse.Namespace) -> None:
         acc = float(np.mean((sims >= DEFAULT_THRESHOLD) == same))
         best = max(float(np.mean((sims >= t) == same)) for t in np.unique(sims))
         print(f"| {label} | {acc:.4f} | {best:.4f} | {secs:.1f} |")
-    raw_diff = float(np.abs(onnx_model.raw_embed(chips[:200]) - dlib_model.raw_embed(chips[:200])
-                            ).max())
+    raw_diff = float(
+        np.abs(onnx_model.raw_embed(chips[:200]) - dlib_model.raw_embed(chips[:200])).max()
+    )
     print(f"\nmax |onnx - dlib| raw descriptor difference on the first 200 of them: {raw_diff:.3g}")
 
 

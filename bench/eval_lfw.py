@@ -27,26 +27,40 @@ DEFAULT_IMAGES = REPO.parent / "shared" / "faces" / "lfw-devtrain"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--pairs", type=Path, default=None,
-                        help="pairs file (default: IMAGES/pairsDevTrain.txt)")
+    parser.add_argument(
+        "--pairs", type=Path, default=None, help="pairs file (default: IMAGES/pairsDevTrain.txt)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="embedding cache folder shared by both evaluations")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache folder shared by both evaluations"
+    )
     parser.add_argument("--only", choices=("pairs", "identify"), default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not args.images.is_dir():
-        print(f"LFW DevTrain not found at {args.images} (see ../shared/faces/README.md)",
-              file=sys.stderr)
+        print(
+            f"LFW DevTrain not found at {args.images} (see ../shared/faces/README.md)",
+            file=sys.stderr,
+        )
         return 2
     settings = load_settings()
-    common = dict(model_name=settings.model, detector=settings.detector, workers=args.workers,
-                  progress=not args.json, cache_dir=args.cache)
-    out: dict[str, object] = {"model": settings.model, "detector": settings.detector,
-                              "workers": args.workers, "cached": args.cache is not None}
+    common = dict(
+        model_name=settings.model,
+        detector=settings.detector,
+        workers=args.workers,
+        progress=not args.json,
+        cache_dir=args.cache,
+    )
+    out: dict[str, object] = {
+        "model": settings.model,
+        "detector": settings.detector,
+        "workers": args.workers,
+        "cached": args.cache is not None,
+    }
     if args.only in (None, "pairs"):
-        pairs = evaluate_pairs(args.images, args.pairs or args.images / "pairsDevTrain.txt",
-                               **common)  # type: ignore[arg-type]
+        pairs = evaluate_pairs(
+            args.images, args.pairs or args.images / "pairsDevTrain.txt", **common
+        )  # type: ignore[arg-type]
         out["pairs"] = pairs.as_dict()
     if args.only in (None, "identify"):
         identify = evaluate_identify(args.images, **common)  # type: ignore[arg-type]
@@ -61,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += [
             ("pairs: accuracy (10-fold)", f"{p['accuracy']:.4f} ± {p['accuracy_std']:.4f}"),
             ("pairs: TAR @ FAR=1e-3", f"{p['tar_at_far_1e-3']:.4f}"),
-            ("pairs: best threshold (all pairs)",
-             f"{p['threshold']:.4f} (acc {p['threshold_accuracy']:.4f})"),
+            (
+                "pairs: best threshold (all pairs)",
+                f"{p['threshold']:.4f} (acc {p['threshold_accuracy']:.4f})",
+            ),
             ("pairs: images / no_face", f"{p['images']} / {p['no_face']}"),
             ("pairs: seconds", f"{p['seconds']:.1f}"),
         ]
@@ -72,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         rows += [
             ("identify: rank-1", f"{i['rank1']:.4f}"),
             ("identify: rank-10", f"{i['rank10']:.4f}"),
-            ("identify: TPIR @ FPIR=0.01", f"{i['tpir_at_fpir_0.01']:.4f}"
-             f" (threshold {i['fpir_threshold']:.4f})"),
-            ("identify: gallery / probes / distractors",
-             f"{i['gallery']} / {i['probes']} / {i['distractors']}"),
+            (
+                "identify: TPIR @ FPIR=0.01",
+                f"{i['tpir_at_fpir_0.01']:.4f} (threshold {i['fpir_threshold']:.4f})",
+            ),
+            (
+                "identify: gallery / probes / distractors",
+                f"{i['gallery']} / {i['probes']} / {i['distractors']}",
+            ),
             ("identify: no_face", str(i["no_face"])),
-            ("identify: seconds", f"{i['seconds']:.1f}"
-             + (" (embeddings cached by pairs reused)" if args.cache else "")),
+            (
+                "identify: seconds",
+                f"{i['seconds']:.1f}"
+                + (" (embeddings cached by pairs reused)" if args.cache else ""),
+            ),
         ]
     width = max(len(name) for name, _ in rows)
     print(f"LFW DevTrain, model {settings.model}/{settings.detector}, {args.workers} workers")

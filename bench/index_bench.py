@@ -32,8 +32,9 @@ COLLECTION = 1
 F32 = npt.NDArray[np.float32]
 
 
-def clustered(n: int, clusters: int, spread: float, rng: np.random.Generator,
-              centres: F32 | None = None) -> tuple[F32, F32]:
+def clustered(
+    n: int, clusters: int, spread: float, rng: np.random.Generator, centres: F32 | None = None
+) -> tuple[F32, F32]:
     """n unit vectors around `clusters` random unit centres; returns (vectors, centres)."""
     if centres is None:
         centres = rng.standard_normal((clusters, DIM), dtype=np.float32)
@@ -60,9 +61,15 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, float]:
     ids = np.arange(1, n + 1, dtype=np.int64)
 
     with tempfile.TemporaryDirectory() as tmp:
-        index = FaissIndex(Path(tmp), Sealer(os.urandom(32)), "bench", DIM,
-                           exact_limit=args.exact_limit, nprobe=args.nprobe,
-                           rerank_factor=args.rerank_factor)
+        index = FaissIndex(
+            Path(tmp),
+            Sealer(os.urandom(32)),
+            "bench",
+            DIM,
+            exact_limit=args.exact_limit,
+            nprobe=args.nprobe,
+            rerank_factor=args.rerank_factor,
+        )
         t = time.perf_counter()
         index.add(COLLECTION, ids, vectors)
         build_s = time.perf_counter() - t
@@ -84,8 +91,9 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, float]:
     exact.add(vectors)
     _, truth_rows = exact.search(queries, K)
     truth = ids[truth_rows]
-    recall = float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth,
-                                                                            strict=True)]))
+    recall = float(
+        np.mean([len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)])
+    )
     lat_ms = np.array(latencies) * 1000
     return {
         "n": n,
@@ -102,31 +110,56 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000",
-                        help="comma-separated index sizes (default: 100000,1000000)")
+    parser.add_argument(
+        "--sizes",
+        default="100000,1000000",
+        help="comma-separated index sizes (default: 100000,1000000)",
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--rerank-factor", type=int, default=10)
     parser.add_argument("--exact-limit", type=int, default=20_000)
-    parser.add_argument("--spread", type=float, default=0.6,
-                        help="within-cluster noise norm relative to the unit centre")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.6,
+        help="within-cluster noise norm relative to the unit centre",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
-    print(f"FaissIndex bench: dim {DIM}, k={K}, {args.queries} single queries, "
-          f"nprobe {args.nprobe}, rerank x{args.rerank_factor}, exact below "
-          f"{args.exact_limit}, faiss {faiss.__version__}, {os.cpu_count()} cores, "
-          f"{faiss.omp_get_max_threads()} faiss threads", flush=True)
-    columns = ("faces", "clusters", "build s", "save s", "p50 ms", "p99 ms", "recall@10",
-               "bytes/face")
+    print(
+        f"FaissIndex bench: dim {DIM}, k={K}, {args.queries} single queries, "
+        f"nprobe {args.nprobe}, rerank x{args.rerank_factor}, exact below "
+        f"{args.exact_limit}, faiss {faiss.__version__}, {os.cpu_count()} cores, "
+        f"{faiss.omp_get_max_threads()} faiss threads",
+        flush=True,
+    )
+    columns = (
+        "faces",
+        "clusters",
+        "build s",
+        "save s",
+        "p50 ms",
+        "p99 ms",
+        "recall@10",
+        "bytes/face",
+    )
     table: list[tuple[str, ...]] = []
     for n in sizes:
         r = bench_size(n, args)
-        table.append((
-            f"{n:,}", f"{int(r['clusters']):,}", f"{r['build_s']:.1f}", f"{r['save_s']:.1f}",
-            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['recall10']:.4f}",
-            f"{r['bytes_per_face']:.0f}",
-        ))
+        table.append(
+            (
+                f"{n:,}",
+                f"{int(r['clusters']):,}",
+                f"{r['build_s']:.1f}",
+                f"{r['save_s']:.1f}",
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['recall10']:.4f}",
+                f"{r['bytes_per_face']:.0f}",
+            )
+        )
         print(f"done {n:,} (data generation {r['gen_s']:.1f} s)", file=sys.stderr, flush=True)
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
     print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")

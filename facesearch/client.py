@@ -66,8 +66,9 @@ class InvalidRequest(ApiError):
 class RateLimited(ApiError):
     """429: too many requests; wait `retry_after` seconds."""
 
-    def __init__(self, status: int, detail: str, body: Any = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, body: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(status, detail, body)
         self.retry_after = retry_after
 
@@ -77,8 +78,13 @@ class ServerError(ApiError):
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
-    400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    413: PayloadTooLarge, 422: InvalidRequest,
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: InvalidRequest,
 }
 
 
@@ -140,7 +146,10 @@ class FacesearchClient:
             raise ValueError("an API key is required (fsk_...)")
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.base_url, verify=verify, timeout=timeout, transport=transport,
+            base_url=self.base_url,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "facesearch-client"},
             follow_redirects=False,
         )
@@ -152,8 +161,12 @@ class FacesearchClient:
     def __enter__(self) -> FacesearchClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -184,8 +197,12 @@ class FacesearchClient:
             form["collections"] = ",".join(str(int(c)) for c in collections)
         if threshold is not None:
             form["threshold"] = str(threshold)
-        return self._json("POST", "/searches", data=form,
-                          files={"probe": (name, data, "application/octet-stream")})
+        return self._json(
+            "POST",
+            "/searches",
+            data=form,
+            files={"probe": (name, data, "application/octet-stream")},
+        )
 
     def cases(self) -> dict[str, Any]:
         return self._json("GET", "/cases")
@@ -198,8 +215,9 @@ class FacesearchClient:
 
     def review(self, result_id: int, decision: str, note: str = "") -> dict[str, Any]:
         """Confirm or reject a result ("confirm" | "reject")."""
-        return self._json("POST", f"/results/{int(result_id)}/reviews",
-                          json={"decision": decision, "note": note})
+        return self._json(
+            "POST", f"/results/{int(result_id)}/reviews", json={"decision": decision, "note": note}
+        )
 
     def review_queue(self) -> dict[str, Any]:
         return self._json("GET", "/reviews/queue")
@@ -224,15 +242,24 @@ class FacesearchClient:
             raise NotFound(404, f"no collection named {text!r}")
         return int(found[0]["id"])
 
-    def create_collection(self, name: str, legal_basis: str, retention_days: int,
-                          description: str = "") -> dict[str, Any]:
-        return self._json("POST", "/collections", json={
-            "name": name, "legal_basis": legal_basis, "retention_days": retention_days,
-            "description": description})
+    def create_collection(
+        self, name: str, legal_basis: str, retention_days: int, description: str = ""
+    ) -> dict[str, Any]:
+        return self._json(
+            "POST",
+            "/collections",
+            json={
+                "name": name,
+                "legal_basis": legal_basis,
+                "retention_days": retention_days,
+                "description": description,
+            },
+        )
 
     def share_collection(self, collection_id: int, organisation: str) -> dict[str, Any]:
-        return self._json("POST", f"/collections/{int(collection_id)}/shares",
-                          json={"organisation": organisation})
+        return self._json(
+            "POST", f"/collections/{int(collection_id)}/shares", json={"organisation": organisation}
+        )
 
     def delete_collection(self, collection_id: int) -> dict[str, Any]:
         return self._json("DELETE", f"/collections/{int(collection_id)}")

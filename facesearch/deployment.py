@@ -1,25 +1,25 @@
 """The composition root of one deployment: settings, key ring, database, blobs, vector index and
-face model. `init` creates a data directory; `open` checks it and wires the parts together."""
+face model. `init` creates a data directory; `open` checks it and wires the parts together.
+
+It holds no rules of its own: services receive a `Deployment` and use its parts."""
 
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-from sqlalchemy import func, select
-
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
+from facesearch.index.base import VectorIndex
 from facesearch.index.faiss_index import FaissIndex
+from facesearch.index.sync import SyncReport, reconcile
+from facesearch.store import faces
 from facesearch.store.blobs import BlobStore
 from facesearch.store.db import Database, migrate
-from facesearch.store.models import Collection, Face
 from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
@@ -115,7 +115,7 @@ class Deployment:
             )
         )
 
-    def new_index(self) -> FaissIndex:
+    def new_index(self) -> VectorIndex:
         """An index object for this deployment's model, loaded from disk as it is."""
         return FaissIndex(
             self.settings.index_dir,
@@ -128,124 +128,41 @@ class Deployment:
         )
 
     @cached_property
-    def index(self) -> FaissIndex:
+    def index(self) -> VectorIndex:
         """The vector index, reconciled with the database on first use."""
         index = self.new_index()
         self.sync_index(index)
         return index
 
-    def open_embedding(self, face: Face) -> np.ndarray:
-        raw = self.keys.embeddings.open(face.embedding, face.embedding_aad)
-        return np.frombuffer(raw, dtype=np.float32)
+    @property
+    def index_loaded(self) -> VectorIndex | None:
+        """The index if something has already loaded it, else None (nothing is loaded)."""
+        index: VectorIndex | None = self.__dict__.get("index")
+        return index
 
     def sync_index(
         self,
-        index: FaissIndex,
+        index: VectorIndex,
         *,
         force: bool = False,
         on_progress: Callable[[int], None] | None = None,
-    ) -> dict[str, int]:
-        """Make the index agree with the database: catch up new faces, rebuild diverged shards."""
-        stats = {"caught_up": 0, "rebuilt": 0, "dropped": 0}
+    ) -> SyncReport:
+        """Make `index` agree with the database (see `index.sync.reconcile`)."""
+        model_id, dim = index.model_id, index.dim
+        sealer = self.keys.embeddings
         with self.db.session() as s:
-            rows = s.execute(
-                select(Face.collection_id, func.count(Face.id), func.max(Face.id))
-                .where(Face.model_id == index.model_id)
-                .group_by(Face.collection_id)
-            ).all()
-            in_db = {cid: (int(n), int(mx)) for cid, n, mx in rows}
-            for cid in index.collections():
-                if cid not in in_db:
-                    index.drop_collection(cid)
-                    stats["dropped"] += 1
-            for cid, (count, max_id) in in_db.items():
-                state = index.state(cid)
-                if not force and state.count == count and state.max_id == max_id:
-                    continue
-                newer = 0
-                if not force and state.count:
-                    newer = (
-                        s.scalar(
-                            select(func.count(Face.id)).where(
-                                Face.collection_id == cid,
-                                Face.model_id == index.model_id,
-                                Face.id > state.max_id,
-                            )
-                        )
-                        or 0
-                    )
-                catch_up = not force and state.count and state.count + newer == count
-                after = state.max_id if catch_up else 0
-                ids, vectors = self._embeddings_of(s, cid, index.model_id, after, on_progress)
-                if catch_up:
-                    index.add(cid, ids, vectors)
-                    stats["caught_up"] += len(ids)
-                else:
-                    index.replace_collection(cid, ids, vectors)
-                    stats["rebuilt"] += 1
-        index.save()
-        return stats
-
-    def _embeddings_of(
-        self,
-        s: object,
-        collection_id: int,
-        model_id: str,
-        after_id: int,
-        on_progress: Callable[[int], None] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(s, Session)
-        ids: list[int] = []
-        vectors: list[np.ndarray] = []
-        query = (
-            select(Face.id, Face.file_id, Face.face_index, Face.embedding)
-            .where(
-                Face.collection_id == collection_id, Face.model_id == model_id, Face.id > after_id
+            return reconcile(
+                index,
+                faces.counts_by_collection(s, model_id),
+                lambda cid, after: faces.embeddings(
+                    s, sealer, cid, model_id, after, dim=dim, on_progress=on_progress
+                ),
+                lambda cid, after: faces.count_after(s, cid, model_id, after),
+                force=force,
             )
-            .order_by(Face.id)
-            .execution_options(yield_per=5000)
-        )
-        from facesearch.store.models import embedding_aad
-
-        for face_id, file_id, face_index, sealed in s.execute(query):
-            raw = self.keys.embeddings.open(sealed, embedding_aad(file_id, face_index, model_id))
-            ids.append(face_id)
-            vectors.append(np.frombuffer(raw, dtype=np.float32))
-            if on_progress and len(ids) % 1000 == 0:
-                on_progress(1000)
-        dim = vectors[0].shape[0] if vectors else 128
-        return (
-            np.asarray(ids, dtype=np.int64),
-            np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32),
-        )
-
-    def collection_ids(self, names: list[str] | None) -> list[int]:
-        from facesearch.errors import NotFoundError
-
-        with self.db.session() as s:
-            if not names:
-                return list(s.scalars(select(Collection.id)))
-            found = dict(
-                s.execute(
-                    select(Collection.name, Collection.id).where(Collection.name.in_(names))
-                ).all()
-            )
-        missing = sorted(set(names) - set(found))
-        if missing:
-            raise NotFoundError(f"no collection named {', '.join(missing)}")
-        return [found[n] for n in names]
 
     def close(self) -> None:
-        if "index" in self.__dict__:
-            self.index.save()
+        index = self.index_loaded
+        if index is not None:
+            index.save()
         self.db.dispose()
-
-
-def permissions_problem(path: Path) -> str | None:
-    """A human sentence if `path` can be read by group or others, else None."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        return f"{path} has mode {mode:o}; others can read it"
-    return None

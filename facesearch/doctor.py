@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from facesearch.config import Settings
 from facesearch.deployment import is_inside
+from facesearch.security.roles import Role
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -52,11 +53,33 @@ MAX_LOG_LINES_REPORTED = 20
 MAX_FILES_WALKED = 10_000
 
 #: Passwords and secrets that ship in examples, images and tutorials.
-DEFAULT_SECRETS = frozenset({
-    "", "admin", "administrator", "changeme", "change-me", "changeit", "default", "example",
-    "facesearch", "letmein", "pass", "passw0rd", "password", "password1", "postgres", "qwerty",
-    "root", "secret", "test", "toor", "123456", "12345678", "1234567890",
-})
+DEFAULT_SECRETS = frozenset(
+    {
+        "",
+        "admin",
+        "administrator",
+        "changeme",
+        "change-me",
+        "changeit",
+        "default",
+        "example",
+        "facesearch",
+        "letmein",
+        "pass",
+        "passw0rd",
+        "password",
+        "password1",
+        "postgres",
+        "qwerty",
+        "root",
+        "secret",
+        "test",
+        "toor",
+        "123456",
+        "12345678",
+        "1234567890",
+    }
+)
 
 
 # -- findings and the registry ------------------------------------------------------------------
@@ -96,18 +119,26 @@ CHECKS: list[Check] = []
 
 #: Findings the runner itself produces (documented like the checks).
 CHECK_ERROR = Check(
-    "doctor.check_error", "A check could not run", "warning",
-    "Read the error, fix what stops the check (permissions, a missing file), run the doctor "
-    "again.", lambda _ctx: (),
+    "doctor.check_error",
+    "A check could not run",
+    "warning",
+    "Read the error, fix what stops the check (permissions, a missing file), run the doctor again.",
+    lambda _ctx: (),
 )
 DATABASE_UNAVAILABLE = Check(
-    "database.unavailable", "The database cannot be opened", "critical",
+    "database.unavailable",
+    "The database cannot be opened",
+    "critical",
     "Check database_url and that the database is running; for the embedded default, that "
-    "facesearch.db exists in the data directory.", lambda _ctx: (),
+    "facesearch.db exists in the data directory.",
+    lambda _ctx: (),
 )
 SETTINGS_INVALID = Check(
-    "settings.invalid", "Settings cannot be loaded", "critical",
-    "Fix facesearch.toml or the FACESEARCH_* variables named in the message.", lambda _ctx: (),
+    "settings.invalid",
+    "Settings cannot be loaded",
+    "critical",
+    "Fix facesearch.toml or the FACESEARCH_* variables named in the message.",
+    lambda _ctx: (),
 )
 RUNNER_FINDINGS = (CHECK_ERROR, DATABASE_UNAVAILABLE, SETTINGS_INVALID)
 
@@ -204,10 +235,6 @@ class Context:
         doc = json.loads(self.key_file.read_text())
         return base64.b64decode(doc["master_key"], validate=True), str(doc.get("key_id", ""))
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.settings.sqlalchemy_url.startswith("sqlite")
-
     def engine(self) -> Engine:
         """A read-only engine on the deployment's database (raises when it cannot be opened)."""
         if self._engine is None:
@@ -252,14 +279,22 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("TOTP seed (otpauth:// URI)", re.compile(r"otpauth://[^\s\"'<>]+", re.IGNORECASE)),
     ("AWS access key", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{4})[0-9A-Z]{12}\b")),
     ("bearer token", re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE)),
-    ("password", re.compile(
-        r"""(?ix)["']?(?:password|passwd|pwd|new_password|current_password)["']?\s*[:=]\s*
+    (
+        "password",
+        re.compile(
+            r"""(?ix)["']?(?:password|passwd|pwd|new_password|current_password)["']?\s*[:=]\s*
             (?!\s*(?:["']\s*["']|null\b|none\b|["']?\*+|["']?<?redacted|["']?\[redacted))
-            ["']?[^\s"',&}]{1,}""")),
+            ["']?[^\s"',&}]{1,}"""
+        ),
+    ),
     ("URL with credentials", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@\"']+:[^\s/@\"']+@")),
-    ("secret or token value", re.compile(
-        r"""(?ix)["']?[a-z_]*(?:secret|token|api[_-]?key)["']?\s*[:=]\s*["']?
-            [A-Za-z0-9._~+/-]{16,}""")),
+    (
+        "secret or token value",
+        re.compile(
+            r"""(?ix)["']?[a-z_]*(?:secret|token|api[_-]?key)["']?\s*[:=]\s*["']?
+            [A-Za-z0-9._~+/-]{16,}"""
+        ),
+    ),
 )
 
 
@@ -321,18 +356,24 @@ def _toml_items(doc: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 
 
 @check(
-    "deployment.not_initialised", "The data directory is not initialised", "critical",
+    "deployment.not_initialised",
+    "The data directory is not initialised",
+    "critical",
     "Run `facesearch --home <dir> init` (or point --home / FACESEARCH_HOME at the right "
     "directory).",
 )
 def _not_initialised(ctx: Context) -> Iterator[str]:
     if not ctx.initialised:
-        yield (f"{ctx.home} has no {ctx.settings.settings_file.name}; database, accounts and "
-               "audit checks were skipped")
+        yield (
+            f"{ctx.home} has no {ctx.settings.settings_file.name}; database, accounts and "
+            "audit checks were skipped"
+        )
 
 
 @check(
-    "data_dir.permissions", "Data directory readable by others", "critical",
+    "data_dir.permissions",
+    "Data directory readable by others",
+    "critical",
     "chmod 700 the data directory and its folders, chmod 600 facesearch.db, its -wal/-shm "
     "files and facesearch.toml.",
 )
@@ -353,7 +394,9 @@ def _data_dir_permissions(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "key.missing", "The master key file is missing", "critical",
+    "key.missing",
+    "The master key file is missing",
+    "critical",
     "Restore the key file from its separate backup (or pass --key-file / FACESEARCH_KEY_FILE); "
     "without it nothing in the data directory can be read.",
 )
@@ -363,18 +406,24 @@ def _key_missing(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "key.inside_data_dir", "Master key file inside the data directory", "critical",
+    "key.inside_data_dir",
+    "Master key file inside the data directory",
+    "critical",
     "Move the key file outside the data directory (e.g. to the per-user config directory), "
     "point --key-file at it, and rotate it if a copy of the data directory ever left the host.",
 )
 def _key_inside(ctx: Context) -> Iterator[str]:
     if is_inside(ctx.key_file, ctx.home):
-        yield (f"{ctx.key_file} lies inside {ctx.home}: whoever copies the data directory "
-               "gets the key with it")
+        yield (
+            f"{ctx.key_file} lies inside {ctx.home}: whoever copies the data directory "
+            "gets the key with it"
+        )
 
 
 @check(
-    "key.permissions", "Master key file readable by others", "critical",
+    "key.permissions",
+    "Master key file readable by others",
+    "critical",
     "chmod 600 the key file and chmod 700 its folder.",
 )
 def _key_permissions(ctx: Context) -> Iterator[str]:
@@ -386,7 +435,9 @@ def _key_permissions(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "key.weak", "Weak or malformed master key", "critical",
+    "key.weak",
+    "Weak or malformed master key",
+    "critical",
     "Create a new deployment with `facesearch init` (a random 32-byte key) and migrate the data; "
     "never write a key file by hand.",
 )
@@ -408,12 +459,16 @@ def _key_weak(ctx: Context) -> Iterator[str]:
     if master and not any(master):
         yield "the master key is all zero bytes"
     elif master and len(set(master)) < min(16, len(master)):
-        yield (f"the master key has only {len(set(master))} distinct byte values: it was not "
-               "drawn at random")
+        yield (
+            f"the master key has only {len(set(master))} distinct byte values: it was not "
+            "drawn at random"
+        )
 
 
 @check(
-    "key.mismatch", "The key file does not belong to this data directory", "critical",
+    "key.mismatch",
+    "The key file does not belong to this data directory",
+    "critical",
     "Point --key-file at the key this data directory was created with (its fingerprint is in "
     "facesearch.toml).",
 )
@@ -438,7 +493,9 @@ def _key_mismatch(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "secret.database_password", "Default or short database password", "critical",
+    "secret.database_password",
+    "Default or short database password",
+    "critical",
     "Give the database account a random password of 16+ characters (e.g. `openssl rand "
     "-base64 24`) and pass the URL through FACESEARCH_DATABASE_URL, not a file.",
 )
@@ -450,8 +507,10 @@ def _database_password(ctx: Context) -> Iterator[str]:
     password = url.password
     if password is None:
         if url.host not in (None, "", "localhost", "127.0.0.1", "::1"):
-            yield (f"the database URL for {url.host} carries no password (make sure the server "
-                   "does not trust the network)")
+            yield (
+                f"the database URL for {url.host} carries no password (make sure the server "
+                "does not trust the network)"
+            )
         return
     reason = _weak_secret_reason(str(password))
     if reason:
@@ -461,14 +520,18 @@ def _database_password(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "secret.weak_env", "Default or short secret in the environment", "critical",
+    "secret.weak_env",
+    "Default or short secret in the environment",
+    "critical",
     "Generate the secret at random (16+ characters) and rotate the old one.",
 )
 def _weak_env_secret(ctx: Context) -> Iterator[str]:
     for name, value in sorted(os.environ.items()):
-        if not name.startswith("FACESEARCH_") or not _SECRET_NAME.search(name[len("FACESEARCH_"):]):
+        if not name.startswith("FACESEARCH_") or not _SECRET_NAME.search(
+            name[len("FACESEARCH_") :]
+        ):
             continue
-        if name[len("FACESEARCH_"):].lower() in _NOT_SECRET_NAMES:
+        if name[len("FACESEARCH_") :].lower() in _NOT_SECRET_NAMES:
             continue
         reason = _weak_secret_reason(value)
         if reason:
@@ -476,7 +539,9 @@ def _weak_env_secret(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "secret.in_settings_file", "Secret written in the settings file", "critical",
+    "secret.in_settings_file",
+    "Secret written in the settings file",
+    "critical",
     "Remove it from facesearch.toml and pass it through the environment (FACESEARCH_...) or a "
     "0600 file outside the data directory; rotate it, since the file travels with backups.",
 )
@@ -487,9 +552,7 @@ def _secret_in_settings(ctx: Context) -> Iterator[str]:
             continue
         if _SECRET_NAME.search(leaf) and value not in (None, ""):
             yield f"{ctx.settings.settings_file}: `{name}` holds a secret value"
-        elif leaf.lower() in ("database_url", "facesearch_database_url") and isinstance(
-            value, str
-        ):
+        elif leaf.lower() in ("database_url", "facesearch_database_url") and isinstance(value, str):
             try:
                 has_password = make_url(value).password is not None
             except Exception:
@@ -511,7 +574,9 @@ def _is_loopback(host: str) -> bool:
 
 
 @check(
-    "service.debug", "Debug mode is on", "critical",
+    "service.debug",
+    "Debug mode is on",
+    "critical",
     "Set debug = false (unset FACESEARCH_DEBUG): debug responses leak stack traces and paths.",
 )
 def _debug(ctx: Context) -> Iterator[str]:
@@ -520,7 +585,9 @@ def _debug(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "service.public_without_tls", "Public bind address without TLS", "critical",
+    "service.public_without_tls",
+    "Public bind address without TLS",
+    "critical",
     "Bind to 127.0.0.1 behind a TLS-terminating reverse proxy (and list it in "
     "trusted_proxies), or set tls_cert and tls_key.",
 )
@@ -531,7 +598,9 @@ def _public_without_tls(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "service.public_url_http", "Public URL is not HTTPS", "warning",
+    "service.public_url_http",
+    "Public URL is not HTTPS",
+    "warning",
     "Set public_url to the https:// address users reach: enrolment and invitation links carry "
     "one-time tokens.",
 )
@@ -544,7 +613,9 @@ def _public_url_http(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "service.cors_wildcard", "Wildcard CORS origin", "critical",
+    "service.cors_wildcard",
+    "Wildcard CORS origin",
+    "critical",
     "List the exact origins of your web front ends in cors_origins; never '*'.",
 )
 def _cors_wildcard(ctx: Context) -> Iterator[str]:
@@ -554,21 +625,27 @@ def _cors_wildcard(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "service.trusted_proxies_wildcard", "Every address is a trusted proxy", "warning",
+    "service.trusted_proxies_wildcard",
+    "Every address is a trusted proxy",
+    "warning",
     "List only the addresses of your reverse proxies in trusted_proxies.",
 )
 def _trusted_proxies(ctx: Context) -> Iterator[str]:
     for proxy in ctx.settings.trusted_proxies:
         if proxy.strip() in ("*", "0.0.0.0/0", "::/0"):
-            yield (f"trusted_proxies contains {proxy!r}: any client can forge its address "
-                   "(X-Forwarded-For) and dodge rate limits and lockout")
+            yield (
+                f"trusted_proxies contains {proxy!r}: any client can forge its address "
+                "(X-Forwarded-For) and dodge rate limits and lockout"
+            )
 
 
 # -- TLS ------------------------------------------------------------------------------------------
 
 
 @check(
-    "tls.unusable", "TLS certificate or key missing or unreadable", "critical",
+    "tls.unusable",
+    "TLS certificate or key missing or unreadable",
+    "critical",
     "Set both tls_cert and tls_key to readable PEM files.",
 )
 def _tls_unusable(ctx: Context) -> Iterator[str]:
@@ -600,7 +677,9 @@ def _leaf_expiry(ctx: Context) -> datetime | None:
 
 
 @check(
-    "tls.cert_expired", "TLS certificate expired", "critical",
+    "tls.cert_expired",
+    "TLS certificate expired",
+    "critical",
     "Renew the certificate (e.g. with your ACME client) and restart the service.",
 )
 def _cert_expired(ctx: Context) -> Iterator[str]:
@@ -610,7 +689,9 @@ def _cert_expired(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "tls.cert_expiring", "TLS certificate expires soon", "warning",
+    "tls.cert_expiring",
+    "TLS certificate expires soon",
+    "warning",
     f"Renew the certificate before it expires (the doctor warns {CERT_EXPIRY_WARNING_DAYS} days "
     "ahead); automate renewal.",
 )
@@ -624,7 +705,9 @@ def _cert_expiring(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "tls.key_permissions", "TLS private key readable by others", "critical",
+    "tls.key_permissions",
+    "TLS private key readable by others",
+    "critical",
     "chmod 600 the TLS key file (owned by the service account) and keep it out of the data "
     "directory and backups.",
 )
@@ -638,7 +721,9 @@ def _tls_key_permissions(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "database.schema_outdated", "Database schema is not at the newest revision", "warning",
+    "database.schema_outdated",
+    "Database schema is not at the newest revision",
+    "warning",
     "Back up the database, then start the service once: it migrates the schema on open.",
     needs_db=True,
 )
@@ -654,7 +739,9 @@ def _schema_outdated(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "accounts.no_second_factor", "Account without a verified second factor", "critical",
+    "accounts.no_second_factor",
+    "Account without a verified second factor",
+    "critical",
     "Have the user finish TOTP enrolment at the next sign-in, or have an administrator "
     "disable the account; an unenrolled account can be enrolled by whoever knows its "
     "password.",
@@ -674,7 +761,9 @@ def _no_second_factor(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "accounts.too_many_platform_admins", "More platform administrators than allowed", "warning",
+    "accounts.too_many_platform_admins",
+    "More platform administrators than allowed",
+    "warning",
     "Remove the platform_admin role from accounts that do not need it, or raise "
     "max_platform_admins deliberately.",
     needs_db=True,
@@ -686,7 +775,7 @@ def _too_many_admins(ctx: Context) -> Iterator[str]:
         rows = s.execute(
             select(User.id, User.email, User.roles).where(User.disabled.is_(False))
         ).all()
-    admins = [(uid, email) for uid, email, roles in rows if "platform_admin" in (roles or [])]
+    admins = [(uid, email) for uid, email, roles in rows if Role.PLATFORM_ADMIN in (roles or [])]
     limit = ctx.settings.max_platform_admins
     if len(admins) > limit:
         names = ", ".join(f"{uid} ({email})" for uid, email in sorted(admins))
@@ -699,8 +788,15 @@ def _active_keys(ctx: Context) -> list[Any]:
     with ctx.session() as s:
         return list(
             s.execute(
-                select(ApiKey.id, ApiKey.prefix, ApiKey.name, ApiKey.user_id, ApiKey.created_at,
-                       ApiKey.expires_at, ApiKey.last_used_at)
+                select(
+                    ApiKey.id,
+                    ApiKey.prefix,
+                    ApiKey.name,
+                    ApiKey.user_id,
+                    ApiKey.created_at,
+                    ApiKey.expires_at,
+                    ApiKey.last_used_at,
+                )
                 .where(ApiKey.revoked_at.is_(None))
                 .order_by(ApiKey.id)
             ).all()
@@ -712,7 +808,9 @@ def _key_label(row: Any) -> str:
 
 
 @check(
-    "apikeys.no_expiry", "API key without expiry", "critical",
+    "apikeys.no_expiry",
+    "API key without expiry",
+    "critical",
     "Revoke the key and create a new one with an expiry (the API refuses keys without one).",
     needs_db=True,
 )
@@ -723,7 +821,9 @@ def _keys_no_expiry(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "apikeys.unused", f"API key unused for {API_KEY_UNUSED_DAYS} days", "warning",
+    "apikeys.unused",
+    f"API key unused for {API_KEY_UNUSED_DAYS} days",
+    "warning",
     "Revoke keys that nobody uses; create a new one when a program needs it again.",
     needs_db=True,
 )
@@ -734,14 +834,18 @@ def _keys_unused(ctx: Context) -> Iterator[str]:
             continue  # expired: reported by apikeys.expired_not_revoked
         if row.last_used_at is None:
             if _aware(row.created_at) < cutoff:
-                yield (f"{_key_label(row)} was created {_aware(row.created_at):%Y-%m-%d} "
-                       "and never used")
+                yield (
+                    f"{_key_label(row)} was created {_aware(row.created_at):%Y-%m-%d} "
+                    "and never used"
+                )
         elif _aware(row.last_used_at) < cutoff:
             yield f"{_key_label(row)} was last used {_aware(row.last_used_at):%Y-%m-%d}"
 
 
 @check(
-    "apikeys.expired_not_revoked", "Expired API key not revoked", "info",
+    "apikeys.expired_not_revoked",
+    "Expired API key not revoked",
+    "info",
     "Revoke expired keys so the list shows only live credentials.",
     needs_db=True,
 )
@@ -752,7 +856,9 @@ def _keys_expired(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "apikeys.owner_disabled", "API key of a disabled account not revoked", "warning",
+    "apikeys.owner_disabled",
+    "API key of a disabled account not revoked",
+    "warning",
     "Revoke every key of an account when it is disabled.",
     needs_db=True,
 )
@@ -771,7 +877,9 @@ def _keys_owner_disabled(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "audit.chain_broken", "Audit log chain broken", "critical",
+    "audit.chain_broken",
+    "Audit log chain broken",
+    "critical",
     "Treat it as an incident: preserve the database and the latest exports, compare with "
     "`facesearch audit export` copies held by the auditor, find who had write access.",
     needs_db=True,
@@ -782,17 +890,21 @@ def _audit_chain(ctx: Context) -> Iterator[str]:
     with ctx.session() as s:
         report = verify_chain(s)
     if not report.ok:
-        yield (f"audit entry {report.first_bad_id} (position {report.first_bad_position} of the "
-               f"chain): {report.problem}")
+        yield (
+            f"audit entry {report.first_bad_id} (position {report.first_bad_position} of the "
+            f"chain): {report.problem}"
+        )
 
 
 @check(
-    "collections.no_legal_basis", "Collection without a legal basis", "critical",
+    "collections.no_legal_basis",
+    "Collection without a legal basis",
+    "critical",
     "Record the legal basis for processing the collection's faces (or delete the collection).",
     needs_db=True,
 )
 def _no_legal_basis(ctx: Context) -> Iterator[str]:
-    from facesearch.store.models import Collection
+    from facesearch.store.gallery import Collection
 
     with ctx.session() as s:
         rows = s.execute(
@@ -804,17 +916,20 @@ def _no_legal_basis(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "collections.no_retention", "Collection without a retention period", "warning",
+    "collections.no_retention",
+    "Collection without a retention period",
+    "warning",
     "Set retention_days on the collection so that old faces are purged.",
     needs_db=True,
 )
 def _no_retention(ctx: Context) -> Iterator[str]:
-    from facesearch.store.models import Collection
+    from facesearch.store.gallery import Collection
 
     with ctx.session() as s:
         rows = s.execute(
-            select(Collection.id, Collection.name, Collection.retention_days)
-            .order_by(Collection.id)
+            select(Collection.id, Collection.name, Collection.retention_days).order_by(
+                Collection.id
+            )
         ).all()
     for cid, name, days in rows:
         if days is None or days <= 0:
@@ -840,7 +955,9 @@ def _walk(root: Path, skip: Iterable[Path] = ()) -> Iterator[Path]:
 
 
 @check(
-    "backups.permissions", "Backups readable by others", "critical",
+    "backups.permissions",
+    "Backups readable by others",
+    "critical",
     "chmod 700 the backup directory and 600 every backup file; keep backups encrypted and the "
     "key file out of them.",
 )
@@ -865,7 +982,8 @@ def _log_files(ctx: Context) -> list[Path]:
             found.append(log)
         if log.parent.is_dir():
             found += sorted(
-                p for p in log.parent.glob(log.name + ".*")
+                p
+                for p in log.parent.glob(log.name + ".*")
                 if p.is_file() and p.suffix not in (".gz", ".bz2", ".xz", ".zst")
             )
     if ctx.home.is_dir():
@@ -880,7 +998,9 @@ def _log_files(ctx: Context) -> list[Path]:
 
 
 @check(
-    "logs.permissions", "Log files readable by others", "critical",
+    "logs.permissions",
+    "Log files readable by others",
+    "critical",
     "chmod 600 the log files (and 700 their folder); configure the log rotation to create them "
     "0600.",
 )
@@ -891,7 +1011,9 @@ def _log_permissions(ctx: Context) -> Iterator[str]:
 
 
 @check(
-    "logs.secrets", "Secrets written into logs", "critical",
+    "logs.secrets",
+    "Secrets written into logs",
+    "critical",
     "Rotate every secret listed (revoke the API keys, reset the passwords and TOTP "
     "enrolments), then delete or scrub those log lines and find the code that logged them.",
 )
@@ -916,7 +1038,9 @@ def _log_secrets(ctx: Context) -> Iterator[str]:
 def _error_finding(chk: Check, exc: BaseException) -> Finding:
     message = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
     return Finding(
-        CHECK_ERROR.id, CHECK_ERROR.severity, f"{CHECK_ERROR.title}: {chk.id}",
+        CHECK_ERROR.id,
+        CHECK_ERROR.severity,
+        f"{CHECK_ERROR.title}: {chk.id}",
         f"check {chk.id} ({chk.title}) failed: {type(exc).__name__}: {message}",
         CHECK_ERROR.fix,
     )
@@ -939,8 +1063,9 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Findi
             except Exception as exc:
                 findings.append(_error_finding(chk, exc))
                 continue
-            findings += [Finding(chk.id, chk.severity, chk.title, redact(d), chk.fix)
-                         for d in details]
+            findings += [
+                Finding(chk.id, chk.severity, chk.title, redact(d), chk.fix) for d in details
+            ]
     finally:
         ctx.close()
     order = {sev: i for i, sev in enumerate(SEVERITIES)}
@@ -955,11 +1080,15 @@ def _open_database(ctx: Context, findings: list[Finding]) -> bool:
         ctx.engine()
     except Exception as exc:
         message = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
-        findings.append(Finding(
-            DATABASE_UNAVAILABLE.id, DATABASE_UNAVAILABLE.severity, DATABASE_UNAVAILABLE.title,
-            f"{type(exc).__name__}: {message}; database, account and audit checks were skipped",
-            DATABASE_UNAVAILABLE.fix,
-        ))
+        findings.append(
+            Finding(
+                DATABASE_UNAVAILABLE.id,
+                DATABASE_UNAVAILABLE.severity,
+                DATABASE_UNAVAILABLE.title,
+                f"{type(exc).__name__}: {message}; database, account and audit checks were skipped",
+                DATABASE_UNAVAILABLE.fix,
+            )
+        )
         return False
     return True
 
@@ -967,8 +1096,13 @@ def _open_database(ctx: Context, findings: list[Finding]) -> bool:
 def settings_error(exc: BaseException) -> Finding:
     """The finding for settings that cannot even be loaded (bad TOML, invalid value)."""
     message = redact(str(exc))[:500]
-    return Finding(SETTINGS_INVALID.id, SETTINGS_INVALID.severity, SETTINGS_INVALID.title,
-                   f"{type(exc).__name__}: {message}", SETTINGS_INVALID.fix)
+    return Finding(
+        SETTINGS_INVALID.id,
+        SETTINGS_INVALID.severity,
+        SETTINGS_INVALID.title,
+        f"{type(exc).__name__}: {message}",
+        SETTINGS_INVALID.fix,
+    )
 
 
 def summary(findings: list[Finding]) -> dict[Severity, int]:

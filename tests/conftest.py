@@ -10,6 +10,8 @@ import pytest
 
 from facesearch.config import Settings, load_settings
 from facesearch.deployment import Deployment, init_deployment
+from facesearch.gallery.collections import ensure_collection
+from facesearch.ingest.runner import FolderIngest, IngestSummary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO_ROOT.parent / "shared" / "faces"
@@ -51,3 +53,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     dep = new_deployment(tmp_path)
     yield dep
     dep.close()
+
+
+def ingest(
+    dep: Deployment, collection: str | int, folder: Path, *, workers: int = 1
+) -> IngestSummary:
+    """Ingest `folder` into a collection given by id, or by name (the operator's collection,
+    created if missing), as the CLI does."""
+    cid = collection if isinstance(collection, int) else ensure_collection(dep, collection)
+    return FolderIngest(dep, cid, workers=workers).run(folder)

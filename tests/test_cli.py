@@ -26,12 +26,17 @@ def test_core_commands_end_to_end(tmp_path: Path) -> None:
     assert summary["ok"] == 4 and summary["faces"] == 4 and summary["rejected"] == 0
     stats = json.loads(run("stats", "--json"))
     assert {k: stats[k] for k in ("collections", "files", "faces", "index_size")} == {
-        "collections": 1, "files": 4, "faces": 4, "index_size": 4}
+        "collections": 1,
+        "files": 4,
+        "faces": 4,
+        "index_size": 4,
+    }
 
     crops = tmp_path / "crops"
     probe = str(photos / "obama2.jpg")
-    found = json.loads(run("search", probe, "-c", "obama", "--top", "2", "--json",
-                           "--crops", str(crops)))
+    found = json.loads(
+        run("search", probe, "-c", "obama", "--top", "2", "--json", "--crops", str(crops))
+    )
     cands = found["faces"][0]["candidates"]
     assert [c["rank"] for c in cands] == [1, 2]
     assert cands[0]["score"] >= cands[1]["score"] and cands[0]["source"].endswith("obama2.jpg")
@@ -42,11 +47,11 @@ def test_core_commands_end_to_end(tmp_path: Path) -> None:
 
     out = run("index", "rebuild")
     assert "4 vectors" in out
-    assert json.loads(run("search", probe, "-c", "obama", "--top", "2", "--json")) == {
-        **found}
+    assert json.loads(run("search", probe, "-c", "obama", "--top", "2", "--json")) == {**found}
 
-    same = json.loads(run("verify", str(photos / "obama.jpg"), str(photos / "obama1.jpg"),
-                          "--json"))
+    same = json.loads(
+        run("verify", str(photos / "obama.jpg"), str(photos / "obama1.jpg"), "--json")
+    )
     assert same["same_person"] is True and same["score"] >= same["threshold"]
     other = faces_dir("small", "joe_biden", "biden2.jpg")
     diff = json.loads(run("verify", str(photos / "obama.jpg"), str(other), "--json"))

@@ -25,11 +25,9 @@ from facesearch.client import (
     Unauthorized,
 )
 from facesearch.deployment import Deployment
-from facesearch.ingest.runner import FolderIngest
-from facesearch.security.tenancy import qualified_name
 from tests.api.casework_world import LEGAL, PURPOSE, blank_png, gallery
 from tests.api.conftest import make_app, new_deployment, user_factory
-from tests.conftest import faces_dir
+from tests.conftest import faces_dir, ingest
 
 
 @dataclass
@@ -54,12 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     app = make_app(dep)
     make_user = user_factory(dep, app)
     admin = make_user("Client Org", ["org_admin"])
-    reply = admin.client.post("/api/v1/collections", json={
-        "name": "mugshots", "legal_basis": LEGAL, "retention_days": 365})
+    reply = admin.client.post(
+        "/api/v1/collections",
+        json={"name": "mugshots", "legal_basis": LEGAL, "retention_days": 365},
+    )
     assert reply.status_code == 201, reply.text
     assert admin.org_id is not None
-    FolderIngest(dep, qualified_name(admin.org_id, "mugshots"), workers=1).run(
-        gallery(tmp_path_factory.mktemp("gallery")))
+    ingest(dep, int(reply.json()["id"]), gallery(tmp_path_factory.mktemp("gallery")))
     keys = {
         "search": make_user("Client Org", ["investigator"]).api_key(["search"]),
         "review1": make_user("Client Org", ["reviewer"]).api_key(["review"]),
@@ -67,8 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ingest": make_user("Client Org", ["ingestor"]).api_key(["ingest"]),
     }
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -107,8 +105,9 @@ def test_search_review_crop_and_case(server: Server) -> None:
 
 def test_upload_and_job(server: Server) -> None:
     with FacesearchClient(server.url, server.keys["ingest"]) as fs:
-        job = fs.upload(server.collection_id, [("blank.png", blank_png()),
-                                               ("junk.jpg", b"not an image")])
+        job = fs.upload(
+            server.collection_id, [("blank.png", blank_png()), ("junk.jpg", b"not an image")]
+        )
         done = fs.wait_job(job["id"], timeout=60, poll=0.2)
         assert done["status"] == "done" and done["files_done"] == 2
         with pytest.raises(PayloadTooLarge):
@@ -116,8 +115,7 @@ def test_upload_and_job(server: Server) -> None:
 
 
 def test_errors(server: Server) -> None:
-    with FacesearchClient(server.url, "fsk_000000000000_wrong") as fs, \
-            pytest.raises(Unauthorized):
+    with FacesearchClient(server.url, "fsk_000000000000_wrong") as fs, pytest.raises(Unauthorized):
         fs.collections()
     with pytest.raises(ValueError):
         FacesearchClient(server.url, "")
@@ -136,13 +134,17 @@ def test_remote_cli(server: Server, tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.output)[0]["name"] == "mugshots"
     (tmp_path / "a.png").write_bytes(blank_png())
-    ingested = runner.invoke(cli_app, ["remote", "ingest", str(tmp_path), "--collection",
-                                       "mugshots", "--json"], env=env)
+    ingested = runner.invoke(
+        cli_app, ["remote", "ingest", str(tmp_path), "--collection", "mugshots", "--json"], env=env
+    )
     assert ingested.exit_code == 0, ingested.output
     job = json.loads(ingested.output)
     assert job["status"] == "done"
     shown = runner.invoke(cli_app, ["remote", "job", str(job["id"])], env=env)
     assert shown.exit_code == 0 and "done" in shown.output
-    refused = runner.invoke(cli_app, ["remote", "search", str(tmp_path / "a.png"), "--case",
-                                      "2024/79", "--purpose", PURPOSE], env=env)
+    refused = runner.invoke(
+        cli_app,
+        ["remote", "search", str(tmp_path / "a.png"), "--case", "2024/79", "--purpose", PURPOSE],
+        env=env,
+    )
     assert refused.exit_code == 1 and "403" in refused.output

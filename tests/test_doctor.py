@@ -26,7 +26,7 @@ from facesearch.deployment import init_deployment
 from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, User
 from facesearch.store.db import Database
-from facesearch.store.models import Collection
+from facesearch.store.gallery import Collection
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC)
@@ -82,10 +82,22 @@ def plant(settings: Settings, *rows: object) -> None:
         db.dispose()
 
 
-def user(email: str, *, mfa: bool = True, roles: list[str] | None = None,
-         disabled: bool = False, org_id: int | None = None) -> User:
-    return User(email=email, password_hash="$argon2id$x", roles=roles or ["investigator"],
-                org_id=org_id, totp_verified_at=NOW if mfa else None, disabled=disabled)
+def user(
+    email: str,
+    *,
+    mfa: bool = True,
+    roles: list[str] | None = None,
+    disabled: bool = False,
+    org_id: int | None = None,
+) -> User:
+    return User(
+        email=email,
+        password_hash="$argon2id$x",
+        roles=roles or ["investigator"],
+        org_id=org_id,
+        totp_verified_at=NOW if mfa else None,
+        disabled=disabled,
+    )
 
 
 # -- the clean case and the degenerate ones ---------------------------------------------
@@ -236,11 +248,14 @@ def test_weak_secret_in_environment(
 def test_secret_in_settings_file(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     with s.settings_file.open("a") as fh:
-        fh.write('smtp_password = "a-long-smtp-password-value"\n'
-                 'FACESEARCH_API_TOKEN = "tok-0123456789abcdef"\n')
+        fh.write(
+            'smtp_password = "a-long-smtp-password-value"\n'
+            'FACESEARCH_API_TOKEN = "tok-0123456789abcdef"\n'
+        )
     found = findings(settings_of(paths))
-    assert_reported(found, "secret.in_settings_file", "critical", "smtp_password",
-                    "FACESEARCH_API_TOKEN")
+    assert_reported(
+        found, "secret.in_settings_file", "critical", "smtp_password", "FACESEARCH_API_TOKEN"
+    )
     assert all("a-long-smtp-password-value" not in f.detail for f in found)
 
 
@@ -268,8 +283,9 @@ def test_wildcard_cors(paths: tuple[Path, Path]) -> None:
 
 
 def test_wildcard_trusted_proxies_and_http_public_url(paths: tuple[Path, Path]) -> None:
-    found = findings(settings_of(paths, trusted_proxies=["0.0.0.0/0"],
-                                 public_url="http://faces.example.org"))
+    found = findings(
+        settings_of(paths, trusted_proxies=["0.0.0.0/0"], public_url="http://faces.example.org")
+    )
     assert_reported(found, "service.trusted_proxies_wildcard", "warning", "0.0.0.0/0")
     assert_reported(found, "service.public_url_http", "warning", "http://faces.example.org")
 
@@ -282,16 +298,23 @@ def _self_signed(tmp_path: Path, not_after: datetime, key_mode: int = 0o600) -> 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faces.example.org")])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - timedelta(days=365)).not_valid_after(not_after)
+        .not_valid_before(not_after - timedelta(days=365))
+        .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(key_mode)
     return cert_path, key_path
 
@@ -338,8 +361,12 @@ def test_tls_half_configured_or_garbage(paths: tuple[Path, Path], tmp_path: Path
 def test_account_without_second_factor(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     plant(s, Organisation(name="Org A"))
-    plant(s, user("ok@example.org", org_id=1), user("nomfa@example.org", mfa=False, org_id=1),
-          user("gone@example.org", mfa=False, disabled=True, org_id=1))
+    plant(
+        s,
+        user("ok@example.org", org_id=1),
+        user("nomfa@example.org", mfa=False, org_id=1),
+        user("gone@example.org", mfa=False, disabled=True, org_id=1),
+    )
     found = findings(s)
     assert_reported(found, "accounts.no_second_factor", "critical", "nomfa@example.org")
     details = " ".join(f.detail for f in found)
@@ -348,17 +375,27 @@ def test_account_without_second_factor(paths: tuple[Path, Path]) -> None:
 
 def test_too_many_platform_admins(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths, max_platform_admins=2)
-    plant(s, *(user(f"admin{i}@example.org", roles=["platform_admin"]) for i in range(3)),
-          user("retired@example.org", roles=["platform_admin"], disabled=True))
+    plant(
+        s,
+        *(user(f"admin{i}@example.org", roles=["platform_admin"]) for i in range(3)),
+        user("retired@example.org", roles=["platform_admin"], disabled=True),
+    )
     found = findings(s)
     assert_reported(found, "accounts.too_many_platform_admins", "warning", "3 platform")
-    assert not only(findings(settings_of(paths, max_platform_admins=3)),
-                    "accounts.too_many_platform_admins")
+    assert not only(
+        findings(settings_of(paths, max_platform_admins=3)), "accounts.too_many_platform_admins"
+    )
 
 
 def _key(prefix: str, **kw: object) -> ApiKey:
-    return ApiKey(user_id=1, name=f"key-{prefix}", prefix=prefix, secret_hash="0" * 64,
-                  scopes=["search"], **kw)
+    return ApiKey(
+        user_id=1,
+        name=f"key-{prefix}",
+        prefix=prefix,
+        secret_hash="0" * 64,
+        scopes=["search"],
+        **kw,
+    )
 
 
 def test_api_keys_without_expiry_unused_expired(paths: tuple[Path, Path]) -> None:
@@ -367,13 +404,13 @@ def test_api_keys_without_expiry_unused_expired(paths: tuple[Path, Path]) -> Non
     old, soon = NOW - timedelta(days=120), NOW + timedelta(days=30)
     plant(
         s,
-        _key("aaaaaaaaaaaa", expires_at=None, last_used_at=NOW),                # no expiry
-        _key("bbbbbbbbbbbb", expires_at=soon, created_at=old),                  # never used
+        _key("aaaaaaaaaaaa", expires_at=None, last_used_at=NOW),  # no expiry
+        _key("bbbbbbbbbbbb", expires_at=soon, created_at=old),  # never used
         _key("cccccccccccc", expires_at=soon, created_at=old, last_used_at=old),  # stale
         _key("dddddddddddd", expires_at=NOW - timedelta(days=1), last_used_at=NOW),  # expired
-        _key("eeeeeeeeeeee", expires_at=soon, last_used_at=NOW),                 # fine
-        _key("ffffffffffff", expires_at=None, revoked_at=NOW),                   # revoked
-        _key("000000000000", expires_at=soon),                                   # new, unused
+        _key("eeeeeeeeeeee", expires_at=soon, last_used_at=NOW),  # fine
+        _key("ffffffffffff", expires_at=None, revoked_at=NOW),  # revoked
+        _key("000000000000", expires_at=soon),  # new, unused
     )
     found = findings(s)
     assert_reported(found, "apikeys.no_expiry", "critical", "fsk_aaaaaaaaaaaa")
@@ -399,8 +436,9 @@ def _append_audit(s: Settings, n: int) -> Database:
     db = Database(s.sqlalchemy_url)
     with db.session() as session:
         for i in range(n):
-            record(session, action="user.created", target_type="user", target_id=i,
-                   details={"i": i})
+            record(
+                session, action="user.created", target_type="user", target_id=i, details={"i": i}
+            )
     return db
 
 
@@ -426,10 +464,13 @@ def test_forged_audit_entry_is_named(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     db = _append_audit(s, 2)
     with db.engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO audit_log (id, ts, action, details, prev_hash, entry_hash) "
-            "VALUES (3, :ts, 'audit.exported', '{}', :prev, :hash)"
-        ), {"ts": NOW.isoformat(), "prev": "f" * 64, "hash": "e" * 64})
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (id, ts, action, details, prev_hash, entry_hash) "
+                "VALUES (3, :ts, 'audit.exported', '{}', :prev, :hash)"
+            ),
+            {"ts": NOW.isoformat(), "prev": "f" * 64, "hash": "e" * 64},
+        )
     db.dispose()
     assert_reported(findings(s), "audit.chain_broken", "critical", "audit entry 3")
 
@@ -468,8 +509,12 @@ def test_world_readable_backups(paths: tuple[Path, Path], tmp_path: Path) -> Non
     assert_reported(found, "backups.permissions", "critical", str(leaky))
     assert str(safe) not in " ".join(f.detail for f in found)
     backups.chmod(0o755)
-    assert_reported(findings(settings_of(paths, backup_dir=backups)), "backups.permissions",
-                    "critical", f"{backups} has mode 755")
+    assert_reported(
+        findings(settings_of(paths, backup_dir=backups)),
+        "backups.permissions",
+        "critical",
+        f"{backups} has mode 755",
+    )
 
 
 def test_world_readable_logs(paths: tuple[Path, Path], tmp_path: Path) -> None:
@@ -498,8 +543,15 @@ SECRET_LINES = {
     "aws": "WARN boto using AKIAIOSFODNN7EXAMPLE",
     "bearer": "DEBUG upstream Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.abcdefgh",
 }
-SECRET_VALUES = [API_KEY, "Zx9-Q_Zx9-Q_", "Tr0ub4dor&3horse", "CorrectHorseBattery",
-                 "JBSWY3DPEHPK3PXPJBSWY3DP", "AKIAIOSFODNN7EXAMPLE", "eyJhbGciOiJIUzI1NiJ9"]
+SECRET_VALUES = [
+    API_KEY,
+    "Zx9-Q_Zx9-Q_",
+    "Tr0ub4dor&3horse",
+    "CorrectHorseBattery",
+    "JBSWY3DPEHPK3PXPJBSWY3DP",
+    "AKIAIOSFODNN7EXAMPLE",
+    "eyJhbGciOiJIUzI1NiJ9",
+]
 
 
 def _secret_log(tmp_path: Path) -> Path:
@@ -521,8 +573,14 @@ def test_secrets_in_logs_reported_by_line_and_masked(
     lines = {int(m.group(1)) for f in hits if (m := re.search(r":(\d+): ", f.detail))}
     assert lines == set(range(4, 4 + len(SECRET_LINES))), [f.detail for f in hits]
     details = " ".join(f.detail for f in hits)
-    for kind in ("facesearch API key fsk_0123456789ab_****", "password", "otpauth",
-                 "private key", "AWS access key AKIAIOSF****", "bearer token"):
+    for kind in (
+        "facesearch API key fsk_0123456789ab_****",
+        "password",
+        "otpauth",
+        "private key",
+        "AWS access key AKIAIOSF****",
+        "bearer token",
+    ):
         assert kind in details, kind
     for value in SECRET_VALUES:
         assert value not in details
@@ -536,8 +594,11 @@ def test_cli_never_prints_a_secret_from_logs(paths: tuple[Path, Path], tmp_path:
     log = _secret_log(tmp_path)
     runner = CliRunner()
     for extra in ([], ["--json"]):
-        result = runner.invoke(app, ["--home", str(home), "--key-file", str(key), "doctor",
-                                     *extra], env={"FACESEARCH_LOG_FILE": str(log)})
+        result = runner.invoke(
+            app,
+            ["--home", str(home), "--key-file", str(key), "doctor", *extra],
+            env={"FACESEARCH_LOG_FILE": str(log)},
+        )
         assert result.exit_code == 2, result.output
         for value in SECRET_VALUES:
             assert value not in result.output
@@ -550,8 +611,9 @@ def _cli(paths: tuple[Path, Path], *args: str, env: dict[str, str] | None = None
     from facesearch.cli import app
 
     home, key = paths
-    return CliRunner().invoke(app, ["--home", str(home), "--key-file", str(key), "doctor",
-                                    *args], env=env)
+    return CliRunner().invoke(
+        app, ["--home", str(home), "--key-file", str(key), "doctor", *args], env=env
+    )
 
 
 def test_cli_clean_exits_zero(paths: tuple[Path, Path]) -> None:
@@ -586,8 +648,17 @@ def test_cli_warnings_do_not_fail(paths: tuple[Path, Path]) -> None:
 def test_cli_not_initialised_exits_two(tmp_path: Path) -> None:
     from facesearch.cli import app
 
-    result = CliRunner().invoke(app, ["--home", str(tmp_path / "none"), "--key-file",
-                                      str(tmp_path / "k.key"), "doctor", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--home",
+            str(tmp_path / "none"),
+            "--key-file",
+            str(tmp_path / "k.key"),
+            "doctor",
+            "--json",
+        ],
+    )
     assert result.exit_code == 2
     assert json.loads(result.output)[0]["id"] == "deployment.not_initialised"
 
@@ -603,9 +674,12 @@ def test_cli_invalid_settings_is_a_finding(paths: tuple[Path, Path]) -> None:
 
 def test_every_check_is_documented_with_its_severity() -> None:
     doc = (REPO / "docs" / "doctor.md").read_text()
-    rows = {m.group(1): m.group(2)
-            for m in re.finditer(r"^\|\s*`([a-z_.]+)`\s*\|\s*(critical|warning|info)\s*\|",
-                                 doc, re.MULTILINE)}
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(
+            r"^\|\s*`([a-z_.]+)`\s*\|\s*(critical|warning|info)\s*\|", doc, re.MULTILINE
+        )
+    }
     registry = {c.id: c.severity for c in [*doctor.CHECKS, *doctor.RUNNER_FINDINGS]}
     missing = sorted(set(registry) - set(rows))
     assert not missing, f"checks missing from docs/doctor.md: {missing}"

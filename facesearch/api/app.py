@@ -7,37 +7,54 @@ routers. Every route depends on `deps.guard` (deny by default)."""
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import logging
-import re
 import secrets
 from collections.abc import MutableMapping
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facesearch.api.deps import guard
-from facesearch.deployment import Deployment
-from facesearch.errors import (
-    ConfigError,
-    FacesearchError,
-    ImageRejected,
-    NotFoundError,
+from facesearch.api.errors import install_handlers
+from facesearch.api.routers import (
+    account,
+    audit,
+    auth,
+    cases,
+    collections,
+    faces,
+    health,
+    invitations,
+    jobs,
+    organisations,
+    reviews,
+    searches,
+    users,
 )
+from facesearch.deployment import Deployment
 from facesearch.security.ratelimit import RateLimiter
 
 log = logging.getLogger("facesearch.api")
 
 API_PREFIX = "/api/v1"
-ROUTER_MODULES = (
-    "health", "auth", "account", "users", "invitations", "organisations", "collections",
-    "searches", "cases", "reviews", "faces", "jobs", "audit",
+#: Every router of the API, in the order OpenAPI lists them.
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    auth.router,
+    account.router,
+    users.router,
+    invitations.router,
+    organisations.router,
+    collections.router,
+    searches.router,
+    cases.router,
+    reviews.router,
+    faces.router,
+    jobs.router,
+    audit.router,
 )
 
 CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -51,13 +68,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 )
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
-
-_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-~ ]+){2,}[/\\]?")
-
-
-def scrub(message: str) -> str:
-    """Remove anything that looks like a filesystem path from a message meant for a client."""
-    return _PATHLIKE.sub("<path>", message)
 
 
 def _networks(entries: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -81,8 +91,9 @@ def _in(addr: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) ->
 class RequestGuard:
     """Pure ASGI middleware (so it also wraps errors and streaming bodies)."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, trusted_proxies: list[str],
-                 tls: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body: int, trusted_proxies: list[str], tls: bool
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.trusted = _networks(trusted_proxies)
@@ -93,10 +104,13 @@ class RequestGuard:
         peer = client[0] if client else None
         https = scope.get("scheme") == "https"
         if peer and self.trusted and _in(peer, self.trusted):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                       for k, v in scope.get("headers", [])}
-            forwarded = [h.strip() for h in headers.get("x-forwarded-for", "").split(",")
-                         if h.strip()]
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in scope.get("headers", [])
+            }
+            forwarded = [
+                h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()
+            ]
             # walk from the right: the first address not belonging to a trusted proxy
             for hop in reversed(forwarded):
                 peer = hop
@@ -127,8 +141,7 @@ class RequestGuard:
                 return
             if message["type"] == "http.response.start":
                 started = True
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"server"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in extra if k not in present]
                 if b"cache-control" not in present:
@@ -136,14 +149,21 @@ class RequestGuard:
                 message = {**message, "headers": headers}
             await send(message)
 
-        async def respond(status: int, body: dict[str, Any],
-                          headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        async def respond(
+            status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+        ) -> None:
             raw = json.dumps(body).encode()
-            await send_wrapper({
-                "type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(raw)).encode()), *(headers or [])],
-            })
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(raw)).encode()),
+                        *(headers or []),
+                    ],
+                }
+            )
             await send_wrapper({"type": "http.response.body", "body": raw})
 
         too_large = {"detail": f"request body over {self.max_body} bytes"}
@@ -182,69 +202,19 @@ class RequestGuard:
         except Exception as exc:
             if cut_off and type(exc).__name__ == "ClientDisconnect":
                 return
-            log.exception("unhandled error (request id %s) on %s %s", request_id,
-                          scope.get("method"), scope.get("path"))
+            log.exception(
+                "unhandled error (request id %s) on %s %s",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),
+            )
             if not started and not cut_off:
                 await respond(500, {"detail": "internal error", "request_id": request_id})
 
 
-def _request_id(request: Request) -> str | None:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else None
-
-
-def _install_handlers(app: FastAPI) -> None:
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        detail = exc.detail if isinstance(exc.detail, str | dict | list) else str(exc.detail)
-        if isinstance(detail, str):
-            detail = scrub(detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": scrub(str(e.get("msg", ""))),
-             "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    async def facesearch_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, FacesearchError)
-        if isinstance(exc, NotFoundError):
-            return JSONResponse({"detail": scrub(str(exc))}, status_code=404)
-        if isinstance(exc, ImageRejected):
-            return JSONResponse({"detail": scrub(str(exc)), "reason": exc.reason},
-                                status_code=422)
-        if isinstance(exc, ConfigError):
-            log.error("configuration error (request id %s): %s", _request_id(request), exc)
-            return JSONResponse({"detail": "service misconfigured",
-                                 "request_id": _request_id(request)}, status_code=500)
-        code = 403 if type(exc).__name__ == "NoOrganisation" else 400
-        return JSONResponse({"detail": scrub(str(exc))}, status_code=code)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(FacesearchError, facesearch_error)
-
-
-def include_routers(app: FastAPI, modules: tuple[str, ...] = ROUTER_MODULES) -> list[str]:
-    """Include each router module that exists; returns the names included."""
-    included = []
-    for name in modules:
-        qualified = f"facesearch.api.routers.{name}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as exc:
-            if exc.name != qualified:
-                raise
-            continue
-        app.include_router(module.router)
-        included.append(name)
-    return included
+def include_routers(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)
 
 
 def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAPI:
@@ -253,7 +223,7 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
         title="facesearch",
         version="1",
         summary="Accountable face search: every request needs an MFA-verified session or a "
-                "scoped API key.",
+        "scoped API key.",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
@@ -263,21 +233,23 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
     )
     app.state.deployment = dep
     app.state.limiter = limiter or RateLimiter()
-    _install_handlers(app)
-    app.state.routers = include_routers(app)
+    install_handlers(app)
+    include_routers(app)
     origins = [o for o in settings.cors_origins if o.strip() and o.strip() != "*"]
     if origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_credentials=True,
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
     app.add_middleware(
-        RequestGuard, max_body=settings.max_request_bytes,
+        RequestGuard,
+        max_body=settings.max_request_bytes,
         trusted_proxies=list(settings.trusted_proxies),
         tls=bool(settings.tls_cert and settings.tls_key),
     )
     return app
-

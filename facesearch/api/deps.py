@@ -13,42 +13,26 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Path, Request
 from fastapi import params as fastapi_params
 from sqlalchemy.orm import Session
 
 from facesearch.api.public_routes import PUBLIC_ROUTES
 from facesearch.deployment import Deployment
+from facesearch.errors import Forbidden, TooManyRequests, Unauthenticated
 from facesearch.security import api_keys, sessions
+from facesearch.security.accounts import active_user
+from facesearch.security.actor import Principal as Principal  # re-exported for routers
 from facesearch.security.ratelimit import RateLimiter
 from facesearch.security.roles import scopes_for
-from facesearch.store.accounts import Organisation, User, UserSession
+from facesearch.store.accounts import User, UserSession
 
 SESSION_COOKIE = "fs_session"
 CSRF_COOKIE = "fs_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    user_id: int
-    org_id: int | None  # None for platform admins
-    roles: frozenset[str]
-    scopes: frozenset[str]  # session: the roles' scopes; key: key scopes ∩ role scopes
-    api_key_id: int | None
-    session_id: int | None
-    ip: str | None
-
-    def has(self, scope: str) -> bool:
-        return scope in self.scopes
-
-    @property
-    def is_platform_admin(self) -> bool:
-        return "platform_admin" in self.roles
 
 
 # -- plumbing -------------------------------------------------------------------------------------
@@ -93,11 +77,7 @@ def enforce_rate_limit(request: Request, policy: str, key: str) -> None:
     """Count a request against a named policy; 429 with Retry-After when over the limit."""
     wait = limiter(request).hit(policy, key)
     if wait is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"too many requests; try again in {int(wait)} seconds",
-            headers={"Retry-After": str(int(wait))},
-        )
+        raise TooManyRequests(wait)
 
 
 def session_policy(request: Request) -> sessions.SessionPolicy:
@@ -107,9 +87,8 @@ def session_policy(request: Request) -> sessions.SessionPolicy:
     )
 
 
-def _unauthorised(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail,
-                         headers={"WWW-Authenticate": "Bearer"})
+def _unauthorised(detail: str) -> Unauthenticated:
+    return Unauthenticated(detail)
 
 
 def check_csrf(request: Request, row: UserSession) -> None:
@@ -117,19 +96,7 @@ def check_csrf(request: Request, row: UserSession) -> None:
         return
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent or not hmac.compare_digest(sent.encode(), row.csrf_token.encode()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail=f"missing or wrong {CSRF_HEADER} header")
-
-
-def _active_user(session: Session, user_id: int) -> User | None:
-    user = session.get(User, user_id)
-    if user is None or user.disabled:
-        return None
-    if user.org_id is not None:
-        org = session.get(Organisation, user.org_id)
-        if org is None or org.disabled:
-            return None
-    return user
+        raise Forbidden(f"missing or wrong {CSRF_HEADER} header")
 
 
 def cookie_session(
@@ -143,7 +110,7 @@ def cookie_session(
     row = sessions.lookup(session, token, session_policy(request))
     if row is None:
         raise _unauthorised("the session has expired or was ended; sign in again")
-    user = _active_user(session, row.user_id)
+    user = active_user(session, row.user_id)
     if user is None:
         raise _unauthorised("the session has expired or was ended; sign in again")
     if csrf:
@@ -163,12 +130,19 @@ def _authenticate(request: Request) -> Principal:
             key = api_keys.verify(s, credential)
             if key is None:
                 raise _unauthorised("the API key is invalid, expired or revoked")
-            user = _active_user(s, key.user_id)
+            user = active_user(s, key.user_id)
             if user is None or user.org_id != key.org_id:
                 raise _unauthorised("the API key is invalid, expired or revoked")
             roles = frozenset(user.roles)
-            return Principal(user.id, user.org_id, roles,
-                             frozenset(key.scopes) & scopes_for(roles), key.id, None, ip)
+            return Principal(
+                user.id,
+                user.org_id,
+                roles,
+                frozenset(key.scopes) & scopes_for(roles),
+                key.id,
+                None,
+                ip,
+            )
         row, user = cookie_session(request, s, csrf=False)
         if not row.mfa_verified:
             raise _unauthorised("second factor required: verify a code at /api/v1/auth/mfa/verify")
@@ -221,8 +195,9 @@ class _Require(fastapi_params.Depends):
         return self.dependency(principal) if self.dependency else principal  # pragma: no cover
 
 
-def require(scope: str, *, roles: frozenset[str] | set[str] | None = None,
-            session_only: bool = False) -> Any:
+def require(
+    scope: str, *, roles: frozenset[str] | set[str] | None = None, session_only: bool = False
+) -> Any:
     """Dependency: the principal, which must hold `scope` (and, when given, one of `roles`;
     with `session_only`, be a signed-in person rather than an API key). 401 when there is no
     MFA-verified principal, 403 when it lacks the scope, role or kind."""
@@ -230,14 +205,11 @@ def require(scope: str, *, roles: frozenset[str] | set[str] | None = None,
 
     def check(principal: CurrentPrincipal) -> Principal:
         if scope and scope not in principal.scopes:
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail=f"this needs the {scope!r} scope")
+            raise Forbidden(f"this needs the {scope!r} scope")
         if wanted_roles and not (principal.roles & wanted_roles):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail="your role does not allow this")
+            raise Forbidden("your role does not allow this")
         if session_only and principal.api_key_id is not None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail="this needs a signed-in session, not an API key")
+            raise Forbidden("this needs a signed-in session, not an API key")
         return principal
 
     check.__facesearch_scope__ = scope or ("session" if session_only else "")  # type: ignore[attr-defined]
@@ -251,3 +223,15 @@ def require(scope: str, *, roles: frozenset[str] | set[str] | None = None,
 def require_session() -> Any:
     """Dependency: a signed-in person (not an API key) with a verified second factor."""
     return require("", session_only=True)
+
+
+def need_any(principal: Principal, *scopes: str) -> Principal:
+    """Forbidden unless the principal holds at least one of `scopes`."""
+    if not principal.scopes & set(scopes):
+        raise Forbidden(f"this needs one of the scopes {', '.join(scopes)}")
+    return principal
+
+
+MAX_ID = 2_147_483_647
+#: A database id in a path (bounded so that no value reaches the database as an overflow).
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -7,32 +7,36 @@ docs/security.md.
 
 from __future__ import annotations
 
-PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
-    ("GET", "/api/v1/health"),
-    ("GET", "/api/v1/ready"),
-    ("GET", "/api/v1/openapi.json"),
-    # sign-in and the second factor (need, respectively, nothing or a password-only session)
-    ("POST", "/api/v1/auth/signin"),
-    ("POST", "/api/v1/auth/mfa/enrol"),
-    ("POST", "/api/v1/auth/mfa/verify"),
-    # ends whatever session the cookie names, verified or not
-    ("POST", "/api/v1/auth/signout"),
-    # an invited person sets a password with the one-time token from the link
-    ("POST", "/api/v1/invitations/accept"),
-})
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/api/v1/health"),
+        ("GET", "/api/v1/ready"),
+        ("GET", "/api/v1/openapi.json"),
+        # sign-in and the second factor (need, respectively, nothing or a password-only session)
+        ("POST", "/api/v1/auth/signin"),
+        ("POST", "/api/v1/auth/mfa/enrol"),
+        ("POST", "/api/v1/auth/mfa/verify"),
+        # ends whatever session the cookie names, verified or not
+        ("POST", "/api/v1/auth/signout"),
+        # an invited person sets a password with the one-time token from the link
+        ("POST", "/api/v1/invitations/accept"),
+    }
+)
 
 #: Routes that need an MFA-verified principal but no particular scope: any signed-in person or
 #: API key may call them (about itself, or to read what every member of its organisation may
 #: read). Everything else must ask for a scope with `deps.require`, and the route audit proves a
 #: key without that scope is refused.
-ANY_PRINCIPAL_ROUTES: frozenset[tuple[str, str]] = frozenset({
-    ("GET", "/api/v1/me"),
-    ("GET", "/api/v1/me/sessions"),
-    ("DELETE", "/api/v1/me/sessions/{session_id}"),
-    ("GET", "/api/v1/me/api-keys"),
-    ("DELETE", "/api/v1/me/api-keys/{key_id}"),
-    # the casework routers let every member of an organisation list and read its collections
-    # (names, legal basis, retention), whatever their role
-    ("GET", "/api/v1/collections"),
-    ("GET", "/api/v1/collections/{collection_id}"),
-})
+ANY_PRINCIPAL_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/me/sessions"),
+        ("DELETE", "/api/v1/me/sessions/{session_id}"),
+        ("GET", "/api/v1/me/api-keys"),
+        ("DELETE", "/api/v1/me/api-keys/{key_id}"),
+        # the casework routers let every member of an organisation list and read its collections
+        # (names, legal basis, retention), whatever their role
+        ("GET", "/api/v1/collections"),
+        ("GET", "/api/v1/collections/{collection_id}"),
+    }
+)

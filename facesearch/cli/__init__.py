@@ -1,4 +1,4 @@
-"""The `facesearch` command line. Each command group lives in its own module and registers here."""
+"""The `facesearch` command line. Each command group lives in its own module and is listed here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ from typing import Annotated
 
 import typer
 
+from facesearch.cli import (
+    admin_cmd,
+    audit_cmd,
+    core,
+    doctor_cmd,
+    eval_cmd,
+    remote,
+    serve_cmd,
+)
 from facesearch.cli.common import CliState, console_err
 from facesearch.errors import FacesearchError
 
@@ -42,27 +51,8 @@ def root(
     ctx.obj = CliState(home=home, key_file=key_file)
 
 
-def _register() -> None:
-    from facesearch.cli import core, eval_cmd
-
-    core.register(app)
-    eval_cmd.register(app)
-    for name in (
-        "service",
-        "audit_cmd",
-        "remote",
-        "doctor_cmd",
-    ):  # optional groups added by later modules
-        try:
-            module = __import__(f"facesearch.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"facesearch.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register()
+for group in (core, eval_cmd, serve_cmd, admin_cmd, audit_cmd, remote, doctor_cmd):
+    group.register(app)
 
 
 def main() -> None:

@@ -17,8 +17,7 @@ audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args
 
 
 @audit_app.command("verify")
-def verify(ctx: typer.Context,
-           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Prove the database's audit chain; exit 1 naming the first bad entry."""
     dep = Deployment.open(state_of(ctx).settings())
     try:
@@ -27,13 +26,21 @@ def verify(ctx: typer.Context,
     finally:
         dep.close()
     if as_json:
-        print_json({"ok": report.ok, "entries": report.entries,
-                    "first_bad_id": report.first_bad_id, "problem": report.problem})
+        print_json(
+            {
+                "ok": report.ok,
+                "entries": report.entries,
+                "first_bad_id": report.first_bad_id,
+                "problem": report.problem,
+            }
+        )
     elif report.ok:
         console.print(f"[green]audit chain intact[/]: {report.entries} entries")
     else:
-        console_err.print(f"[bold red]audit chain broken[/] at entry {report.first_bad_id} "
-                          f"(position {report.first_bad_position}): {report.problem}")
+        console_err.print(
+            f"[bold red]audit chain broken[/] at entry {report.first_bad_id} "
+            f"(position {report.first_bad_position}): {report.problem}"
+        )
     if not report.ok:
         sys.exit(1)
 
@@ -42,8 +49,9 @@ def verify(ctx: typer.Context,
 def export_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write")],
-    org: Annotated[str | None, typer.Option("--org", help="only this organisation's "
-                                            "entries")] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="only this organisation's entries")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Write a signed JSON Lines export for an external auditor (the export is audited)."""
@@ -59,9 +67,11 @@ def export_cmd(
         return
     console.print(f"wrote {result.entries} entries to {out}")
     console.print(f"signed with Ed25519 public key {result.public_key}")
-    console.print(f"key fingerprint {result.fingerprint}: give it to the auditor through a "
-                  "separate channel; they check it with `facesearch audit verify-export "
-                  f"{out.name} --public-key {result.fingerprint}`")
+    console.print(
+        f"key fingerprint {result.fingerprint}: give it to the auditor through a "
+        "separate channel; they check it with `facesearch audit verify-export "
+        f"{out.name} --public-key {result.fingerprint}`"
+    )
 
 
 @audit_app.command("public-key")
@@ -78,9 +88,12 @@ def public_key(ctx: typer.Context) -> None:
 @audit_app.command("verify-export")
 def verify_export(
     file: Annotated[Path, typer.Argument(help="an export written by `facesearch audit export`")],
-    public_key: Annotated[str | None, typer.Option(
-        "--public-key", help="the deployment's public key or fingerprint, obtained separately"
-    )] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key", help="the deployment's public key or fingerprint, obtained separately"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check an export's signature and chain; exit 1 naming the first bad entry. Needs no
@@ -89,14 +102,21 @@ def verify_export(
     if as_json:
         print_json(report.as_dict())
     elif report.ok:
-        console.print(f"[green]export verified[/]: {report.entries} entries, scope "
-                      f"{report.scope}, signed by key {report.fingerprint}")
+        console.print(
+            f"[green]export verified[/]: {report.entries} entries, scope "
+            f"{report.scope}, signed by key {report.fingerprint}"
+        )
         if public_key is None:
-            console.print("[yellow]note[/]: pass --public-key with the deployment's fingerprint "
-                          "to prove who signed it")
+            console.print(
+                "[yellow]note[/]: pass --public-key with the deployment's fingerprint "
+                "to prove who signed it"
+            )
     else:
-        where = f" at entry {report.first_bad_id} (line {report.first_bad_line})" \
-            if report.first_bad_line else ""
+        where = (
+            f" at entry {report.first_bad_id} (line {report.first_bad_line})"
+            if report.first_bad_line
+            else ""
+        )
         console_err.print(f"[bold red]export does not verify[/]{where}: {report.problem}")
     if not report.ok:
         sys.exit(1)

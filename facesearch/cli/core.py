@@ -95,10 +95,14 @@ def ingest(
 ) -> None:
     """Add every face found under PATH to a collection (resumable; skips ingested files)."""
     from facesearch.deployment import Deployment
+    from facesearch.gallery.collections import ensure_collection
     from facesearch.ingest.runner import FolderIngest
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
+        collection_id = ensure_collection(
+            dep, collection, legal_basis=legal_basis, retention_days=retention_days
+        )
         columns = [
             TextColumn("[bold]ingest"),
             BarColumn(),
@@ -109,7 +113,7 @@ def ingest(
         ]
         with Progress(*columns, console=console_err, disable=as_json) as bar:
             summary = FolderIngest(
-                dep, collection, workers=workers, progress=RichIngestProgress(bar)
+                dep, collection_id, workers=workers, progress=RichIngestProgress(bar)
             ).run(path)
     finally:
         dep.close()
@@ -160,20 +164,24 @@ def search(
 ) -> None:
     """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
     from facesearch.deployment import Deployment
-    from facesearch.search.service import SearchService
+    from facesearch.gallery.collections import ids_by_name
+    from facesearch.gallery.faces import operator_crop
+    from facesearch.search.engine import SearchEngine
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
-        service = SearchService(dep)
-        result = service.search(
-            _read(probe), collections=collection or None, top_k=top, threshold=threshold
+        with dep.db.session() as s:
+            ids = ids_by_name(s, collection or None)
+        result = SearchEngine(dep).search(
+            _read(probe), collection_ids=ids, top_k=top, threshold=threshold
         )
         if crops is not None:
             crops.mkdir(parents=True, exist_ok=True)
-            for face in result.faces:
-                for cand in face.candidates:
-                    target = crops / f"probe{face.index}_rank{cand.rank:03d}_face{cand.face_id}.jpg"
-                    target.write_bytes(service.crop(cand.face_id))
+            with dep.db.session() as s:
+                for face in result.faces:
+                    for cand in face.candidates:
+                        name = f"probe{face.index}_rank{cand.rank:03d}_face{cand.face_id}.jpg"
+                        (crops / name).write_bytes(operator_crop(dep, s, cand.face_id))
     finally:
         dep.close()
     if as_json:
@@ -219,7 +227,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Are the largest faces of A and B the same person? Prints score and threshold."""
-    from facesearch.search.service import verify_images
+    from facesearch.search.engine import verify_images
     from facesearch.vision.decode import DecodeLimits
     from facesearch.vision.registry import build_model
 
@@ -256,7 +264,7 @@ def verify(
 def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Collections, files, faces and index size."""
     from facesearch.deployment import Deployment
-    from facesearch.store.models import Collection, Face, SourceFile
+    from facesearch.store.gallery import Collection, Face, SourceFile
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
@@ -318,9 +326,9 @@ def index_rebuild(ctx: typer.Context) -> None:
     dep = Deployment.open(state_of(ctx).settings())
     try:
         index = dep.new_index()
-        result = dep.sync_index(index, force=True)
+        report = dep.sync_index(index, force=True)
         console.print(
-            f"rebuilt {result['rebuilt']} collection shard(s); index holds {index.size()} vectors"
+            f"rebuilt {report.rebuilt} collection shard(s); index holds {index.size()} vectors"
         )
     finally:
         dep.db.dispose()

@@ -52,16 +52,21 @@ def _print_table(findings: list[Finding], where: str) -> None:
         table.add_column("fix")
         for f in findings:
             style = _STYLE[f.severity]
-            table.add_row(f"[{style}]{f.severity}[/]", escape(f.id),
-                          f"[bold]{escape(f.title)}[/]\n{escape(f.detail)}", escape(f.fix))
+            table.add_row(
+                f"[{style}]{f.severity}[/]",
+                escape(f.id),
+                f"[bold]{escape(f.title)}[/]\n{escape(f.detail)}",
+                escape(f.fix),
+            )
         console.print(table)
-    line = (f"{counts['critical']} critical, {counts['warning']} warning(s), "
-            f"{counts['info']} info")
+    line = f"{counts['critical']} critical, {counts['warning']} warning(s), {counts['info']} info"
     if counts["critical"]:
         console.print(f"[bold red]FAIL[/]: {line}. Fix the critical findings first.")
     elif counts["warning"]:
-        console.print(f"[yellow]OK with warnings[/]: {line}. Warnings do not fail the doctor, "
-                      "but each one is a risk worth fixing.")
+        console.print(
+            f"[yellow]OK with warnings[/]: {line}. Warnings do not fail the doctor, "
+            "but each one is a risk worth fixing."
+        )
     else:
         console.print(f"[green]OK[/]: {line}. No problems found at {escape(where)}.")
 

@@ -137,8 +137,15 @@ def pairs_command(
     """
     from facesearch.eval.pairs import evaluate_pairs
 
-    options = _embedding_options(ctx, workers=workers, progress=progress, as_json=as_json,
-                                 cache=cache, face=face, fallback=fallback)
+    options = _embedding_options(
+        ctx,
+        workers=workers,
+        progress=progress,
+        as_json=as_json,
+        cache=cache,
+        face=face,
+        fallback=fallback,
+    )
     try:
         report = evaluate_pairs(images, pairs_file, **options)
     except FacesearchError as exc:
@@ -146,13 +153,17 @@ def pairs_command(
     if as_json:
         print_json(report.as_dict())
         return
-    _print_report(f"LFW pairs: {pairs_file.name}", [
-        ("accuracy", f"{report.accuracy:.4f} ± {report.accuracy_std:.4f}"),
-        ("TAR @ FAR=1e-3", f"{report.tar_at_far_1e_3:.4f}"),
-        ("best threshold (all pairs)", f"{report.threshold:.4f}"),
-        ("pairs", str(report.pairs)),
-        ("images", str(report.images)),
-    ], report)
+    _print_report(
+        f"LFW pairs: {pairs_file.name}",
+        [
+            ("accuracy", f"{report.accuracy:.4f} ± {report.accuracy_std:.4f}"),
+            ("TAR @ FAR=1e-3", f"{report.tar_at_far_1e_3:.4f}"),
+            ("best threshold (all pairs)", f"{report.threshold:.4f}"),
+            ("pairs", str(report.pairs)),
+            ("images", str(report.images)),
+        ],
+        report,
+    )
     console.print(f"[dim]{report.fold_protocol}[/]")
 
 
@@ -174,8 +185,15 @@ def identify_command(
     """
     from facesearch.eval.identify import evaluate_identify
 
-    options = _embedding_options(ctx, workers=workers, progress=progress, as_json=as_json,
-                                 cache=cache, face=face, fallback=fallback)
+    options = _embedding_options(
+        ctx,
+        workers=workers,
+        progress=progress,
+        as_json=as_json,
+        cache=cache,
+        face=face,
+        fallback=fallback,
+    )
     try:
         report = evaluate_identify(images, **options)
     except FacesearchError as exc:
@@ -183,14 +201,20 @@ def identify_command(
     if as_json:
         print_json(report.as_dict())
         return
-    _print_report(f"Identification: {images}", [
-        ("rank-1", f"{report.rank1:.4f}"),
-        ("rank-10", f"{report.rank10:.4f}"),
-        ("TPIR @ FPIR=0.01", f"{report.tpir_at_fpir_0_01:.4f}"),
-        ("threshold at FPIR=0.01", f"{report.threshold:.4f}"),
-        ("gallery / probes / distractors",
-         f"{report.gallery} / {report.probes} / {report.distractors}"),
-    ], report)
+    _print_report(
+        f"Identification: {images}",
+        [
+            ("rank-1", f"{report.rank1:.4f}"),
+            ("rank-10", f"{report.rank10:.4f}"),
+            ("TPIR @ FPIR=0.01", f"{report.tpir_at_fpir_0_01:.4f}"),
+            ("threshold at FPIR=0.01", f"{report.threshold:.4f}"),
+            (
+                "gallery / probes / distractors",
+                f"{report.gallery} / {report.probes} / {report.distractors}",
+            ),
+        ],
+        report,
+    )
 
 
 def register(app: typer.Typer) -> None:

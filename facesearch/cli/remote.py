@@ -17,15 +17,19 @@ from facesearch.cli.common import console, console_err, print_json
 from facesearch.client import ApiError, FacesearchClient, RateLimited
 from facesearch.vision.decode import IMAGE_SUFFIXES
 
-remote_app = typer.Typer(help="Use a remote facesearch server with an API key.",
-                         no_args_is_help=True)
+remote_app = typer.Typer(
+    help="Use a remote facesearch server with an API key.", no_args_is_help=True
+)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="server base URL "
-                                            "(default: $FACESEARCH_URL)")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key fsk_... "
-                                            "(default: $FACESEARCH_API_KEY)")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="do not verify the TLS "
-                                           "certificate (testing only)")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="server base URL (default: $FACESEARCH_URL)")
+]
+KeyOpt = Annotated[
+    str | None, typer.Option("--api-key", help="API key fsk_... (default: $FACESEARCH_API_KEY)")
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="do not verify the TLS certificate (testing only)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json")]
 
 
@@ -33,8 +37,10 @@ def _client(url: str | None, key: str | None, insecure: bool = False) -> Facesea
     url = url or os.environ.get("FACESEARCH_URL")
     key = key or os.environ.get("FACESEARCH_API_KEY")
     if not url or not key:
-        console_err.print("[bold red]error:[/] set FACESEARCH_URL and FACESEARCH_API_KEY (or "
-                          "pass --url and --api-key)")
+        console_err.print(
+            "[bold red]error:[/] set FACESEARCH_URL and FACESEARCH_API_KEY (or "
+            "pass --url and --api-key)"
+        )
         sys.exit(2)
     return FacesearchClient(url, key, verify=not insecure)
 
@@ -52,12 +58,17 @@ def search(
     probe: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     case: Annotated[str, typer.Option("--case", help="case number")],
     purpose: Annotated[str, typer.Option("--purpose", help="why this search is needed")],
-    collection: Annotated[list[str] | None, typer.Option(
-        "--collection", help="collection name or id (repeat; default: all you may search)")]
-    = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collection", help="collection name or id (repeat; default: all you may search)"
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=100)] = 10,
     as_json: JsonOpt = False,
-    url: UrlOpt = None, api_key: KeyOpt = None, insecure: InsecureOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Search a probe photo on the server (recorded in the audit log with case and purpose)."""
     with _client(url, api_key, insecure) as fs:
@@ -70,8 +81,10 @@ def search(
     if as_json:
         print_json(result)
         return
-    console.print(f"search {result['search_id']} for case {result['case_number']} "
-                  f"(audit entry {result['audit_entry_id']})")
+    console.print(
+        f"search {result['search_id']} for case {result['case_number']} "
+        f"(audit entry {result['audit_entry_id']})"
+    )
     console.print(f"[yellow]{result['notice']}[/]")
     if not result["faces"]:
         console.print("no face found in the probe")
@@ -80,14 +93,25 @@ def search(
         for col in ("rank", "score", "result", "face", "collection", "source", "status"):
             table.add_column(col)
         for c in face["candidates"]:
-            table.add_row(str(c["rank"]), f"{c['score']:.3f}", str(c["result_id"]),
-                          str(c["face_id"]), c["collection"], c["source"], c["status"])
+            table.add_row(
+                str(c["rank"]),
+                f"{c['score']:.3f}",
+                str(c["result_id"]),
+                str(c["face_id"]),
+                c["collection"],
+                c["source"],
+                c["status"],
+            )
         console.print(table)
 
 
 @remote_app.command("collections")
-def collections(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None,
-                insecure: InsecureOpt = False) -> None:
+def collections(
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
     """Collections your organisation owns or may search."""
     with _client(url, api_key, insecure) as fs:
         try:
@@ -102,8 +126,14 @@ def collections(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = 
     for col in ("id", "name", "access", "files", "faces", "retention_days"):
         table.add_column(col)
     for c in items:
-        table.add_row(str(c["id"]), c["name"], c["access"], str(c["files"]), str(c["faces"]),
-                      str(c["retention_days"]))
+        table.add_row(
+            str(c["id"]),
+            c["name"],
+            c["access"],
+            str(c["files"]),
+            str(c["faces"]),
+            str(c["retention_days"]),
+        )
     console.print(table)
 
 
@@ -113,11 +143,18 @@ def ingest(
     collection: Annotated[str, typer.Option("--collection", help="collection name or id")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
     as_json: JsonOpt = False,
-    url: UrlOpt = None, api_key: KeyOpt = None, insecure: InsecureOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Upload the images of a folder (or one file) into a collection on the server."""
-    files = [folder] if folder.is_file() else sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = (
+        [folder]
+        if folder.is_file()
+        else sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    )
     if not files:
         console_err.print("[bold red]error:[/] no image files found")
         sys.exit(2)
@@ -133,8 +170,13 @@ def ingest(
 
 
 @remote_app.command("job")
-def job(job_id: int, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None,
-        insecure: InsecureOpt = False) -> None:
+def job(
+    job_id: int,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
     """An ingest job's progress."""
     with _client(url, api_key, insecure) as fs:
         try:
@@ -149,8 +191,10 @@ def _show_job(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    console.print(f"job {data['id']}: {data['status']}, {data['files_done']}/"
-                  f"{data['files_total']} files, {data['faces']} faces")
+    console.print(
+        f"job {data['id']}: {data['status']}, {data['files_done']}/"
+        f"{data['files_total']} files, {data['faces']} faces"
+    )
     if data.get("error"):
         console_err.print(f"[red]{data['error']}[/]")
 

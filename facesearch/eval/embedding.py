@@ -39,7 +39,7 @@ class EvalError(FacesearchError):
 @dataclass(frozen=True)
 class EmbeddedImages:
     paths: tuple[Path, ...]
-    embeddings: Embeddings  # len(paths) x D descriptors (see vision.similarity)
+    embeddings: Embeddings  # len(paths) x D descriptors (see facesearch.similarity)
     no_face: npt.NDArray[np.bool_]  # True where the centred box was used
     fallback: npt.NDArray[np.bool_]  # True where only the fallback detector found the face
     model_id: str
@@ -107,6 +107,7 @@ def choose_face(detections: Sequence[Detection], height: int, width: int, face: 
     if face == "largest":
         return max(detections, key=lambda d: d.box.width * d.box.height)
     if face == "central":
+
         def offset(d: Detection) -> float:
             dx = (d.box.left + d.box.right) / 2 - width / 2
             dy = (d.box.top + d.box.bottom) / 2 - height / 2
@@ -185,8 +186,11 @@ class EmbeddingCache:
             try:
                 with np.load(path, allow_pickle=False) as data:
                     for key, vector, no_face, fell_back in zip(
-                        data["keys"].tolist(), data["vectors"], data["no_face"],
-                        data["fallback"], strict=True,
+                        data["keys"].tolist(),
+                        data["vectors"],
+                        data["no_face"],
+                        data["fallback"],
+                        strict=True,
                     ):
                         entries[str(key)] = _Result(
                             vector.astype(np.float32), bool(no_face), None, bool(fell_back)
@@ -261,9 +265,7 @@ def embed_image_files(
         raise ValueError(f"unknown fallback detector {fallback!r}")
     local = build_model(model_name, detector)  # cheap: the weights load on first use
     local_fallback = _fallback_model(model_name, fallback)
-    cache = (
-        EmbeddingCache.load(cache_dir, local, face, fallback) if cache_dir is not None else None
-    )
+    cache = EmbeddingCache.load(cache_dir, local, face, fallback) if cache_dir is not None else None
     cached = {f: cache.get(f) for f in files} if cache is not None else {}
     todo = [f for f in files if cached.get(f) is None]
     chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]

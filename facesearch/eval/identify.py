@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from facesearch import similarity
 from facesearch.eval import metrics
 from facesearch.eval.embedding import EvalError, embed_image_files
-from facesearch.vision import similarity
 from facesearch.vision.decode import IMAGE_SUFFIXES
 
 TARGET_FPIR = 0.01
@@ -52,9 +52,7 @@ def person_images(root: Path) -> dict[str, list[Path]]:
             (
                 f
                 for f in folder.iterdir()
-                if f.is_file()
-                and not f.name.startswith(".")
-                and f.suffix.lower() in IMAGE_SUFFIXES
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
             ),
             key=lambda f: f.name,
         )

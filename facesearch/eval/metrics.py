@@ -3,7 +3,7 @@
 Conventions, used everywhere in this module:
 
 * A score is a similarity: higher means "more likely the same person" (for facesearch, the
-  score of `facesearch.vision.similarity`). A pair or a search is *accepted* at threshold `t`
+  score of `facesearch.similarity`). A pair or a search is *accepted* at threshold `t`
   when its score is `>= t`.
 * Verification (1:1): `labels[i]` is True for a genuine (same person) pair, False for an impostor
   pair. Accuracy is the fraction of pairs classified correctly at a threshold.

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from facesearch import similarity
 from facesearch.eval import metrics
 from facesearch.eval.embedding import EvalError, embed_image_files
-from facesearch.vision import similarity
 
 #: Folds a single split is cut into for cross-validated accuracy.
 SINGLE_SPLIT_FOLDS = 10

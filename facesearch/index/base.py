@@ -37,6 +37,10 @@ class VectorIndex(Protocol):
 
     def drop_collection(self, collection_id: int) -> None: ...
 
+    def replace_collection(
+        self, collection_id: int, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
+    ) -> None: ...
+
     def search(
         self, queries: npt.NDArray[np.float32], k: int, collections: Sequence[int]
     ) -> list[list[Hit]]: ...

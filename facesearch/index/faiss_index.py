@@ -3,7 +3,7 @@
 A shard keeps the exact float32 vectors (sorted by face id) and, once it outgrows
 `exact_limit`, an approximate IVF index (Euclidean, 8-bit scalar quantisation) that proposes a
 short list (k x rerank_factor) which is then re-ranked exactly. Scores are those of
-`facesearch.vision.similarity`. Small shards are searched exactly.
+`facesearch.similarity`. Small shards are searched exactly.
 Searching several collections merges the shards' hits. Shards are written encrypted with the
 deployment's index key, so the index directory reveals no embedding without the key file.
 """
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from facesearch.crypto import Sealer
 from facesearch.index.base import Hit, ShardState
-from facesearch.vision.similarity import scores_from_squared_distances, squared_distances
+from facesearch.similarity import scores_from_squared_distances, squared_distances
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class FaissShard:
                 self.trained_on = 0
 
     def search(self, queries: F32, k: int) -> tuple[F32, I64]:
-        """Top k per query as (scores, ids), best first; scores from vision.similarity."""
+        """Top k per query as (scores, ids), best first; scores from facesearch.similarity."""
         nq = queries.shape[0]
         if self.count == 0 or k <= 0:
             return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)

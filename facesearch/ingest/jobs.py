@@ -30,13 +30,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import FacesearchError, NotFoundError
+from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest.runner import FolderIngest
-from facesearch.search.casework import InvalidRequest
 from facesearch.security import audit
-from facesearch.security.tenancy import Actor, managed_collection, org_of, org_task
-from facesearch.store.casework import IngestTask
-from facesearch.store.models import Collection, SourceFile, utcnow
+from facesearch.security.actor import Actor
+from facesearch.security.tenancy import managed_collection, org_job, org_of
+from facesearch.store.base import utcnow
+from facesearch.store.gallery import Collection, SourceFile
+from facesearch.store.jobs import Job, JobKind, JobStatus
 from facesearch.vision.decode import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,18 @@ def imports_root(dep: Deployment, org_id: int) -> Path:
     return dep.settings.home / "imports" / f"org{org_id}"
 
 
-def task_dict(task: IngestTask) -> dict[str, Any]:
+def job_view(task: Job) -> dict[str, Any]:
     return {
-        "id": task.id, "kind": task.kind, "status": task.status,
-        "collection_id": task.collection_id, "files_total": task.files_total,
-        "files_done": task.files_done, "faces": task.faces, "summary": dict(task.summary or {}),
-        "error": task.error, "created_at": task.created_at.isoformat(),
+        "id": task.id,
+        "kind": task.kind,
+        "status": task.status,
+        "collection_id": task.collection_id,
+        "files_total": task.files_total,
+        "files_done": task.files_done,
+        "faces": task.faces,
+        "summary": dict(task.summary or {}),
+        "error": task.error,
+        "created_at": task.created_at.isoformat(),
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }
 
@@ -91,7 +98,7 @@ class _TaskProgress:
 
     def _write(self) -> None:
         with self.dep.db.session() as s:
-            task = s.get(IngestTask, self.task_id)
+            task = s.get(Job, self.task_id)
             if task is not None:
                 task.files_total = self.total
                 task.files_done = self.done
@@ -124,8 +131,9 @@ class JobRunner:
             self._idle.clear()
             self._queue.put((task_id, folder, temporary))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="facesearch-ingest",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="facesearch-ingest", daemon=True
+                )
                 self._thread.start()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -172,23 +180,24 @@ def runner_for(dep: Deployment) -> JobRunner:
 def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -> None:
     """Run one task to its end, recording the outcome on its row (never raises)."""
     with dep.db.session() as s:
-        task = s.get(IngestTask, task_id)
+        task = s.get(Job, task_id)
         if task is None or task.collection_id is None:
             return
         collection = s.get(Collection, task.collection_id)
         if collection is None:
-            task.status, task.error, task.finished_at = "failed", "collection deleted", utcnow()
+            task.status, task.error = JobStatus.FAILED, "collection deleted"
+            task.finished_at = utcnow()
             return
-        task.status = "running"
-        name, kind = collection.name, task.kind
+        task.status = JobStatus.RUNNING
+        collection_id, kind = collection.id, task.kind
     progress = _TaskProgress(dep, task_id)
-    status, error = "failed", None
+    status, error = JobStatus.FAILED, None
     summary: dict[str, Any] = {}
     try:
-        result = FolderIngest(dep, name, workers=workers, progress=progress).run(folder)
+        result = FolderIngest(dep, collection_id, workers=workers, progress=progress).run(folder)
         summary = result.as_dict()
-        status = "done"
-        if kind == "upload":
+        status = JobStatus.DONE
+        if kind == JobKind.UPLOAD:
             _rewrite_provenance(dep, result.job_id, folder, task_id)
             summary["rejected_files"] = [
                 {"path": _upload_source(p, folder, task_id), "reason": reason}
@@ -200,7 +209,7 @@ def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -
         log.exception("ingest task %s failed", task_id)
         error = "internal error while ingesting; see the server log"
     with dep.db.session() as s:
-        task = s.get(IngestTask, task_id)
+        task = s.get(Job, task_id)
         if task is not None:
             task.status = status
             task.error = error
@@ -230,43 +239,67 @@ def _rewrite_provenance(dep: Deployment, job_id: int, folder: Path, task_id: int
 
 # -- requests -------------------------------------------------------------------------------------
 def start_upload(
-    dep: Deployment, session: Session, actor: Actor, collection_id: int,
-    files: list[UploadFile], *, runner: JobRunner | None = None,
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    collection_id: int,
+    files: list[UploadFile],
+    *,
+    runner: JobRunner | None = None,
 ) -> dict[str, Any]:
     """Store the uploaded files in a private temporary folder and queue their ingest."""
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
     files = [f for f in files if f.data]
     if not files:
-        raise InvalidRequest("files", "upload at least one non-empty image file")
+        raise InvalidRequest("upload at least one non-empty image file", field="files")
     if len(files) > MAX_UPLOAD_FILES:
-        raise InvalidRequest("files", f"at most {MAX_UPLOAD_FILES} files per upload")
-    task = IngestTask(org_id=org_id, user_id=actor.user_id, api_key_id=actor.api_key_id,
-                      collection_id=collection.id, kind="upload", status="queued",
-                      files_total=len(files), summary={})
+        raise InvalidRequest(f"at most {MAX_UPLOAD_FILES} files per upload", field="files")
+    task = Job(
+        org_id=org_id,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        collection_id=collection.id,
+        kind=JobKind.UPLOAD,
+        status=JobStatus.QUEUED,
+        files_total=len(files),
+        summary={},
+    )
     session.add(task)
     session.flush()
     folder = Path(tempfile.mkdtemp(prefix=f"task-{task.id}-", dir=uploads_root(dep)))
     try:
         for i, f in enumerate(files):
             (folder / safe_filename(f.filename, i)).write_bytes(f.data)
-        audit.record(session, action="ingest.started", actor_user_id=actor.user_id,
-                     actor_key_id=actor.api_key_id, org_id=org_id, target_type="job",
-                     target_id=task.id, ip=actor.ip,
-                     details={"kind": "upload", "collection_id": collection.id,
-                              "files": len(files),
-                              "bytes": sum(len(f.data) for f in files)})
+        audit.record_for(
+            session,
+            actor,
+            "ingest.started",
+            target_type="job",
+            target_id=task.id,
+            details={
+                "kind": "upload",
+                "collection_id": collection.id,
+                "files": len(files),
+                "bytes": sum(len(f.data) for f in files),
+            },
+        )
         session.commit()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     (runner or runner_for(dep)).submit(task.id, folder, temporary=True)
-    return task_dict(task)
+    return job_view(task)
 
 
 def start_folder(
-    dep: Deployment, session: Session, actor: Actor, collection_id: int, folder: str,
-    *, runner: JobRunner | None = None,
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    collection_id: int,
+    folder: str,
+    *,
+    runner: JobRunner | None = None,
 ) -> dict[str, Any]:
     """Queue the ingest of a folder on the server, below the organisation's drop folder."""
     org_id = org_of(actor)
@@ -278,38 +311,46 @@ def start_folder(
             relative = relative.resolve().relative_to(root)
         except ValueError as exc:
             raise InvalidRequest(
-                "folder", f"server folders must lie below this organisation's drop folder {root}"
+                f"server folders must lie below this organisation's drop folder {root}",
+                field="folder",
             ) from exc
     target = (root / relative).resolve()
     if target != root and root not in target.parents:
-        raise InvalidRequest("folder", f"must lie below {root}")
+        raise InvalidRequest(f"must lie below {root}", field="folder")
     if not target.is_dir():
-        raise NotFoundError(f"no folder {relative} below the organisation's drop folder")
-    task = IngestTask(org_id=org_id, user_id=actor.user_id, api_key_id=actor.api_key_id,
-                      collection_id=collection.id, kind="folder", status="queued", summary={})
+        raise NotFound(f"no folder {relative} below the organisation's drop folder")
+    task = Job(
+        org_id=org_id,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        collection_id=collection.id,
+        kind=JobKind.FOLDER,
+        status=JobStatus.QUEUED,
+        summary={},
+    )
     session.add(task)
     session.flush()
-    audit.record(session, action="ingest.started", actor_user_id=actor.user_id,
-                 actor_key_id=actor.api_key_id, org_id=org_id, target_type="job",
-                 target_id=task.id, ip=actor.ip,
-                 details={"kind": "folder", "collection_id": collection.id,
-                          "folder": str(relative)})
+    audit.record_for(
+        session,
+        actor,
+        "ingest.started",
+        target_type="job",
+        target_id=task.id,
+        details={"kind": "folder", "collection_id": collection.id, "folder": str(relative)},
+    )
     session.commit()
     (runner or runner_for(dep)).submit(task.id, target, temporary=False)
-    return task_dict(task)
+    return job_view(task)
 
 
-def get_task(session: Session, actor: Actor, task_id: int) -> dict[str, Any]:
-    return task_dict(org_task(session, org_of(actor), task_id))
+def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
+    return job_view(org_job(session, org_of(actor), job_id))
 
 
-def list_tasks(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
+def list_jobs(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
     org_id = org_of(actor)
     rows = session.scalars(
-        select(IngestTask).where(IngestTask.org_id == org_id)
-        .order_by(IngestTask.id.desc()).limit(limit)
+        select(Job).where(Job.org_id == org_id).order_by(Job.id.desc()).limit(limit)
     )
-    total = session.scalar(
-        select(func.count(IngestTask.id)).where(IngestTask.org_id == org_id)
-    ) or 0
-    return {"total": int(total), "items": [task_dict(t) for t in rows]}
+    total = session.scalar(select(func.count(Job.id)).where(Job.org_id == org_id)) or 0
+    return {"total": int(total), "items": [job_view(t) for t in rows]}

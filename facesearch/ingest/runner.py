@@ -20,7 +20,8 @@ import numpy as np
 from sqlalchemy import select
 
 from facesearch.deployment import Deployment
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.errors import InvalidRequest, NotFound
+from facesearch.gallery.collections import check_model
 from facesearch.ingest.walker import FoundFile, walk_images
 from facesearch.ingest.worker import (
     FileResult,
@@ -29,7 +30,16 @@ from facesearch.ingest.worker import (
     init_worker,
     process_chunk,
 )
-from facesearch.store.models import Collection, Face, IngestJob, SourceFile, embedding_aad, utcnow
+from facesearch.store.base import utcnow
+from facesearch.store.gallery import (
+    Collection,
+    Face,
+    FileStatus,
+    IngestRun,
+    RunStatus,
+    SourceFile,
+    embedding_aad,
+)
 from facesearch.vision.decode import DecodeLimits
 
 CHUNK_FILES = 4
@@ -52,7 +62,7 @@ class _NoProgress:
 @dataclass
 class IngestSummary:
     collection: str
-    job_id: int
+    job_id: int  # the IngestRun
     files_seen: int = 0
     ok: int = 0
     no_face: int = 0
@@ -88,52 +98,20 @@ class IngestSummary:
         }
 
 
-def get_or_create_collection(
-    dep: Deployment,
-    name: str,
-    *,
-    legal_basis: str | None = None,
-    retention_days: int | None = None,
-) -> int:
-    """The id of the named collection, created if missing. A legal basis or retention given
-    here is recorded on the collection (the doctor reports collections without them)."""
-    if not name or len(name) > 200:
-        raise FacesearchError("a collection name must have 1 to 200 characters")
-    if retention_days is not None and not 1 <= retention_days <= 36500:
-        raise FacesearchError("retention must be between 1 and 36500 days")
-    with dep.db.session() as s:
-        collection = s.scalar(select(Collection).where(Collection.name == name))
-        if collection is None:
-            collection = Collection(name=name, model_id=dep.model.model_id)
-            s.add(collection)
-        elif collection.model_id and collection.model_id != dep.model.model_id:
-            raise ModelMismatchError(
-                f"collection {name!r} holds {collection.model_id} embeddings; this deployment "
-                f"is set to {dep.model.model_id}, and one index never mixes two models"
-            )
-        if legal_basis:
-            collection.legal_basis = legal_basis
-        if retention_days is not None:
-            collection.retention_days = retention_days
-        s.flush()
-        return collection.id
-
-
 class FolderIngest:
+    """Ingest a folder (or one file) into an existing collection, named by id. A collection that
+    is deleted while the run goes on is never re-created: its next chunk fails to commit."""
+
     def __init__(
         self,
         dep: Deployment,
-        collection: str,
+        collection_id: int,
         *,
         workers: int | None = None,
         progress: IngestProgress | None = None,
-        legal_basis: str | None = None,
-        retention_days: int | None = None,
     ) -> None:
         self.dep = dep
-        self.collection_name = collection
-        self.legal_basis = legal_basis
-        self.retention_days = retention_days
+        self.collection_id = collection_id
         self.workers = workers if workers is not None else dep.settings.worker_count
         self.progress = progress or _NoProgress()
         settings = dep.settings
@@ -164,29 +142,35 @@ class FolderIngest:
     def run(self, root: Path) -> IngestSummary:
         root = root.expanduser()
         if not root.exists():
-            raise FacesearchError(f"{root} does not exist")
+            raise InvalidRequest(f"{root} does not exist")
         model = self.dep.model
-        _ = self.dep.index  # load and reconcile with the database before adding to it
-        collection_id = get_or_create_collection(
-            self.dep,
-            self.collection_name,
-            legal_basis=self.legal_basis,
-            retention_days=self.retention_days,
-        )
+        collection_id = self.collection_id
         with self.dep.db.session() as s:
-            job = IngestJob(
-                collection_id=collection_id, source=str(root.resolve()), status="running", counts={}
+            collection = s.get(Collection, collection_id)
+            if collection is None:
+                raise NotFound(f"no collection {collection_id}")
+            check_model(collection, model.model_id)
+            if collection.model_id is None:
+                collection.model_id = model.model_id
+            name = collection.name
+        _ = self.dep.index  # load and reconcile with the database before adding to it
+        with self.dep.db.session() as s:
+            run = IngestRun(
+                collection_id=collection_id,
+                source=str(root.resolve()),
+                status=RunStatus.RUNNING,
+                counts={},
             )
-            s.add(job)
+            s.add(run)
             s.flush()
-            job_id = job.id
-        summary = IngestSummary(self.collection_name, job_id)
+            job_id = run.id
+        summary = IngestSummary(name, job_id)
         started = time.perf_counter()
         files = list(walk_images(root))
         summary.files_seen = len(files)
         known_stat, known_hashes = self._known(collection_id)
         self.progress.start(len(files))
-        status = "interrupted"
+        status = RunStatus.INTERRUPTED
         try:
             chunks = self._chunks(files, known_stat, known_hashes, summary)
             if self.workers <= 1:
@@ -200,12 +184,12 @@ class FolderIngest:
                     )
             else:
                 self._run_pool(collection_id, job_id, chunks, summary)
-            status = "done"
+            status = RunStatus.DONE
         finally:
             summary.seconds = time.perf_counter() - started
             self.dep.index.save()
             with self.dep.db.session() as s:
-                job_row = s.get(IngestJob, job_id)
+                job_row = s.get(IngestRun, job_id)
                 if job_row is not None:
                     job_row.status = status
                     job_row.finished_at = utcnow()
@@ -311,7 +295,7 @@ class FolderIngest:
                 found, digest, data = meta[result.key]
                 source = str(found.path.resolve())
                 image_blob = None
-                if result.status != "rejected" and store_images:
+                if result.status != FileStatus.REJECTED and store_images:
                     image_blob = dep.blobs.put(data)
                 row = SourceFile(
                     collection_id=collection_id,
@@ -363,9 +347,9 @@ class FolderIngest:
                     new_vecs.append(vec)
                     faces_added += 1
                     summary.low_quality_faces += int(face.low_quality)
-                if result.status == "ok":
+                if result.status == FileStatus.OK:
                     summary.ok += 1
-                elif result.status == "no_face":
+                elif result.status == FileStatus.NO_FACE:
                     summary.no_face += 1
                 else:
                     summary.rejected += 1

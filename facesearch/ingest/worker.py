@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from facesearch.errors import ImageRejected
+from facesearch.store.gallery import FileStatus
 from facesearch.vision.decode import DecodeLimits, decode_image, encode_jpeg
 from facesearch.vision.model import FaceModel
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
@@ -74,18 +75,20 @@ def analyse_chunk(
         try:
             decoded = decode_image(data, config.limits)
         except ImageRejected as exc:
-            results.append(FileResult(key, "rejected", reason=f"{exc.reason}: {exc.detail}"))
+            results.append(
+                FileResult(key, FileStatus.REJECTED, reason=f"{exc.reason}: {exc.detail}")
+            )
             continue
         result = FileResult(
-            key, "ok", width=decoded.width, height=decoded.height, format=decoded.format
+            key, FileStatus.OK, width=decoded.width, height=decoded.height, format=decoded.format
         )
         try:
             faces = analyse(model, decoded.pixels, min_face_size=config.min_face_size)
         except Exception as exc:
-            results.append(FileResult(key, "rejected", reason=f"analysis_failed: {exc}"))
+            results.append(FileResult(key, FileStatus.REJECTED, reason=f"analysis_failed: {exc}"))
             continue
         if not faces:
-            result.status = "no_face"
+            result.status = FileStatus.NO_FACE
             results.append(result)
             continue
         pending.append((result, faces))

@@ -3,7 +3,7 @@ audit record that is COMMITTED before any result leaves this module.
 
 `run_search` validates the request, checks the organisation may search every requested
 collection (another organisation's private collection is answered like a missing one), runs the
-engine, then writes in one transaction the `Search` row, one `SearchResult` per candidate (each a
+engine, then writes in one transaction the `Search` row, one `Lead` per candidate (each a
 *lead*, status `lead`) and the `search.performed` audit entry (who, organisation, when, case,
 purpose, keyed hash of the probe, collections, result face ids and scores) and commits it. Only
 after the commit are the results turned into the answer; a failure after that point can lose the
@@ -20,35 +20,31 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import FacesearchError
-from facesearch.search.service import Candidate, SearchService
-from facesearch.search.service import SearchResult as EngineResult
+from facesearch.errors import InvalidRequest
+from facesearch.gallery.faces import crop_url
+from facesearch.search.engine import Candidate, EngineResult, SearchEngine, check_limits
 from facesearch.security import audit
-from facesearch.security.tenancy import Actor, check_searchable, display_name, org_case, org_of
-from facesearch.store.casework import Case, Review, Search, SearchResult
-from facesearch.store.models import Collection
+from facesearch.security.actor import Actor
+from facesearch.security.tenancy import (
+    check_searchable,
+    display_name,
+    org_case,
+    org_of,
+    org_search,
+)
+from facesearch.store.casework import Case, Lead, LeadStatus, Review, Search
+from facesearch.store.gallery import Collection
 
 CASE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
 PURPOSE_MIN, PURPOSE_MAX = 10, 500
-#: Most candidates per probe face over the API (the engine allows more for offline work).
-MAX_TOP_K = 100
-
-
-class InvalidRequest(FacesearchError):
-    """A request field is missing or malformed; the API answers 422 naming the field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
 
 
 def validate_case_number(value: str) -> str:
     value = (value or "").strip()
     if not CASE_NUMBER.match(value):
         raise InvalidRequest(
-            "case_number",
             "3 to 64 characters: letters, digits and . _ / - (starting with a letter or digit)",
+            field="case_number",
         )
     return value
 
@@ -57,11 +53,11 @@ def validate_purpose(value: str) -> str:
     value = (value or "").strip()
     if not PURPOSE_MIN <= len(value) <= PURPOSE_MAX:
         raise InvalidRequest(
-            "purpose", f"state why this search is needed, in {PURPOSE_MIN} to {PURPOSE_MAX} "
-            "characters"
+            f"state why this search is needed, in {PURPOSE_MIN} to {PURPOSE_MAX} characters",
+            field="purpose",
         )
     if any(ord(c) < 32 and c not in "\n\t" for c in value):
-        raise InvalidRequest("purpose", "control characters are not allowed")
+        raise InvalidRequest("control characters are not allowed", field="purpose")
     return value
 
 
@@ -69,11 +65,10 @@ def validate_purpose(value: str) -> str:
 @dataclass
 class CandidateOut(Candidate):
     """A candidate as the service answers it: the engine's candidate, plus its stored result
-    (reviewable lead), its collection's id and the authenticated crop URL."""
+    (a reviewable lead) and the authenticated crop URL."""
 
     result_id: int
     status: str
-    collection_id: int
     crop_url: str
 
 
@@ -106,10 +101,6 @@ class SearchOutcome:
         return asdict(self)
 
 
-def crop_url(face_id: int) -> str:
-    return f"/api/v1/faces/{face_id}/crop"
-
-
 # -- cases ----------------------------------------------------------------------------------------
 def find_or_create_case(session: Session, org_id: int, number: str, user_id: int | None) -> Case:
     case = session.scalar(select(Case).where(Case.org_id == org_id, Case.number == number))
@@ -133,25 +124,22 @@ def run_search(
     collection_ids: list[int] | None = None,
     top_k: int = 10,
     threshold: float | None = None,
-    service: SearchService | None = None,
+    engine: SearchEngine | None = None,
 ) -> SearchOutcome:
-    """Search, record, commit, then answer. Raises InvalidRequest (422), NotFoundError (a
+    """Search, record, commit, then answer. Raises InvalidRequest (422), NotFound (a
     collection the organisation may not search: 404), NoOrganisation (403) and ImageRejected
     (a bad probe, 422) before anything is searched."""
     number = validate_case_number(case_number)
     why = validate_purpose(purpose)
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidRequest("top_k", f"between 1 and {MAX_TOP_K}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InvalidRequest("threshold", "a similarity score between 0 and 1")
+    check_limits(top_k, threshold)
     if not image:
-        raise InvalidRequest("probe", "an image file is required")
+        raise InvalidRequest("an image file is required", field="probe")
     org_id = org_of(actor)
     ids = check_searchable(session, org_id, list(collection_ids or []))
     if not ids:
-        raise InvalidRequest("collections", "the organisation has no collection to search")
+        raise InvalidRequest("the organisation has no collection to search", field="collections")
 
-    engine = (service or SearchService(dep)).search(
+    found = (engine or SearchEngine(dep)).search(
         image, collection_ids=ids, top_k=top_k, threshold=threshold
     )
     probe_hash = dep.keys.content_hash(image)
@@ -159,32 +147,42 @@ def run_search(
     collections = {
         c.id: c for c in session.scalars(select(Collection).where(Collection.id.in_(ids)))
     }
-    by_name = {c.name: c.id for c in collections.values()}
     case = find_or_create_case(session, org_id, number, actor.user_id)
     search = Search(
-        org_id=org_id, user_id=actor.user_id, api_key_id=actor.api_key_id, case_id=case.id,
-        purpose=why, probe_hash=probe_hash, collections=ids, top_k=top_k, threshold=threshold,
-        model_id=engine.model_id,
+        org_id=org_id,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        case_id=case.id,
+        purpose=why,
+        probe_hash=probe_hash,
+        collections=ids,
+        top_k=top_k,
+        threshold=threshold,
+        model_id=found.model_id,
     )
     session.add(search)
     session.flush()
-    rows: list[tuple[int, int, SearchResult]] = []  # (probe face, candidate position, row)
-    for face in engine.faces:
+    rows: list[tuple[int, int, Lead]] = []  # (probe face, candidate position, row)
+    for face in found.faces:
         for position, cand in enumerate(face.candidates):
-            row = SearchResult(search_id=search.id, probe_face=face.index, rank=cand.rank,
-                               face_id=cand.face_id, score=float(cand.score), status="lead")
+            row = Lead(
+                search_id=search.id,
+                probe_face=face.index,
+                rank=cand.rank,
+                face_id=cand.face_id,
+                score=float(cand.score),
+                status=LeadStatus.LEAD,
+            )
             session.add(row)
             rows.append((face.index, position, row))
     session.flush()
-    entry = audit.record(
+    entry = audit.record_for(
         session,
-        action="search.performed",
-        actor_user_id=actor.user_id,
-        actor_key_id=actor.api_key_id,
+        actor,
+        "search.performed",
         org_id=org_id,
         target_type="search",
         target_id=search.id,
-        ip=actor.ip,
         details={
             "case_id": case.id,
             "case_number": number,
@@ -193,8 +191,8 @@ def run_search(
             "collections": ids,
             "top_k": top_k,
             "threshold": threshold,
-            "model_id": engine.model_id,
-            "probe_faces": len(engine.faces),
+            "model_id": found.model_id,
+            "probe_faces": len(found.faces),
             "results": [
                 {"result_id": r.id, "face_id": r.face_id, "score": r.score, "probe_face": pf}
                 for pf, _, r in rows
@@ -202,39 +200,43 @@ def run_search(
         },
     )
     session.commit()  # the record is durable before anything is returned
-    return _build_outcome(engine, search, case, entry.id, collections, by_name, rows)
+    return _build_outcome(found, search, case, entry.id, collections, rows)
 
 
 def _build_outcome(
-    engine: EngineResult,
+    found: EngineResult,
     search: Search,
     case: Case,
     entry_id: int,
     collections: dict[int, Collection],
-    by_name: dict[str, int],
-    rows: list[tuple[int, int, SearchResult]],
+    rows: list[tuple[int, int, Lead]],
 ) -> SearchOutcome:
     result_ids = {(pf, pos): r.id for pf, pos, r in rows}
     faces: list[ProbeFaceOut] = []
-    for face in engine.faces:
+    for face in found.faces:
         out = ProbeFaceOut(face.index, face.box, face.quality)
         for position, cand in enumerate(face.candidates):
-            cid = by_name.get(cand.collection, -1)
-            coll = collections.get(cid)
+            coll = collections.get(cand.collection_id)
             engine_fields = asdict(cand)
             engine_fields["collection"] = display_name(coll) if coll else cand.collection
-            out.candidates.append(CandidateOut(
-                **engine_fields,
-                result_id=result_ids[(face.index, position)],
-                status="lead",
-                collection_id=cid,
-                crop_url=crop_url(cand.face_id),
-            ))
+            out.candidates.append(
+                CandidateOut(
+                    **engine_fields,
+                    result_id=result_ids[(face.index, position)],
+                    status=LeadStatus.LEAD,
+                    crop_url=crop_url(cand.face_id),
+                )
+            )
         faces.append(out)
     return SearchOutcome(
-        search_id=search.id, case_id=case.id, case_number=case.number, purpose=search.purpose,
-        created_at=search.created_at.isoformat(), audit_entry_id=entry_id,
-        model_id=engine.model_id, threshold=engine.threshold,
+        search_id=search.id,
+        case_id=case.id,
+        case_number=case.number,
+        purpose=search.purpose,
+        created_at=search.created_at.isoformat(),
+        audit_entry_id=entry_id,
+        model_id=found.model_id,
+        threshold=found.threshold,
         collections=[{"id": c.id, "name": display_name(c)} for c in collections.values()],
         faces=faces,
     )
@@ -242,55 +244,73 @@ def _build_outcome(
 
 # -- reading cases and history --------------------------------------------------------------------
 def _case_dict(case: Case, searches: int) -> dict[str, Any]:
-    return {"id": case.id, "number": case.number, "created_by": case.created_by,
-            "created_at": case.created_at.isoformat(), "searches": searches}
+    return {
+        "id": case.id,
+        "number": case.number,
+        "created_by": case.created_by,
+        "created_at": case.created_at.isoformat(),
+        "searches": searches,
+    }
 
 
-def list_cases(session: Session, org_id: int, *, limit: int = 100, offset: int = 0
-               ) -> dict[str, Any]:
+def list_cases(
+    session: Session, actor: Actor, *, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    org_id = org_of(actor)
     counts = (
         select(Search.case_id, func.count(Search.id).label("n"))
-        .where(Search.org_id == org_id).group_by(Search.case_id).subquery()
+        .where(Search.org_id == org_id)
+        .group_by(Search.case_id)
+        .subquery()
     )
     query = (
         select(Case, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.case_id == Case.id)
         .where(Case.org_id == org_id)
-        .order_by(Case.id.desc()).limit(limit).offset(offset)
+        .order_by(Case.id.desc())
+        .limit(limit)
+        .offset(offset)
     )
     total = session.scalar(select(func.count(Case.id)).where(Case.org_id == org_id)) or 0
     items = [_case_dict(case, int(n)) for case, n in session.execute(query).all()]
     return {"total": int(total), "items": items}
 
 
-def case_by_number(session: Session, org_id: int, number: str) -> Case:
-    from facesearch.errors import NotFoundError
-
-    case = session.scalar(select(Case).where(Case.org_id == org_id, Case.number == number))
-    if case is None:
-        raise NotFoundError(f"no case {number!r}")
-    return case
-
-
-def result_dict(result: SearchResult, reviews: list[Review]) -> dict[str, Any]:
+def result_dict(result: Lead, reviews: list[Review]) -> dict[str, Any]:
     return {
-        "id": result.id, "search_id": result.search_id, "probe_face": result.probe_face,
-        "rank": result.rank, "face_id": result.face_id, "score": result.score,
-        "status": result.status, "crop_url": crop_url(result.face_id),
+        "id": result.id,
+        "search_id": result.search_id,
+        "probe_face": result.probe_face,
+        "rank": result.rank,
+        "face_id": result.face_id,
+        "score": result.score,
+        "status": result.status,
+        "crop_url": crop_url(result.face_id),
         "reviews": [
-            {"user_id": r.user_id, "decision": r.decision, "note": r.note,
-             "created_at": r.created_at.isoformat()} for r in reviews
+            {
+                "user_id": r.user_id,
+                "decision": r.decision,
+                "note": r.note,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in reviews
         ],
     }
 
 
 def search_dict(search: Search, case: Case | None = None) -> dict[str, Any]:
     return {
-        "id": search.id, "case_id": search.case_id,
+        "id": search.id,
+        "case_id": search.case_id,
         "case_number": case.number if case is not None else None,
-        "user_id": search.user_id, "api_key_id": search.api_key_id, "purpose": search.purpose,
-        "probe_hash": search.probe_hash, "collections": list(search.collections),
-        "top_k": search.top_k, "threshold": search.threshold, "model_id": search.model_id,
+        "user_id": search.user_id,
+        "api_key_id": search.api_key_id,
+        "purpose": search.purpose,
+        "probe_hash": search.probe_hash,
+        "collections": list(search.collections),
+        "top_k": search.top_k,
+        "threshold": search.threshold,
+        "model_id": search.model_id,
         "created_at": search.created_at.isoformat(),
     }
 
@@ -298,19 +318,28 @@ def search_dict(search: Search, case: Case | None = None) -> dict[str, Any]:
 def case_detail(session: Session, org_id: int, case_id: int) -> dict[str, Any]:
     """A case with every search of it and their results (statuses and reviews)."""
     case = org_case(session, org_id, case_id)
-    searches = list(session.scalars(
-        select(Search).where(Search.case_id == case.id, Search.org_id == org_id)
-        .order_by(Search.id)
-    ))
-    results = list(session.scalars(
-        select(SearchResult).where(SearchResult.search_id.in_([s.id for s in searches]))
-        .order_by(SearchResult.search_id, SearchResult.probe_face, SearchResult.rank)
-    )) if searches else []
+    searches = list(
+        session.scalars(
+            select(Search)
+            .where(Search.case_id == case.id, Search.org_id == org_id)
+            .order_by(Search.id)
+        )
+    )
+    results = (
+        list(
+            session.scalars(
+                select(Lead)
+                .where(Lead.search_id.in_([s.id for s in searches]))
+                .order_by(Lead.search_id, Lead.probe_face, Lead.rank)
+            )
+        )
+        if searches
+        else []
+    )
     reviews: dict[int, list[Review]] = {}
     if results:
         for review in session.scalars(
-            select(Review).where(Review.result_id.in_([r.id for r in results]))
-            .order_by(Review.id)
+            select(Review).where(Review.result_id.in_([r.id for r in results])).order_by(Review.id)
         ):
             reviews.setdefault(review.result_id, []).append(review)
     per_search: dict[int, list[dict[str, Any]]] = {}
@@ -324,12 +353,12 @@ def case_detail(session: Session, org_id: int, case_id: int) -> dict[str, Any]:
 
 
 def search_history(
-    session: Session, org_id: int, *, limit: int = 100, before_id: int | None = None
+    session: Session, actor: Actor, *, limit: int = 100, before_id: int | None = None
 ) -> dict[str, Any]:
     """The organisation's searches, newest first (for auditors)."""
+    org_id = org_of(actor)
     counts = (
-        select(SearchResult.search_id, func.count(SearchResult.id).label("n"))
-        .group_by(SearchResult.search_id).subquery()
+        select(Lead.search_id, func.count(Lead.id).label("n")).group_by(Lead.search_id).subquery()
     )
     query = (
         select(Search, Case, func.coalesce(counts.c.n, 0))
@@ -341,30 +370,20 @@ def search_history(
         query = query.where(Search.id < before_id)
     query = query.order_by(Search.id.desc()).limit(limit)
     total = session.scalar(select(func.count(Search.id)).where(Search.org_id == org_id)) or 0
-    items = [
-        {**search_dict(s, c), "results": int(n)} for s, c, n in session.execute(query).all()
-    ]
+    items = [{**search_dict(s, c), "results": int(n)} for s, c, n in session.execute(query).all()]
     return {"total": int(total), "items": items}
 
 
-# -- face crops -----------------------------------------------------------------------------------
-def view_crop(dep: Deployment, session: Session, actor: Actor, face_id: int) -> bytes:
-    """The JPEG crop of a face in a collection the organisation may search; 404 otherwise.
-    Every view is audited (`result.viewed`) and committed before the bytes are returned."""
-    from facesearch.errors import NotFoundError
-    from facesearch.security.tenancy import visible_face
+def get_case(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
+    return case_detail(session, org_of(actor), case_id)
 
+
+def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]:
+    """One search of the organisation with its results, as it appears in its case."""
     org_id = org_of(actor)
-    face = visible_face(session, org_id, face_id)
-    if face.crop_blob is None:
-        raise NotFoundError(f"face {face_id} has no stored crop")
-    try:
-        data = dep.blobs.get(face.crop_blob)
-    except (OSError, ValueError) as exc:
-        raise NotFoundError(f"face {face_id} has no readable crop") from exc
-    audit.record(session, action="result.viewed", actor_user_id=actor.user_id,
-                 actor_key_id=actor.api_key_id, org_id=org_id, target_type="face",
-                 target_id=face.id, ip=actor.ip,
-                 details={"face_id": face.id, "collection_id": face.collection_id})
-    session.commit()
-    return data
+    search = org_search(session, org_id, search_id)
+    detail = case_detail(session, org_id, search.case_id)
+    for item in detail["search_list"]:
+        if item["id"] == search.id:
+            return dict(item)
+    return search_dict(search, session.get(Case, search.case_id))  # pragma: no cover

@@ -17,34 +17,30 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from facesearch.errors import FacesearchError
-from facesearch.search.casework import InvalidRequest, crop_url, result_dict
+from facesearch.errors import Conflict, Forbidden, InvalidRequest
+from facesearch.gallery.faces import crop_url
+from facesearch.search.casework import result_dict
 from facesearch.security import audit
-from facesearch.security.tenancy import Actor, org_of, org_result, org_user
+from facesearch.security.actor import Actor
+from facesearch.security.roles import Role
+from facesearch.security.tenancy import org_lead, org_of, org_user
 from facesearch.store.accounts import User
-from facesearch.store.casework import Review, Search, SearchResult
+from facesearch.store.casework import Decision, Lead, LeadStatus, Review, Search
 
-DECISIONS = ("confirm", "reject")
-REVIEWER_ROLE = "reviewer"
+DECISIONS: tuple[str, ...] = tuple(Decision)
+REVIEWER_ROLE = Role.REVIEWER
 CONFIRMATIONS_NEEDED = 2
 NOTE_MAX = 2000
 
 
-class ReviewForbidden(FacesearchError):
-    """The caller may see the result but may not decide on it (API: 403)."""
-
-
-class ReviewConflict(FacesearchError):
-    """The decision cannot be taken in the result's present state (API: 409)."""
-
-
 def status_from(reviews: list[Review], reviewer_ids: set[int]) -> str:
     """The status that a result's reviews give it."""
-    if any(r.decision == "reject" for r in reviews):
-        return "rejected"
-    confirmers = {r.user_id for r in reviews if r.decision == "confirm" and r.user_id in
-                  reviewer_ids}
-    return "confirmed" if len(confirmers) >= CONFIRMATIONS_NEEDED else "lead"
+    if any(r.decision == Decision.REJECT for r in reviews):
+        return LeadStatus.REJECTED
+    confirmers = {
+        r.user_id for r in reviews if r.decision == Decision.CONFIRM and r.user_id in reviewer_ids
+    }
+    return LeadStatus.CONFIRMED if len(confirmers) >= CONFIRMATIONS_NEEDED else LeadStatus.LEAD
 
 
 def decide(
@@ -52,80 +48,98 @@ def decide(
 ) -> dict[str, Any]:
     """Record a reviewer's decision on a result and commit it with its audit entry."""
     if decision not in DECISIONS:
-        raise InvalidRequest("decision", "confirm or reject")
+        raise InvalidRequest("confirm or reject", field="decision")
     note = (note or "").strip()
     if len(note) > NOTE_MAX:
-        raise InvalidRequest("note", f"at most {NOTE_MAX} characters")
+        raise InvalidRequest(f"at most {NOTE_MAX} characters", field="note")
     org_id = org_of(actor)
-    result, search = org_result(session, org_id, result_id)
+    result, search = org_lead(session, org_id, result_id)
+    if actor.user_id is None:
+        raise Forbidden("only users with the reviewer role decide on results")
     user = org_user(session, org_id, actor.user_id)
     if REVIEWER_ROLE not in (user.roles or []) or user.disabled:
-        raise ReviewForbidden("only users with the reviewer role decide on results")
+        raise Forbidden("only users with the reviewer role decide on results")
     if search.user_id == user.id:
-        raise ReviewForbidden("the user who ran a search cannot review its results")
-    if result.status == "rejected":
-        raise ReviewConflict("this result has been rejected; the decision is final")
+        raise Forbidden("the user who ran a search cannot review its results")
+    if result.status == LeadStatus.REJECTED:
+        raise Conflict("this result has been rejected; the decision is final")
     existing = session.scalar(
         select(Review).where(Review.result_id == result.id, Review.user_id == user.id)
     )
     if existing is not None:
-        raise ReviewConflict("you have already decided on this result; a second reviewer must")
+        raise Conflict("you have already decided on this result; a second reviewer must")
     before = result.status
     session.add(Review(result_id=result.id, user_id=user.id, decision=decision, note=note))
     session.flush()
-    reviews = list(session.scalars(
-        select(Review).where(Review.result_id == result.id).order_by(Review.id)
-    ))
+    reviews = list(
+        session.scalars(select(Review).where(Review.result_id == result.id).order_by(Review.id))
+    )
     reviewer_ids = {
-        u.id for u in session.scalars(
-            select(User).where(User.id.in_([r.user_id for r in reviews]))
-        ) if REVIEWER_ROLE in (u.roles or []) and u.org_id == org_id
+        u.id
+        for u in session.scalars(select(User).where(User.id.in_([r.user_id for r in reviews])))
+        if REVIEWER_ROLE in (u.roles or []) and u.org_id == org_id
     }
     result.status = status_from(reviews, reviewer_ids)
-    audit.record(
+    audit.record_for(
         session,
-        action="review.decided",
-        actor_user_id=actor.user_id,
-        actor_key_id=actor.api_key_id,
+        actor,
+        "review.decided",
         org_id=org_id,
         target_type="result",
         target_id=result.id,
-        ip=actor.ip,
         details={
-            "search_id": search.id, "case_id": search.case_id, "face_id": result.face_id,
-            "score": result.score, "decision": decision, "note": note,
-            "status_before": before, "status_after": result.status,
-            "confirmations": sum(1 for r in reviews if r.decision == "confirm"),
+            "search_id": search.id,
+            "case_id": search.case_id,
+            "face_id": result.face_id,
+            "score": result.score,
+            "decision": decision,
+            "note": note,
+            "status_before": before,
+            "status_after": result.status,
+            "confirmations": sum(1 for r in reviews if r.decision == Decision.CONFIRM),
         },
     )
     session.commit()
     return result_dict(result, reviews)
 
 
-def review_queue(session: Session, actor: Actor, *, limit: int = 100) -> list[dict[str, Any]]:
+def review_queue(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
     """Leads of the organisation this reviewer may still decide on (not their own searches, not
     already decided by them), oldest first."""
     org_id = org_of(actor)
     mine = select(Review.result_id).where(Review.user_id == actor.user_id)
     query = (
-        select(SearchResult, Search)
-        .join(Search, Search.id == SearchResult.search_id)
-        .where(Search.org_id == org_id, SearchResult.status == "lead",
-               Search.user_id.is_distinct_from(actor.user_id),
-               SearchResult.id.not_in(mine))
-        .order_by(SearchResult.id).limit(limit)
+        select(Lead, Search)
+        .join(Search, Search.id == Lead.search_id)
+        .where(
+            Search.org_id == org_id,
+            Lead.status == LeadStatus.LEAD,
+            Search.user_id.is_distinct_from(actor.user_id),
+            Lead.id.not_in(mine),
+        )
+        .order_by(Lead.id)
+        .limit(limit)
     )
-    return [
-        {"result_id": r.id, "search_id": s.id, "case_id": s.case_id, "face_id": r.face_id,
-         "score": r.score, "rank": r.rank, "status": r.status, "crop_url": crop_url(r.face_id)}
+    items = [
+        {
+            "result_id": r.id,
+            "search_id": s.id,
+            "case_id": s.case_id,
+            "face_id": r.face_id,
+            "score": r.score,
+            "rank": r.rank,
+            "status": r.status,
+            "crop_url": crop_url(r.face_id),
+        }
         for r, s in session.execute(query).all()
     ]
+    return {"total": len(items), "items": items}
 
 
 def result_view(session: Session, actor: Actor, result_id: int) -> dict[str, Any]:
     org_id = org_of(actor)
-    result, _ = org_result(session, org_id, result_id)
-    reviews = list(session.scalars(
-        select(Review).where(Review.result_id == result.id).order_by(Review.id)
-    ))
+    result, _ = org_lead(session, org_id, result_id)
+    reviews = list(
+        session.scalars(select(Review).where(Review.result_id == result.id).order_by(Review.id))
+    )
     return result_dict(result, reviews)

@@ -1,9 +1,11 @@
-"""Account life cycle: bootstrap of the first platform administrator, invitations, sign-in with
-lockout, the mandatory second factor, role changes and disabling. Every change is written to the
-audit log in the same transaction as the change itself.
+"""Authentication of people: sign-in with lockout, the mandatory second factor, sign-out,
+accepting an invitation and the bootstrap of the first platform administrator. Every change is
+written to the audit log in the same transaction as the change itself; a refusal that must be
+remembered (a failed attempt, a lockout) is committed before the error is raised.
 
 There is no self-registration: an account exists only because an invitation (or the bootstrap
-enrolment link, an invitation without organisation) was accepted.
+enrolment link, an invitation without organisation) was accepted. Administration (organisations,
+invitations, users) lives in `security.admin`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from facesearch import clock
 from facesearch.crypto import Sealer
-from facesearch.errors import FacesearchError
-from facesearch.security import audit, clock, passwords, recovery, sessions, totp
-from facesearch.security.roles import ORG_ROLES, validate_roles
-from facesearch.store.accounts import Invitation, Organisation, User
+from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
+from facesearch.security import audit, passwords, recovery, sessions, totp
+from facesearch.security.actor import Actor, SystemActor
+from facesearch.security.roles import ORG_ROLES, Role, validate_roles
+from facesearch.security.tenancy import live_organisation
+from facesearch.store.accounts import Invitation, Organisation, User, UserSession
 
 MAX_FAILURES = 5
 LOCK_FOR = timedelta(minutes=15)
@@ -34,37 +39,10 @@ GENERIC_SIGNIN_FAILURE = "wrong email or password"
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
-class AccountError(FacesearchError):
-    """A refused account operation; `status` is the HTTP status the API answers with."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-
-
-class SignInFailed(AccountError):
-    status = 401
-
-
-class AccountLocked(AccountError):
-    status = 423
-
-    def __init__(self, until: datetime) -> None:
-        minutes = max(1, int((until - clock.now()).total_seconds() // 60) + 1)
-        super().__init__(
-            f"too many failed attempts: the account is locked for about {minutes} more "
-            f"minute{'s' if minutes != 1 else ''}"
-        )
-        self.until = until
-
-
 def normalise_email(email: str) -> str:
     value = email.strip().lower()
     if not _EMAIL_RE.match(value) or len(value) > 320:
-        raise AccountError("not a valid email address", 422)
+        raise InvalidRequest("not a valid email address")
     return value
 
 
@@ -111,29 +89,52 @@ GHOSTS = _GhostLockouts()
 
 
 # -- sign-in --------------------------------------------------------------------------------------
-def _active_org(session: Session, user: User) -> bool:
+def active_user(session: Session, user_id: int) -> User | None:
+    """The user if the account and its organisation are both enabled, else None."""
+    user = session.get(User, user_id)
+    if user is None or user.disabled or not active_org(session, user):
+        return None
+    return user
+
+
+def active_org(session: Session, user: User) -> bool:
     if user.org_id is None:
         return True
     org = session.get(Organisation, user.org_id)
     return org is not None and not org.disabled
 
 
-def _register_failure(session: Session, user: User, *, ip: str | None, action: str,
-                      details: dict[str, Any]) -> datetime | None:
+def _register_failure(
+    session: Session, user: User, *, ip: str | None, action: str, details: dict[str, Any]
+) -> datetime | None:
     """Count a failed password or second-factor attempt; locks at MAX_FAILURES. Returns the lock
     expiry when this failure locked the account."""
     user.failed_logins = (user.failed_logins or 0) + 1
-    audit.record(session, action=action, actor_user_id=user.id, org_id=user.org_id,
-                 target_type="user", target_id=user.id, ip=ip,
-                 details={**details, "failures": user.failed_logins})
+    audit.record(
+        session,
+        action=action,
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+        details={**details, "failures": user.failed_logins},
+    )
     if user.failed_logins >= MAX_FAILURES:
         until = clock.now() + LOCK_FOR
         user.locked_until = until
         user.failed_logins = 0
         sessions.revoke_all(session, user.id)
-        audit.record(session, action="auth.locked", actor_user_id=user.id, org_id=user.org_id,
-                     target_type="user", target_id=user.id, ip=ip,
-                     details={"until": until.isoformat(), "minutes": LOCK_FOR.seconds // 60})
+        audit.record(
+            session,
+            action="auth.locked",
+            actor_user_id=user.id,
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            ip=ip,
+            details={"until": until.isoformat(), "minutes": LOCK_FOR.seconds // 60},
+        )
         return until
     return None
 
@@ -145,49 +146,160 @@ def locked_until(user: User) -> datetime | None:
     return until if until > clock.now() else None
 
 
+def _locked(until: datetime) -> Locked:
+    return Locked(until, clock.now())
+
+
+def _fail(session: Session, error: Exception) -> Exception:
+    """Keep what a refused attempt changed (failure count, lockout, audit) and give the error
+    back to raise: the caller's unit of work would otherwise roll it back."""
+    session.commit()
+    return error
+
+
 def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> User:
-    """Check a password. Raises SignInFailed (same message and similar work whether or not the
-    account exists) or AccountLocked. The caller commits even when this raises, so that
-    failures and lockouts are kept."""
+    """Check a password. Raises Unauthenticated (same message and similar work whether or not
+    the account exists) or Locked; both are committed first, so failures and lockouts are
+    kept."""
     try:
         norm = normalise_email(email)
-    except AccountError:
+    except InvalidRequest:
         passwords.burn_verify(password)
-        raise SignInFailed(GENERIC_SIGNIN_FAILURE) from None
+        raise Unauthenticated(GENERIC_SIGNIN_FAILURE) from None
     user = session.scalar(select(User).where(User.email == norm))
-    if user is None or user.disabled or not _active_org(session, user):
+    if user is None or user.disabled or not active_org(session, user):
         passwords.burn_verify(password)
         until = GHOSTS.locked_until(norm)
-        audit.record(session, action="auth.signin.failure", ip=ip,
-                     details={"email": norm, "reason": "locked" if until else "unknown"})
+        audit.record(
+            session,
+            action="auth.signin.failure",
+            ip=ip,
+            details={"email": norm, "reason": "locked" if until else "unknown"},
+        )
         if until is not None:
-            raise AccountLocked(until)
+            raise _fail(session, _locked(until))
         until = GHOSTS.fail(norm)
         if until is not None:
-            raise AccountLocked(until)
-        raise SignInFailed(GENERIC_SIGNIN_FAILURE)
+            raise _fail(session, _locked(until))
+        raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
     until = locked_until(user)
     if until is not None:
         passwords.burn_verify(password)
-        audit.record(session, action="auth.signin.failure", actor_user_id=user.id,
-                     org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                     details={"reason": "locked"})
-        raise AccountLocked(until)
+        audit.record(
+            session,
+            action="auth.signin.failure",
+            actor_user_id=user.id,
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            ip=ip,
+            details={"reason": "locked"},
+        )
+        raise _fail(session, _locked(until))
     if not passwords.verify_password(user.password_hash, password):
-        until = _register_failure(session, user, ip=ip, action="auth.signin.failure",
-                                  details={"reason": "password"})
+        until = _register_failure(
+            session, user, ip=ip, action="auth.signin.failure", details={"reason": "password"}
+        )
         if until is not None:
-            raise AccountLocked(until)
-        raise SignInFailed(GENERIC_SIGNIN_FAILURE)
+            raise _fail(session, _locked(until))
+        raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = clock.now()
-    audit.record(session, action="auth.signin.success", actor_user_id=user.id,
-                 org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                 details={"mfa_enrolled": user.totp_verified_at is not None})
+    audit.record(
+        session,
+        action="auth.signin.success",
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+        details={"mfa_enrolled": user.totp_verified_at is not None},
+    )
     return user
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str  # the session cookie, never stored
+    csrf_token: str
+    mfa_enrolled: bool
+
+
+def open_session(
+    session: Session,
+    email: str,
+    password: str,
+    policy: sessions.SessionPolicy,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+) -> SignedIn:
+    """Sign in with a password: a new session that can do nothing until the second factor is
+    verified."""
+    user = sign_in(session, email, password, ip=ip)
+    new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
+    session.commit()
+    return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
+
+
+@dataclass(frozen=True)
+class Verified:
+    token: str  # the rotated session cookie
+    csrf_token: str
+    recovery_codes: list[str] | None
+    recovery_codes_remaining: int
+    used_recovery_code: bool
+
+
+def verify_session(
+    session: Session, sealer: Sealer, row: UserSession, user: User, code: str, *, ip: str | None
+) -> Verified:
+    """Verify the second factor of a password-only session; the session's token is rotated, so
+    a token seen before verification is worthless afterwards."""
+    outcome = verify_second_factor(session, sealer, user, code, ip=ip)
+    row.mfa_verified = True
+    token = sessions.rotate(session, row)
+    session.commit()
+    return Verified(
+        token,
+        row.csrf_token,
+        outcome.recovery_codes,
+        recovery.remaining(session, user.id),
+        outcome.used_recovery_code,
+    )
+
+
+def sign_out(session: Session, row: UserSession, user: User, *, ip: str | None) -> None:
+    sessions.revoke(session, row)
+    audit.record(
+        session,
+        action="session.signout",
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="session",
+        target_id=row.id,
+        ip=ip,
+    )
+    session.commit()
+
+
+def sign_out_everywhere(session: Session, actor: Actor) -> int:
+    """End every session of the actor's user; returns how many."""
+    assert actor.user_id is not None
+    count = sessions.revoke_all(session, actor.user_id)
+    audit.record_for(
+        session,
+        actor,
+        "session.signout_all",
+        target_type="user",
+        target_id=actor.user_id,
+        details={"sessions": count},
+    )
+    session.commit()
+    return count
 
 
 # -- second factor --------------------------------------------------------------------------------
@@ -212,39 +324,47 @@ class Enrolment:
     qr_svg: str
 
 
-def start_enrolment(session: Session, sealer: Sealer, user: User, *, ip: str | None,
-                    issuer: str = totp.ISSUER) -> Enrolment:
+def start_enrolment(
+    session: Session, sealer: Sealer, user: User, *, ip: str | None, issuer: str = totp.ISSUER
+) -> Enrolment:
     """A new TOTP secret for a user without a verified one (replaces an unfinished enrolment)."""
     if user.totp_verified_at is not None:
-        raise AccountError("a second factor is already enrolled; verify a code instead", 409)
+        raise Conflict("a second factor is already enrolled; verify a code instead")
     secret = totp.new_secret()
     user.totp_secret = seal_totp_secret(sealer, user, secret)
     user.totp_last_step = None
     uri = totp.provisioning_uri(secret, user.email, issuer)
-    audit.record(session, action="mfa.enrolment_started", actor_user_id=user.id,
-                 org_id=user.org_id, target_type="user", target_id=user.id, ip=ip)
+    audit.record(
+        session,
+        action="mfa.enrolment_started",
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+    )
+    session.commit()
     return Enrolment(secret, uri, totp.qr_svg(uri))
 
 
 @dataclass(frozen=True)
 class MfaOutcome:
-    ok: bool
     recovery_codes: list[str] | None = None  # only on first enrolment, shown once
     used_recovery_code: bool = False
-    locked_until: datetime | None = None
 
 
-def verify_second_factor(session: Session, sealer: Sealer, user: User, code: str, *,
-                         ip: str | None) -> MfaOutcome:
+def verify_second_factor(
+    session: Session, sealer: Sealer, user: User, code: str, *, ip: str | None
+) -> MfaOutcome:
     """Check a TOTP code (or, once enrolled, a recovery code). The first valid code completes
-    enrolment and issues the ten recovery codes."""
+    enrolment and issues the ten recovery codes. A wrong code raises Unauthenticated (or Locked
+    when it was one too many), committed first."""
     until = locked_until(user)
     if until is not None:
-        raise AccountLocked(until)
+        raise _locked(until)
     secret = open_totp_secret(sealer, user)
     if secret is None:
-        raise AccountError("no second factor enrolled yet: start with /api/v1/auth/mfa/enrol",
-                           409)
+        raise Conflict("no second factor enrolled yet: start with /api/v1/auth/mfa/enrol")
     enrolled = user.totp_verified_at is not None
     step = totp.match_step(secret, code, last_step=user.totp_last_step)
     if step is not None:
@@ -253,43 +373,54 @@ def verify_second_factor(session: Session, sealer: Sealer, user: User, code: str
         if not enrolled:
             user.totp_verified_at = clock.now()
             codes = recovery.issue(session, user.id)
-            audit.record(session, action="mfa.enrolled", actor_user_id=user.id,
-                         org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                         details={"recovery_codes_issued": len(codes)})
-            return MfaOutcome(True, recovery_codes=codes)
-        audit.record(session, action="mfa.verified", actor_user_id=user.id, org_id=user.org_id,
-                     target_type="user", target_id=user.id, ip=ip, details={"method": "totp"})
-        return MfaOutcome(True)
-    if enrolled and recovery.looks_like_recovery_code(code) and recovery.use(session, user.id,
-                                                                            code):
+            audit.record(
+                session,
+                action="mfa.enrolled",
+                actor_user_id=user.id,
+                org_id=user.org_id,
+                target_type="user",
+                target_id=user.id,
+                ip=ip,
+                details={"recovery_codes_issued": len(codes)},
+            )
+            return MfaOutcome(recovery_codes=codes)
+        audit.record(
+            session,
+            action="mfa.verified",
+            actor_user_id=user.id,
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            ip=ip,
+            details={"method": "totp"},
+        )
+        return MfaOutcome()
+    if (
+        enrolled
+        and recovery.looks_like_recovery_code(code)
+        and recovery.use(session, user.id, code)
+    ):
         user.failed_logins = 0
-        audit.record(session, action="mfa.recovery_code_used", actor_user_id=user.id,
-                     org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                     details={"remaining": recovery.remaining(session, user.id)})
-        return MfaOutcome(True, used_recovery_code=True)
-    until = _register_failure(session, user, ip=ip, action="mfa.failure",
-                              details={"enrolled": enrolled})
-    return MfaOutcome(False, locked_until=until)
+        audit.record(
+            session,
+            action="mfa.recovery_code_used",
+            actor_user_id=user.id,
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            ip=ip,
+            details={"remaining": recovery.remaining(session, user.id)},
+        )
+        return MfaOutcome(used_recovery_code=True)
+    until = _register_failure(
+        session, user, ip=ip, action="mfa.failure", details={"enrolled": enrolled}
+    )
+    if until is not None:
+        raise _fail(session, _locked(until))
+    raise _fail(session, Unauthenticated("wrong or already used code"))
 
 
-# -- organisations and invitations ----------------------------------------------------------------
-def create_organisation(session: Session, name: str, *, actor_user_id: int | None,
-                        ip: str | None = None) -> Organisation:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise AccountError("an organisation needs a name of 1 to 200 characters", 422)
-    existing = session.scalar(select(Organisation.id).where(
-        func.lower(Organisation.name) == name.lower()))
-    if existing is not None:
-        raise AccountError(f"an organisation named {name!r} already exists", 409)
-    org = Organisation(name=name)
-    session.add(org)
-    session.flush()
-    audit.record(session, action="org.created", actor_user_id=actor_user_id, org_id=org.id,
-                 target_type="organisation", target_id=org.id, ip=ip, details={"name": name})
-    return org
-
-
+# -- invitations: creating and accepting ----------------------------------------------------------
 @dataclass(frozen=True)
 class NewInvitation:
     row: Invitation
@@ -297,46 +428,65 @@ class NewInvitation:
 
 
 def create_invitation(
-    session: Session, *, org_id: int | None, email: str, roles: list[str],
-    created_by: int | None, hours: int = INVITATION_HOURS, ip: str | None = None,
-    action: str = "invitation.created",
+    session: Session,
+    actor: Actor,
+    *,
+    org_id: int | None,
+    email: str,
+    roles: list[str],
+    hours: int = INVITATION_HOURS,
 ) -> NewInvitation:
+    """A single-use, expiring invitation (the caller has checked who may invite whom)."""
     if not 1 <= hours <= MAX_INVITATION_HOURS:
-        raise AccountError(f"an invitation must expire within 1 to {MAX_INVITATION_HOURS} "
-                           "hours", 422)
+        raise InvalidRequest(f"an invitation must expire within 1 to {MAX_INVITATION_HOURS} hours")
     norm = normalise_email(email)
     try:
         if org_id is None:
-            wanted = validate_roles(roles, allowed=("platform_admin",))
+            wanted = validate_roles(roles, allowed=(Role.PLATFORM_ADMIN,))
         else:
             wanted = validate_roles(roles, allowed=ORG_ROLES)
     except ValueError as exc:
-        raise AccountError(str(exc), 422) from exc
+        raise InvalidRequest(str(exc)) from exc
     if org_id is not None:
-        org = session.get(Organisation, org_id)
-        if org is None or org.disabled:
-            raise AccountError(f"no organisation {org_id}", 404)
+        live_organisation(session, org_id)
     token = secrets.token_urlsafe(32)
     now = clock.now()
-    row = Invitation(org_id=org_id, email=norm, roles=wanted, token_hash=token_hash(token),
-                     created_by=created_by, created_at=now, expires_at=now + timedelta(hours=hours))
+    row = Invitation(
+        org_id=org_id,
+        email=norm,
+        roles=wanted,
+        token_hash=token_hash(token),
+        created_by=actor.user_id,
+        created_at=now,
+        expires_at=now + timedelta(hours=hours),
+    )
     session.add(row)
     session.flush()
-    audit.record(session, action=action, actor_user_id=created_by, org_id=org_id,
-                 target_type="invitation", target_id=row.id, ip=ip,
-                 details={"email": norm, "roles": wanted,
-                          "expires_at": row.expires_at.isoformat()})
+    audit.record_for(
+        session,
+        actor,
+        "invitation.created",
+        org_id=org_id,
+        target_type="invitation",
+        target_id=row.id,
+        details={"email": norm, "roles": wanted, "expires_at": row.expires_at.isoformat()},
+    )
     return NewInvitation(row, token)
 
 
-def revoke_invitation(session: Session, row: Invitation, *, actor_user_id: int | None,
-                      ip: str | None = None) -> None:
+def revoke_invitation(session: Session, actor: Actor, row: Invitation) -> None:
     if row.used_at is not None:
-        raise AccountError("the invitation was already used", 409)
+        raise Conflict("the invitation was already used")
     if row.revoked_at is None:
         row.revoked_at = clock.now()
-        audit.record(session, action="invitation.revoked", actor_user_id=actor_user_id,
-                     org_id=row.org_id, target_type="invitation", target_id=row.id, ip=ip)
+        audit.record_for(
+            session,
+            actor,
+            "invitation.revoked",
+            org_id=row.org_id,
+            target_type="invitation",
+            target_id=row.id,
+        )
 
 
 def invitation_state(row: Invitation) -> str:
@@ -349,11 +499,12 @@ def invitation_state(row: Invitation) -> str:
     return "pending"
 
 
-def accept_invitation(session: Session, token: str, password: str, *,
-                      display_name: str = "", ip: str | None = None) -> User:
+def accept_invitation(
+    session: Session, token: str, password: str, *, display_name: str = "", ip: str | None = None
+) -> User:
     """Create the invited account (single use: a second attempt, an expired or revoked
     invitation all fail with the same message)."""
-    invalid = AccountError("this invitation link is invalid, used, revoked or expired", 410)
+    invalid = Gone("this invitation link is invalid, used, revoked or expired")
     if not token or len(token) > 200:
         raise invalid
     row = session.scalar(select(Invitation).where(Invitation.token_hash == token_hash(token)))
@@ -366,80 +517,82 @@ def accept_invitation(session: Session, token: str, password: str, *,
     try:
         passwords.check_policy(password, email=row.email)
     except passwords.PasswordRejected as exc:
-        raise AccountError(str(exc), 422) from exc
+        raise InvalidRequest(str(exc)) from exc
     if session.scalar(select(User.id).where(User.email == row.email)) is not None:
-        raise AccountError("an account with this email address already exists", 409)
+        raise Conflict("an account with this email address already exists")
     now = clock.now()
     claimed = session.execute(
-        update(Invitation).where(Invitation.id == row.id, Invitation.used_at.is_(None))
+        update(Invitation)
+        .where(Invitation.id == row.id, Invitation.used_at.is_(None))
         .values(used_at=now)
     )
     if not getattr(claimed, "rowcount", 0):
         raise invalid
-    user = User(org_id=row.org_id, email=row.email, display_name=display_name.strip()[:200],
-                password_hash=passwords.hash_password(password), roles=list(row.roles),
-                created_at=now)
+    user = User(
+        org_id=row.org_id,
+        email=row.email,
+        display_name=display_name.strip()[:200],
+        password_hash=passwords.hash_password(password),
+        roles=list(row.roles),
+        created_at=now,
+    )
     session.add(user)
     session.flush()
     row.used_by = user.id
     row.used_at = now
-    audit.record(session, action="invitation.used", actor_user_id=user.id, org_id=row.org_id,
-                 target_type="invitation", target_id=row.id, ip=ip)
-    audit.record(session, action="user.created", actor_user_id=user.id, org_id=row.org_id,
-                 target_type="user", target_id=user.id, ip=ip,
-                 details={"email": user.email, "roles": user.roles, "invitation": row.id})
+    audit.record(
+        session,
+        action="invitation.used",
+        actor_user_id=user.id,
+        org_id=row.org_id,
+        target_type="invitation",
+        target_id=row.id,
+        ip=ip,
+    )
+    audit.record(
+        session,
+        action="user.created",
+        actor_user_id=user.id,
+        org_id=row.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+        details={"email": user.email, "roles": user.roles, "invitation": row.id},
+    )
+    session.commit()
     return user
 
 
 def platform_admin_count(session: Session) -> int:
     users = session.scalars(select(User).where(User.org_id.is_(None))).all()
-    return sum(1 for u in users if "platform_admin" in (u.roles or []) and not u.disabled)
+    return sum(1 for u in users if Role.PLATFORM_ADMIN in (u.roles or []) and not u.disabled)
 
 
 def bootstrap(session: Session, email: str, *, hours: int = BOOTSTRAP_HOURS) -> NewInvitation:
     """The one-time enrolment link of the first platform administrator. Refused once a platform
     administrator exists (they invite everyone else); an unused earlier link is revoked."""
     if platform_admin_count(session) > 0:
-        raise AccountError("a platform administrator already exists; the first administrator "
-                           "invites everyone else", 409)
-    pending = session.scalars(select(Invitation).where(
-        Invitation.org_id.is_(None), Invitation.used_at.is_(None),
-        Invitation.revoked_at.is_(None))).all()
+        raise Conflict(
+            "a platform administrator already exists; the first administrator invites everyone else"
+        )
+    pending = session.scalars(
+        select(Invitation).where(
+            Invitation.org_id.is_(None),
+            Invitation.used_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+    ).all()
+    nobody = SystemActor(ip=None)
     for old in pending:
-        revoke_invitation(session, old, actor_user_id=None)
-    return create_invitation(session, org_id=None, email=email, roles=["platform_admin"],
-                             created_by=None, hours=hours, action="invitation.created")
+        revoke_invitation(session, nobody, old)
+    new = create_invitation(
+        session, nobody, org_id=None, email=email, roles=[Role.PLATFORM_ADMIN], hours=hours
+    )
+    session.commit()
+    return new
 
 
-# -- administration -------------------------------------------------------------------------------
-def change_roles(session: Session, user: User, roles: list[str], *, actor_user_id: int,
-                 ip: str | None = None) -> list[str]:
-    try:
-        wanted = validate_roles(roles, allowed=ORG_ROLES)
-    except ValueError as exc:
-        raise AccountError(str(exc), 422) from exc
-    if user.id == actor_user_id and "org_admin" not in wanted:
-        raise AccountError("you cannot remove your own administrator role", 409)
-    before = list(user.roles)
-    user.roles = wanted
-    audit.record(session, action="user.roles_changed", actor_user_id=actor_user_id,
-                 org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                 details={"before": before, "after": wanted})
-    return wanted
-
-
-def disable_user(session: Session, user: User, *, actor_user_id: int,
-                 ip: str | None = None) -> None:
-    if user.id == actor_user_id:
-        raise AccountError("you cannot disable your own account", 409)
-    if not user.disabled:
-        user.disabled = True
-        revoked = sessions.revoke_all(session, user.id)
-        audit.record(session, action="user.disabled", actor_user_id=actor_user_id,
-                     org_id=user.org_id, target_type="user", target_id=user.id, ip=ip,
-                     details={"sessions_revoked": revoked})
-
-
+# -- links ----------------------------------------------------------------------------------------
 def base_url(settings: Any) -> str:
     """Where people reach the service: settings.public_url, else the bind address."""
     if settings.public_url:

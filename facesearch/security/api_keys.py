@@ -15,19 +15,16 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from facesearch.security import clock
-from facesearch.security.roles import scopes_for
-from facesearch.store.accounts import SCOPES, ApiKey, User
+from facesearch import clock
+from facesearch.errors import InvalidRequest
+from facesearch.security.roles import SCOPES, scopes_for
+from facesearch.store.accounts import ApiKey, User
 
 PREFIX = "fsk"
 MAX_DAYS = 365
 KEY_RE = re.compile(r"^fsk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 #: last_used_at is written at most this often.
 TOUCH_EVERY = timedelta(minutes=1)
-
-
-class KeyRejected(ValueError):
-    """A key cannot be created as asked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -42,20 +39,20 @@ def _hash_secret(secret: str) -> str:
 
 def create(session: Session, user: User, *, name: str, scopes: list[str], days: int) -> NewKey:
     if not 1 <= days <= MAX_DAYS:
-        raise KeyRejected(f"a key must expire within 1 to {MAX_DAYS} days")
+        raise InvalidRequest(f"a key must expire within 1 to {MAX_DAYS} days")
     wanted = list(dict.fromkeys(scopes))
     if not wanted:
-        raise KeyRejected("a key needs at least one scope")
+        raise InvalidRequest("a key needs at least one scope")
     unknown = [s for s in wanted if s not in SCOPES]
     if unknown:
-        raise KeyRejected(f"unknown scope {unknown[0]!r}; scopes are {', '.join(SCOPES)}")
+        raise InvalidRequest(f"unknown scope {unknown[0]!r}; scopes are {', '.join(SCOPES)}")
     granted = scopes_for(user.roles)
     beyond = [s for s in wanted if s not in granted]
     if beyond:
-        raise KeyRejected(f"your roles do not grant the scope {beyond[0]!r}")
+        raise InvalidRequest(f"your roles do not grant the scope {beyond[0]!r}")
     name = name.strip()
     if not name:
-        raise KeyRejected("a key needs a name")
+        raise InvalidRequest("a key needs a name")
     while True:
         prefix = secrets.token_hex(6)
         if session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)) is None:
@@ -63,8 +60,13 @@ def create(session: Session, user: User, *, name: str, scopes: list[str], days: 
     secret = secrets.token_urlsafe(32)
     now = clock.now()
     row = ApiKey(
-        user_id=user.id, org_id=user.org_id, name=name[:200], prefix=prefix,
-        secret_hash=_hash_secret(secret), scopes=wanted, created_at=now,
+        user_id=user.id,
+        org_id=user.org_id,
+        name=name[:200],
+        prefix=prefix,
+        secret_hash=_hash_secret(secret),
+        scopes=wanted,
+        created_at=now,
         expires_at=now + timedelta(days=days),
     )
     session.add(row)

@@ -13,9 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from facesearch import clock
 from facesearch.crypto import KeyRing
-from facesearch.store.casework import AuditEntry
+from facesearch.security.actor import Actor
+from facesearch.security.tenancy import org_audit_entry, org_of
+from facesearch.store.audit import AuditEntry
 
 GENESIS = "0" * 64
 
@@ -109,7 +112,7 @@ def record(
     prev_id, prev_hash = (int(last[0]), str(last[1])) if last else (0, GENESIS)
     entry: dict[str, Any] = {
         "id": prev_id + 1,
-        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "ts": clock.now().isoformat(timespec="microseconds"),
         "org_id": org_id,
         "actor_user_id": actor_user_id,
         "actor_key_id": actor_key_id,
@@ -125,6 +128,33 @@ def record(
     session.add(row)
     session.flush()
     return row
+
+
+_ACTORS_ORG = object()
+
+
+def record_for(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    target_type: str | None = None,
+    target_id: str | int | None = None,
+    details: dict[str, Any] | None = None,
+    org_id: int | object | None = _ACTORS_ORG,
+) -> AuditEntry:
+    """`record` with the actor's fields (user, key, address and, unless given, organisation)."""
+    return record(
+        session,
+        action=action,
+        actor_user_id=actor.user_id,
+        actor_key_id=actor.api_key_id,
+        org_id=actor.org_id if org_id is _ACTORS_ORG else org_id,  # type: ignore[arg-type]
+        target_type=target_type,
+        target_id=target_id,
+        ip=actor.ip,
+        details=details,
+    )
 
 
 @dataclass(frozen=True)
@@ -268,7 +298,7 @@ def export(
     header = {
         "type": "header",
         "format": EXPORT_FORMAT,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": clock.now().isoformat(timespec="seconds"),
         "scope": "organisation" if org_id is not None else "full",
         "org_id": org_id,
         "key_id": keys.key_id,
@@ -459,3 +489,46 @@ def verify_export(path: Path, expected_public_key: str | None = None) -> ExportR
     except (ValueError, InvalidSignature):
         return fail(len(entries), "the Ed25519 signature does not verify", chain_ok=True)
     return ExportReport(True, len(entries), True, True, scope, pub, fingerprint)
+
+
+# -- an organisation's auditors -------------------------------------------------------------------
+def org_entries(
+    session: Session,
+    actor: Actor,
+    *,
+    after_id: int = 0,
+    limit: int = 100,
+    action: str | None = None,
+) -> dict[str, Any]:
+    """The organisation's entries after `after_id`, oldest first, and how many it has."""
+    org_id = org_of(actor)
+    query = select(AuditEntry).where(AuditEntry.org_id == org_id, AuditEntry.id > after_id)
+    count = select(func.count(AuditEntry.id)).where(AuditEntry.org_id == org_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+        count = count.where(AuditEntry.action == action)
+    rows = session.scalars(query.order_by(AuditEntry.id).limit(limit))
+    return {"total": int(session.scalar(count) or 0), "items": [as_dict(r) for r in rows]}
+
+
+def org_entry(session: Session, actor: Actor, entry_id: int) -> dict[str, Any]:
+    return as_dict(org_audit_entry(session, org_of(actor), entry_id))
+
+
+def org_export(session: Session, actor: Actor, keys: KeyRing, scratch: Path) -> tuple[str, bytes]:
+    """A signed export of the organisation's entries (file name, bytes); the export is audited.
+    `scratch` is a private directory for the temporary file."""
+    org_id = org_of(actor)
+    name = f"audit-org{org_id}.jsonl"
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        out = Path(tmp) / name
+        export(
+            session,
+            out,
+            org_id,
+            keys=keys,
+            actor_user_id=actor.user_id,
+            actor_key_id=actor.api_key_id,
+            ip=actor.ip,
+        )
+        return name, out.read_bytes()

@@ -19,8 +19,9 @@ MAX_LENGTH = 256
 #: argon2id with the library's RFC 9106 low-memory profile (t=3, m=64 MiB, p=4).
 DEFAULT_HASHER = PasswordHasher(type=Type.ID)
 HASHER = DEFAULT_HASHER
-_LEET = str.maketrans({"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s",
-                       "5": "s", "7": "t"})
+_LEET = str.maketrans(
+    {"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s", "5": "s", "7": "t"}
+)
 _TRAILING = "0123456789!@#$%^&*?.,_-+= "
 
 
@@ -30,12 +31,15 @@ class PasswordRejected(ValueError):
 
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
-    text = resources.files("facesearch.security").joinpath("common_passwords.txt").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files("facesearch.security")
+        .joinpath("common_passwords.txt")
+        .read_text(encoding="utf-8")
     )
     return frozenset(
-        line.strip().lower() for line in text.splitlines() if line.strip() and not
-        line.startswith("#")
+        line.strip().lower()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
     )
 
 
@@ -57,8 +61,10 @@ def check_policy(password: str, *, email: str | None = None) -> None:
         for form in (variant, variant.strip(_TRAILING)):
             candidates |= {form, form.translate(_LEET)}
     if any(c in common for c in candidates if c):
-        raise PasswordRejected("this password is too common (or a common password with a few "
-                               "characters added); choose another one")
+        raise PasswordRejected(
+            "this password is too common (or a common password with a few "
+            "characters added); choose another one"
+        )
     if len(set(lowered)) < 4:
         raise PasswordRejected("the password repeats too few different characters")
     if email and lowered in {email.lower(), email.lower().split("@")[0]}:

@@ -30,8 +30,10 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 
 class RateLimiter:
     def __init__(
-        self, limits: dict[str, Limit] | None = None,
-        clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+        self,
+        limits: dict[str, Limit] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
     ) -> None:
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
         self._clock = clock

@@ -9,7 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from facesearch.security import clock
+from facesearch import clock
 from facesearch.store.accounts import RecoveryCode
 
 COUNT = 10
@@ -49,8 +49,7 @@ def use(session: Session, user_id: int, code: str) -> bool:
     if not looks_like_recovery_code(code):
         return False
     rows = session.scalars(
-        select(RecoveryCode).where(RecoveryCode.user_id == user_id,
-                                   RecoveryCode.used_at.is_(None))
+        select(RecoveryCode).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
     ).all()
     for row in rows:
         try:
@@ -64,7 +63,10 @@ def use(session: Session, user_id: int, code: str) -> bool:
 
 
 def remaining(session: Session, user_id: int) -> int:
-    return len(session.scalars(
-        select(RecoveryCode.id).where(RecoveryCode.user_id == user_id,
-                                      RecoveryCode.used_at.is_(None))
-    ).all())
+    return len(
+        session.scalars(
+            select(RecoveryCode.id).where(
+                RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None)
+            )
+        ).all()
+    )

@@ -12,8 +12,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from facesearch.security import clock
-from facesearch.store.accounts import User, UserSession
+from facesearch import clock
+from facesearch.store.accounts import UserSession
 
 #: last_seen_at is written at most this often, so reads do not each cost a write.
 TOUCH_EVERY = timedelta(seconds=30)
@@ -40,15 +40,26 @@ class SessionPolicy:
 
 
 def create(
-    session: Session, user_id: int, policy: SessionPolicy, *, ip: str | None = None,
-    user_agent: str | None = None, mfa_verified: bool = False,
+    session: Session,
+    user_id: int,
+    policy: SessionPolicy,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    mfa_verified: bool = False,
 ) -> NewSession:
     token = secrets.token_urlsafe(32)
     now = clock.now()
     row = UserSession(
-        token_hash=hash_token(token), user_id=user_id, mfa_verified=mfa_verified,
-        csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
-        expires_at=now + policy.absolute, ip=ip, user_agent=(user_agent or "")[:400] or None,
+        token_hash=hash_token(token),
+        user_id=user_id,
+        mfa_verified=mfa_verified,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + policy.absolute,
+        ip=ip,
+        user_agent=(user_agent or "")[:400] or None,
     )
     session.add(row)
     session.flush()
@@ -111,12 +122,8 @@ def revoke_all(session: Session, user_id: int, *, except_id: int | None = None) 
 
 def list_live(session: Session, user_id: int, policy: SessionPolicy) -> list[UserSession]:
     rows = session.scalars(
-        select(UserSession).where(UserSession.user_id == user_id,
-                                  UserSession.revoked_at.is_(None))
+        select(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
         .order_by(UserSession.id)
     ).all()
     return [r for r in rows if is_live(r, policy)]
-
-
-def user_of(session: Session, row: UserSession) -> User | None:
-    return session.get(User, row.user_id)

@@ -1,8 +1,9 @@
 """Tenancy: which objects an organisation may see, search and manage.
 
-Every lookup of an organisation-owned object goes through here. An object of another
-organisation raises `NotFoundError`, exactly like an id that does not exist, so the API answers
-404 and a caller learns nothing about other tenants (not even that an id is taken).
+Every lookup of an organisation-owned object goes through here; no other module compares an
+object's `org_id` with the caller's. An object of another organisation raises `NotFound`, exactly
+like an id that does not exist, so the API answers 404 and a caller learns nothing about other
+tenants (not even that an id is taken).
 
 Collections: an organisation *manages* the collections it owns and may *search* those plus the
 ones another organisation shared with it read-only (`CollectionShare`). Collection names are
@@ -13,40 +14,22 @@ engine's collection names are global, and `display_name` strips the qualifier ag
 from __future__ import annotations
 
 import re
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from facesearch.errors import FacesearchError, NotFoundError
-from facesearch.store.accounts import ApiKey, CollectionShare, Invitation, Organisation, User
-from facesearch.store.casework import Case, IngestTask, Search, SearchResult
-from facesearch.store.models import Collection, Face
+from facesearch.errors import NoOrganisation, NotFound
+from facesearch.security.actor import Actor, Principal
+from facesearch.store.accounts import ApiKey, Invitation, Organisation, User, UserSession
+from facesearch.store.audit import AuditEntry
+from facesearch.store.casework import Case, Lead, Search
+from facesearch.store.gallery import Collection, CollectionShare, Face
+from facesearch.store.jobs import Job
 
-_Owned = TypeVar("_Owned", Case, Search, IngestTask, User, ApiKey)
+_Owned = TypeVar("_Owned", Case, Search, Job, User, AuditEntry)
 
 _QUALIFIED = re.compile(r"^org(\d+)/(.+)$", re.DOTALL)
-
-
-class Actor(Protocol):
-    """Who acts: satisfied by the API's Principal and by anything with these attributes."""
-
-    @property
-    def user_id(self) -> int: ...
-
-    @property
-    def org_id(self) -> int | None: ...
-
-    @property
-    def api_key_id(self) -> int | None: ...
-
-    @property
-    def ip(self) -> str | None: ...
-
-
-class NoOrganisation(FacesearchError):
-    """The caller belongs to no organisation (a platform administrator): tenant data is not
-    theirs to read or change. The API answers 403."""
 
 
 def org_of(actor: Actor) -> int:
@@ -82,15 +65,10 @@ def searchable_collection_ids(session: Session, org_id: int) -> list[int]:
     return [int(i) for i in session.scalars(query)]
 
 
-def manageable_collection_ids(session: Session, org_id: int) -> list[int]:
-    query = select(Collection.id).where(Collection.org_id == org_id).order_by(Collection.id)
-    return [int(i) for i in session.scalars(query)]
-
-
 def searchable_collection(session: Session, org_id: int, collection_id: int) -> Collection:
     collection = session.get(Collection, collection_id)
     if collection is None or collection.id not in set(searchable_collection_ids(session, org_id)):
-        raise NotFoundError(f"no collection {collection_id}")
+        raise NotFound(f"no collection {collection_id}")
     return collection
 
 
@@ -99,13 +77,13 @@ def managed_collection(session: Session, org_id: int, collection_id: int) -> Col
     it is answered exactly like a missing collection would be."""
     collection = session.get(Collection, collection_id)
     if collection is None or collection.org_id != org_id:
-        raise NotFoundError(f"no collection {collection_id}")
+        raise NotFound(f"no collection {collection_id}")
     return collection
 
 
 def check_searchable(session: Session, org_id: int, collection_ids: list[int]) -> list[int]:
-    """The requested ids, deduplicated in order; NotFoundError names the first that the
-    organisation may not search. An empty request means every searchable collection."""
+    """The requested ids, deduplicated in order; NotFound names the first that the organisation
+    may not search. An empty request means every searchable collection."""
     allowed = searchable_collection_ids(session, org_id)
     if not collection_ids:
         return allowed
@@ -113,26 +91,26 @@ def check_searchable(session: Session, org_id: int, collection_ids: list[int]) -
     wanted: list[int] = []
     for cid in collection_ids:
         if cid not in allowed_set:
-            raise NotFoundError(f"no collection {cid}")
+            raise NotFound(f"no collection {cid}")
         if cid not in wanted:
             wanted.append(cid)
     return wanted
 
 
-# -- faces, searches, cases, results, jobs --------------------------------------------------------
+# -- faces, searches, cases, leads, jobs, users, audit entries -----------------------------------
 def visible_face(session: Session, org_id: int, face_id: int) -> Face:
     """A face in a collection the organisation may search."""
     face = session.get(Face, face_id)
     if face is None or face.collection_id not in set(searchable_collection_ids(session, org_id)):
-        raise NotFoundError(f"no face {face_id}")
+        raise NotFound(f"no face {face_id}")
     return face
 
 
 def _owned(session: Session, model: type[_Owned], object_id: int, org_id: int, what: str) -> _Owned:
     """The object if it belongs to the organisation; otherwise exactly like a missing id."""
     obj = session.get(model, object_id)
-    if obj is None or obj.org_id != org_id:
-        raise NotFoundError(f"no {what} {object_id}")
+    if obj is None or obj.org_id is None or obj.org_id != org_id:
+        raise NotFound(f"no {what} {object_id}")
     return obj
 
 
@@ -144,35 +122,73 @@ def org_search(session: Session, org_id: int, search_id: int) -> Search:
     return _owned(session, Search, search_id, org_id, "search")
 
 
-def org_result(session: Session, org_id: int, result_id: int) -> tuple[SearchResult, Search]:
-    result = session.get(SearchResult, result_id)
-    search = session.get(Search, result.search_id) if result is not None else None
-    if result is None or search is None or search.org_id != org_id:
-        raise NotFoundError(f"no result {result_id}")
-    return result, search
+def org_lead(session: Session, org_id: int, lead_id: int) -> tuple[Lead, Search]:
+    lead = session.get(Lead, lead_id)
+    search = session.get(Search, lead.search_id) if lead is not None else None
+    if lead is None or search is None or search.org_id != org_id:
+        raise NotFound(f"no result {lead_id}")
+    return lead, search
 
 
-def org_task(session: Session, org_id: int, task_id: int) -> IngestTask:
-    return _owned(session, IngestTask, task_id, org_id, "job")
-
-
-def org_by_name(session: Session, name: str) -> Organisation:
-    org = session.scalar(select(Organisation).where(Organisation.name == name))
-    if org is None or org.disabled:
-        raise NotFoundError(f"no organisation named {name!r}")
-    return org
+def org_job(session: Session, org_id: int, job_id: int) -> Job:
+    return _owned(session, Job, job_id, org_id, "job")
 
 
 def org_user(session: Session, org_id: int, user_id: int) -> User:
     return _owned(session, User, user_id, org_id, "user")
 
 
-def org_api_key(session: Session, org_id: int, key_id: int) -> ApiKey:
-    return _owned(session, ApiKey, key_id, org_id, "API key")
+def org_audit_entry(session: Session, org_id: int, entry_id: int) -> AuditEntry:
+    return _owned(session, AuditEntry, entry_id, org_id, "audit entry")
 
 
-def org_invitation(session: Session, org_id: int, invitation_id: int) -> Invitation:
-    invitation = session.get(Invitation, invitation_id)
-    if invitation is None or invitation.org_id != org_id:
-        raise NotFoundError(f"no invitation {invitation_id}")
-    return invitation
+# -- identity objects -----------------------------------------------------------------------------
+def visible_invitation(session: Session, principal: Principal, invitation_id: int) -> Invitation:
+    """An organisation administrator sees its organisation's invitations; the platform
+    administrator sees the ones it sent."""
+    row = session.get(Invitation, invitation_id)
+    if row is not None:
+        if principal.is_platform_admin and row.created_by == principal.user_id:
+            return row
+        same_org = principal.org_id is not None and row.org_id == principal.org_id
+        if not principal.is_platform_admin and same_org:
+            return row
+    raise NotFound(f"no invitation {invitation_id}")
+
+
+def own_session(session: Session, actor: Actor, session_id: int) -> UserSession:
+    """One of the caller's own live sessions."""
+    row = session.get(UserSession, session_id)
+    if row is None or row.user_id != actor.user_id or row.revoked_at is not None:
+        raise NotFound(f"no session {session_id}")
+    return row
+
+
+def own_api_key(session: Session, actor: Actor, key_id: int) -> ApiKey:
+    """One of the caller's own API keys."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.user_id != actor.user_id:
+        raise NotFound(f"no API key {key_id}")
+    return row
+
+
+def organisation(session: Session, org_id: int) -> Organisation:
+    """An organisation by id (platform administration only: callers check the role)."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound(f"no organisation {org_id}")
+    return org
+
+
+def live_organisation(session: Session, org_id: int) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None or org.disabled:
+        raise NotFound(f"no organisation {org_id}")
+    return org
+
+
+def org_by_name(session: Session, name: str) -> Organisation:
+    org = session.scalar(select(Organisation).where(Organisation.name == name))
+    if org is None or org.disabled:
+        raise NotFound(f"no organisation named {name!r}")
+    return org

@@ -12,7 +12,7 @@ import io
 import pyotp
 import segno
 
-from facesearch.security import clock
+from facesearch import clock
 
 ISSUER = "facesearch"
 INTERVAL = 30

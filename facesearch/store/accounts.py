@@ -17,17 +17,10 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from facesearch.store.models import Base, utcnow
-
-#: Every role a user can hold. Least privilege: a new account holds exactly what its invitation
-#: names, and nothing implies anything else.
-ROLES = ("platform_admin", "org_admin", "investigator", "reviewer", "auditor", "ingestor")
-#: Scopes an API key can carry.
-SCOPES = ("search", "ingest", "review", "audit", "admin")
+from facesearch.store.base import Base, utcnow
 
 
 class Organisation(Base):
@@ -135,17 +128,3 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class CollectionShare(Base):
-    """Read-only access to a collection granted by its owner organisation to another one."""
-
-    __tablename__ = "collection_shares"
-    __table_args__ = (UniqueConstraint("collection_id", "org_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    collection_id: Mapped[int] = mapped_column(
-        ForeignKey("collections.id", ondelete="CASCADE"), index=True
-    )
-    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,9 +1,10 @@
-"""Accountability schema: cases, searches with their results, two-person reviews, audit log."""
+"""Casework tables: cases, searches with their leads (the candidates a search returned), and the
+two-person reviews of those leads."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -17,7 +18,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from facesearch.store.models import Base, utcnow
+from facesearch.store.base import Base, utcnow
+
+
+class LeadStatus(StrEnum):
+    LEAD = "lead"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class Decision(StrEnum):
+    CONFIRM = "confirm"
+    REJECT = "reject"
 
 
 class Case(Base):
@@ -58,7 +70,7 @@ class Search(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class SearchResult(Base):
+class Lead(Base):
     """A candidate returned by a search: a lead until two reviewers confirm it."""
 
     __tablename__ = "search_results"
@@ -72,8 +84,8 @@ class SearchResult(Base):
     #: Not a foreign key: a result outlives the purge of its face (retention), the record stays.
     face_id: Mapped[int] = mapped_column(Integer, index=True)
     score: Mapped[float] = mapped_column(Float)
-    #: lead | confirmed | rejected
-    status: Mapped[str] = mapped_column(String(20), default="lead")
+    #: a LeadStatus
+    status: Mapped[str] = mapped_column(String(20), default=LeadStatus.LEAD)
 
 
 class Review(Base):
@@ -85,61 +97,7 @@ class Review(Base):
         ForeignKey("search_results.id", ondelete="CASCADE"), index=True
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    #: confirm | reject
+    #: a Decision
     decision: Mapped[str] = mapped_column(String(10))
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class AuditEntry(Base):
-    """Append-only, hash-chained: `entry_hash` = SHA-256(prev_hash || canonical JSON of the
-    entry). The database refuses UPDATE and DELETE on this table (triggers in migration 0002)."""
-
-    __tablename__ = "audit_log"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ts: Mapped[str] = mapped_column(String(40))
-    org_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    actor_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    actor_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    action: Mapped[str] = mapped_column(String(80), index=True)
-    target_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    target_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
-
-
-class IngestTask(Base):
-    """An ingest requested over the API (an upload or a server-side folder), run in the
-    background. Belongs to an organisation; its progress is readable while it runs."""
-
-    __tablename__ = "ingest_tasks"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    org_id: Mapped[int | None] = mapped_column(
-        ForeignKey("organisations.id", ondelete="CASCADE"), nullable=True, index=True
-    )
-    user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
-    )
-    api_key_id: Mapped[int | None] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
-    )
-    collection_id: Mapped[int | None] = mapped_column(
-        ForeignKey("collections.id", ondelete="SET NULL"), nullable=True
-    )
-    #: upload | folder
-    kind: Mapped[str] = mapped_column(String(10))
-    #: queued | running | done | failed
-    status: Mapped[str] = mapped_column(String(10), default="queued")
-    files_total: Mapped[int] = mapped_column(Integer, default=0)
-    files_done: Mapped[int] = mapped_column(Integer, default=0)
-    faces: Mapped[int] = mapped_column(Integer, default=0)
-    #: The engine's IngestJob row once the run has started.
-    ingest_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -30,16 +30,38 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def metadata() -> MetaData:
+    """Every table of the schema (each table module registers on the one declarative base)."""
+    from facesearch.store import accounts, audit, casework, gallery, jobs  # noqa: F401
+    from facesearch.store.base import Base
+
+    return Base.metadata
+
+
+#: Revisions that no longer exist, and the revision they are equivalent to.
+RETIRED_REVISIONS = {"0003": "0002"}  # 0003 was an empty placeholder
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:
+        for old, same in RETIRED_REVISIONS.items():
+            if current_revision_of(conn) == old:
+                conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": same})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def current_revision_of(conn: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -131,8 +131,7 @@ class CenterFaceDetector:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=self._providers)
+        return ort.InferenceSession(model.SerializeToString(), options, providers=self._providers)
 
     def raw(self, image: RGBImage) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """(N x 5 boxes [x1, y1, x2, y2, score], N x 10 landmarks [x, y]*5) in image pixels."""

@@ -21,7 +21,7 @@ MODEL_ID = "dlib-resnet-v1"
 EMBEDDING_SIZE = 128
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-#: Same-person score (vision.similarity); calibrated on LFW DevTrain, docs/decisions/0002.
+#: Same-person score (facesearch.similarity); calibrated on LFW DevTrain, docs/decisions/0002.
 DEFAULT_THRESHOLD = 0.69
 #: Long side (px) above which detection runs on a downscaled copy.
 DETECT_MAX_SIDE = 1600

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 RGBImage = npt.NDArray[np.uint8]  # H x W x 3, RGB, uint8
-Embeddings = npt.NDArray[np.float32]  # N x D descriptors, compared by vision.similarity
+Embeddings = npt.NDArray[np.float32]  # N x D descriptors, compared by facesearch.similarity
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class FaceModel(Protocol):
     #: Identifies the descriptor (network and weights); equal ids mean comparable embeddings.
     model_id: str
     embedding_size: int
-    #: Score (vision.similarity) at or above which two faces are called the same person.
+    #: Score (facesearch.similarity) at or above which two faces are called the same person.
     default_threshold: float
     detector_name: str
     #: The runtime that executes the descriptor ("dlib", "onnxruntime-cpu", ...), recorded per face.
@@ -100,7 +100,7 @@ class FaceModel(Protocol):
         ...
 
     def embed(self, chips: Sequence[RGBImage]) -> Embeddings:
-        """Descriptors, one float32 row per chip, in the space `vision.similarity` compares."""
+        """Descriptors, one float32 row per chip, in the space `facesearch.similarity` compares."""
         ...
 
     def raw_embed(self, chips: Sequence[RGBImage]) -> npt.NDArray[np.float32]:

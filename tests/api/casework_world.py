@@ -14,10 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from facesearch.deployment import Deployment
-from facesearch.ingest.runner import FolderIngest
-from facesearch.security.tenancy import qualified_name
 from tests.api.conftest import MakeUser, SignedIn, key_client
-from tests.conftest import faces_dir
+from tests.conftest import faces_dir, ingest
 
 PURPOSE = "Identify the suspect of robbery 2024/17 from a CCTV still"
 LEGAL = "Police Act s.64A: custody images of arrested persons"
@@ -55,17 +53,19 @@ def blank_png(size: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str,
-             images: Path) -> Org:
+def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str, images: Path) -> Org:
     admin = make_user(name, ["org_admin"])
-    reply = admin.client.post("/api/v1/collections", json={
-        "name": "mugshots", "legal_basis": LEGAL, "retention_days": 365})
+    reply = admin.client.post(
+        "/api/v1/collections",
+        json={"name": "mugshots", "legal_basis": LEGAL, "retention_days": 365},
+    )
     assert reply.status_code == 201, reply.text
     collection_id = int(reply.json()["id"])
     assert admin.org_id is not None
-    FolderIngest(dep, qualified_name(admin.org_id, "mugshots"), workers=1).run(images)
+    ingest(dep, collection_id, images)
     org = Org(
-        name=name, admin=admin,
+        name=name,
+        admin=admin,
         investigator=make_user(name, ["investigator"]),
         reviewer1=make_user(name, ["reviewer"]),
         reviewer2=make_user(name, ["reviewer"]),
@@ -82,12 +82,19 @@ def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str,
     return org
 
 
-def search(client: TestClient, probe: bytes, *, case: str = "2024/17",
-           purpose: str = PURPOSE, collections: str | None = None, top_k: int = 5,
-           ) -> tuple[int, dict]:  # type: ignore[type-arg]
+def search(
+    client: TestClient,
+    probe: bytes,
+    *,
+    case: str = "2024/17",
+    purpose: str = PURPOSE,
+    collections: str | None = None,
+    top_k: int = 5,
+) -> tuple[int, dict]:  # type: ignore[type-arg]
     data = {"case_number": case, "purpose": purpose, "top_k": str(top_k)}
     if collections is not None:
         data["collections"] = collections
-    reply = client.post("/api/v1/searches", data=data,
-                        files={"probe": ("probe.jpg", probe, "image/jpeg")})
+    reply = client.post(
+        "/api/v1/searches", data=data, files={"probe": ("probe.jpg", probe, "image/jpeg")}
+    )
     return reply.status_code, reply.json()

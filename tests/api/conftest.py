@@ -26,11 +26,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from facesearch import clock
 from facesearch.api.app import create_app
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.config import load_settings
 from facesearch.deployment import Deployment, init_deployment
-from facesearch.security import accounts, clock, passwords, recovery, totp
+from facesearch.security import accounts, admin, passwords, recovery, totp
+from facesearch.security.actor import system_actor
 from facesearch.security.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from facesearch.store.accounts import Organisation, User
 
@@ -59,8 +61,7 @@ def _fresh_identity_state() -> Iterator[None]:
 
 
 def new_deployment(base: Path, **overrides: object) -> Deployment:
-    settings = load_settings(base / "home", key_file=base / "keys" / "deployment.key",
-                             **overrides)
+    settings = load_settings(base / "home", key_file=base / "keys" / "deployment.key", **overrides)
     init_deployment(settings)
     return Deployment.open(settings)
 
@@ -88,15 +89,21 @@ class SignedIn:
     recovery_codes: list[str] = field(default_factory=list)
 
     def api_key(self, scopes: list[str], days: int = 30, name: str = "test key") -> str:
-        reply = self.client.post("/api/v1/me/api-keys",
-                                 json={"name": name, "scopes": scopes, "expires_in_days": days})
+        reply = self.client.post(
+            "/api/v1/me/api-keys", json={"name": name, "scopes": scopes, "expires_in_days": days}
+        )
         assert reply.status_code == 201, reply.text
         return str(reply.json()["key"])
 
     def sign_in_again(self) -> TestClient:
         """Another MFA-verified session of this user (a new TestClient)."""
-        return sign_in(self.client.app, self.email, self.password, self.totp_secret,  # type: ignore[arg-type]
-                       self.recovery_codes)
+        return sign_in(
+            self.client.app,
+            self.email,
+            self.password,
+            self.totp_secret,  # type: ignore[arg-type]
+            self.recovery_codes,
+        )
 
     def totp_code(self, offset: int = 0) -> str:
         return totp.code_at(self.totp_secret, totp.current_step() + offset)
@@ -107,9 +114,15 @@ def key_client(app: Any, key: str) -> TestClient:
     return TestClient(app, headers={"Authorization": f"Bearer {key}"})
 
 
-def create_user(dep: Deployment, org: str | None, roles: list[str], *,
-                email: str | None = None, password: str | None = None,
-                enrolled: bool = True) -> tuple[int, int | None, str, str, str, list[str]]:
+def create_user(
+    dep: Deployment,
+    org: str | None,
+    roles: list[str],
+    *,
+    email: str | None = None,
+    password: str | None = None,
+    enrolled: bool = True,
+) -> tuple[int, int | None, str, str, str, list[str]]:
     """A user straight in the database (org created on first use). Returns
     (user_id, org_id, email, password, totp_secret, recovery_codes)."""
     n = next(_counter)
@@ -122,10 +135,14 @@ def create_user(dep: Deployment, org: str | None, roles: list[str], *,
         if org is not None:
             row = s.scalar(select(Organisation).where(Organisation.name == org))
             if row is None:
-                row = accounts.create_organisation(s, org, actor_user_id=None)
+                row = admin.create_organisation(s, system_actor(), org)
             org_id = row.id
-        user = User(org_id=org_id, email=email, password_hash=passwords.hash_password(password),
-                    roles=list(roles))
+        user = User(
+            org_id=org_id,
+            email=email,
+            password_hash=passwords.hash_password(password),
+            roles=list(roles),
+        )
         s.add(user)
         s.flush()
         if enrolled:
@@ -138,19 +155,22 @@ def create_user(dep: Deployment, org: str | None, roles: list[str], *,
     return user_id, org_id, email, password, secret, codes
 
 
-def sign_in(app: FastAPI, email: str, password: str, secret: str,
-            recovery_codes: list[str] | None = None) -> TestClient:
+def sign_in(
+    app: FastAPI, email: str, password: str, secret: str, recovery_codes: list[str] | None = None
+) -> TestClient:
     """A TestClient with an MFA-verified cookie session and the CSRF header set. TOTP codes are
     single use, so a third sign-in within one 30-second step spends a recovery code."""
     client = TestClient(app)
     reply = client.post("/api/v1/auth/signin", json={"email": email, "password": password})
     assert reply.status_code == 200, reply.text
     client.headers[CSRF_HEADER] = reply.json()["csrf_token"]
-    reply = client.post("/api/v1/auth/mfa/verify",
-                        json={"code": totp.code_at(secret, totp.current_step())})
+    reply = client.post(
+        "/api/v1/auth/mfa/verify", json={"code": totp.code_at(secret, totp.current_step())}
+    )
     if reply.status_code == 401:  # this step's code was used already: the next one is valid
-        reply = client.post("/api/v1/auth/mfa/verify",
-                            json={"code": totp.code_at(secret, totp.current_step() + 1)})
+        reply = client.post(
+            "/api/v1/auth/mfa/verify", json={"code": totp.code_at(secret, totp.current_step() + 1)}
+        )
     if reply.status_code == 401 and recovery_codes:
         reply = client.post("/api/v1/auth/mfa/verify", json={"code": recovery_codes.pop()})
     assert reply.status_code == 200, reply.text
@@ -163,8 +183,7 @@ MakeUser = Callable[..., SignedIn]
 
 def user_factory(dep: Deployment, app: FastAPI) -> MakeUser:
     def make(org: str | None, roles: list[str], **kwargs: object) -> SignedIn:
-        user_id, org_id, email, password, secret, codes = create_user(
-            dep, org, roles, **kwargs)  # type: ignore[arg-type]
+        user_id, org_id, email, password, secret, codes = create_user(dep, org, roles, **kwargs)  # type: ignore[arg-type]
         client = sign_in(app, email, password, secret, codes)
         return SignedIn(client, user_id, org_id, email, password, secret, list(roles), codes)
 

@@ -10,12 +10,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from facesearch import clock
 from facesearch.api.deps import CSRF_HEADER, SESSION_COOKIE
 from facesearch.deployment import Deployment
-from facesearch.security import accounts, audit, clock, totp
+from facesearch.errors import Conflict
+from facesearch.security import accounts, admin, audit, totp
+from facesearch.security.actor import system_actor
 from facesearch.security.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from facesearch.store.accounts import ApiKey, User
-from facesearch.store.casework import AuditEntry
+from facesearch.store.audit import AuditEntry
 from tests.api.conftest import MakeUser, key_client
 
 GOOD_PASSWORD = "a sturdy passphrase 4 tests"
@@ -48,25 +51,29 @@ def sign_in_password(app: FastAPI, email: str, password: str) -> tuple[TestClien
     return c, r.status_code
 
 
-def invite_token(dep: Deployment, org: str | None, email: str, roles: list[str],
-                 hours: int = 24) -> str:
+def invite_token(
+    dep: Deployment, org: str | None, email: str, roles: list[str], hours: int = 24
+) -> str:
     with dep.db.session() as s:
         if org is None:
             return accounts.bootstrap(s, email, hours=hours).token
-        org_row = accounts.create_organisation(s, org, actor_user_id=None)
-        return accounts.create_invitation(s, org_id=org_row.id, email=email, roles=roles,
-                                          created_by=None, hours=hours).token
+        org_row = admin.create_organisation(s, system_actor(), org)
+        return accounts.create_invitation(
+            s, system_actor(), org_id=org_row.id, email=email, roles=roles, hours=hours
+        ).token
 
 
 # -- the whole journey ----------------------------------------------------------------------------
-def test_bootstrap_enrol_and_recovery_codes(app: FastAPI, deployment: Deployment,
-                                             client: TestClient, fake_clock: FakeClock) -> None:
+def test_bootstrap_enrol_and_recovery_codes(
+    app: FastAPI, deployment: Deployment, client: TestClient, fake_clock: FakeClock
+) -> None:
     token = invite_token(deployment, None, "root@example.org", ["platform_admin"])
-    r = client.post("/api/v1/invitations/accept",
-                    json={"token": token, "password": "password1234"})
+    r = client.post("/api/v1/invitations/accept", json={"token": token, "password": "password1234"})
     assert r.status_code == 422 and "common" in r.json()["detail"]
-    r = client.post("/api/v1/invitations/accept",
-                    json={"token": token, "password": GOOD_PASSWORD, "display_name": "Root"})
+    r = client.post(
+        "/api/v1/invitations/accept",
+        json={"token": token, "password": GOOD_PASSWORD, "display_name": "Root"},
+    )
     assert r.status_code == 201, r.text
     # single use
     r = client.post("/api/v1/invitations/accept", json={"token": token, "password": GOOD_PASSWORD})
@@ -89,8 +96,7 @@ def test_bootstrap_enrol_and_recovery_codes(app: FastAPI, deployment: Deployment
     secret = body["secret"]
     r = c.post("/api/v1/auth/mfa/verify", json={"code": "000000"})
     assert r.status_code == 401
-    r = c.post("/api/v1/auth/mfa/verify",
-               json={"code": totp.code_at(secret, totp.current_step())})
+    r = c.post("/api/v1/auth/mfa/verify", json={"code": totp.code_at(secret, totp.current_step())})
     assert r.status_code == 200, r.text
     codes = r.json()["recovery_codes"]
     assert len(codes) == 10
@@ -114,13 +120,20 @@ def test_bootstrap_enrol_and_recovery_codes(app: FastAPI, deployment: Deployment
     assert c3.post("/api/v1/auth/mfa/verify", json={"code": codes[1]}).status_code == 200
 
     # bootstrap is refused once an administrator exists
-    with deployment.db.session() as s, pytest.raises(accounts.AccountError):
+    with deployment.db.session() as s, pytest.raises(Conflict):
         accounts.bootstrap(s, "second@example.org")
 
     log = actions(deployment)
-    for action in ("invitation.created", "invitation.used", "user.created",
-                   "auth.signin.success", "mfa.enrolment_started", "mfa.failure",
-                   "mfa.enrolled", "mfa.recovery_code_used"):
+    for action in (
+        "invitation.created",
+        "invitation.used",
+        "user.created",
+        "auth.signin.success",
+        "mfa.enrolment_started",
+        "mfa.failure",
+        "mfa.enrolled",
+        "mfa.recovery_code_used",
+    ):
         assert action in log, action
     with deployment.db.session() as s:
         assert audit.verify_chain(s).ok
@@ -129,55 +142,69 @@ def test_bootstrap_enrol_and_recovery_codes(app: FastAPI, deployment: Deployment
 def test_totp_code_cannot_be_replayed(app: FastAPI, make_user: MakeUser) -> None:
     user = make_user("Acme", ["investigator"])  # used this step's code
     c, _ = sign_in_password(app, user.email, user.password)
-    with_same_code = c.post("/api/v1/auth/mfa/verify",
-                            json={"code": totp.code_at(user.totp_secret, totp.current_step())})
+    with_same_code = c.post(
+        "/api/v1/auth/mfa/verify",
+        json={"code": totp.code_at(user.totp_secret, totp.current_step())},
+    )
     # refused unless the fixture already had to use the next step
-    with_next = c.post("/api/v1/auth/mfa/verify",
-                       json={"code": totp.code_at(user.totp_secret, totp.current_step() + 1)})
+    with_next = c.post(
+        "/api/v1/auth/mfa/verify",
+        json={"code": totp.code_at(user.totp_secret, totp.current_step() + 1)},
+    )
     assert with_same_code.status_code == 401 or with_next.status_code == 401
 
 
-def test_invitation_expiry_and_revocation(app: FastAPI, deployment: Deployment,
-                                          client: TestClient, fake_clock: FakeClock) -> None:
+def test_invitation_expiry_and_revocation(
+    app: FastAPI, deployment: Deployment, client: TestClient, fake_clock: FakeClock
+) -> None:
     token = invite_token(deployment, "Acme", "late@acme.test", ["investigator"], hours=2)
     fake_clock.advance(hours=2, seconds=1)
     r = client.post("/api/v1/invitations/accept", json={"token": token, "password": GOOD_PASSWORD})
     assert r.status_code == 410
-    r = client.post("/api/v1/invitations/accept",
-                    json={"token": "x" * 43, "password": GOOD_PASSWORD})
+    r = client.post(
+        "/api/v1/invitations/accept", json={"token": "x" * 43, "password": GOOD_PASSWORD}
+    )
     assert r.status_code == 410
 
 
-def test_org_admin_invites_into_own_org_only(app: FastAPI, make_user: MakeUser,
-                                             client: TestClient) -> None:
+def test_org_admin_invites_into_own_org_only(
+    app: FastAPI, make_user: MakeUser, client: TestClient
+) -> None:
     admin_a = make_user("Org A", ["org_admin"])
     admin_b = make_user("Org B", ["org_admin"])
-    r = admin_a.client.post("/api/v1/invitations",
-                            json={"email": "new@a.test", "roles": ["investigator", "reviewer"]})
+    r = admin_a.client.post(
+        "/api/v1/invitations", json={"email": "new@a.test", "roles": ["investigator", "reviewer"]}
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["org_id"] == admin_a.org_id and "#token=" in created["link"]
     assert created["token"] not in created["link"].split("#")[0]
     # other organisation: 404, not 403
     assert admin_b.client.delete(f"/api/v1/invitations/{created['id']}").status_code == 404
-    r = admin_a.client.post("/api/v1/invitations", json={
-        "email": "x@a.test", "roles": ["investigator"], "org_id": admin_b.org_id})
+    r = admin_a.client.post(
+        "/api/v1/invitations",
+        json={"email": "x@a.test", "roles": ["investigator"], "org_id": admin_b.org_id},
+    )
     assert r.status_code == 404
-    r = admin_a.client.post("/api/v1/invitations",
-                            json={"email": "x@a.test", "roles": ["platform_admin"]})
+    r = admin_a.client.post(
+        "/api/v1/invitations", json={"email": "x@a.test", "roles": ["platform_admin"]}
+    )
     assert r.status_code == 422
     assert [i["id"] for i in admin_b.client.get("/api/v1/invitations").json()] == []
     # revoke, then the token is dead
     r = admin_a.client.delete(f"/api/v1/invitations/{created['id']}")
     assert r.status_code == 200 and r.json()["state"] == "revoked"
-    r = client.post("/api/v1/invitations/accept",
-                    json={"token": created["token"], "password": GOOD_PASSWORD})
+    r = client.post(
+        "/api/v1/invitations/accept", json={"token": created["token"], "password": GOOD_PASSWORD}
+    )
     assert r.status_code == 410
     # a fresh one works and binds org and roles
-    r = admin_a.client.post("/api/v1/invitations",
-                            json={"email": "new@a.test", "roles": ["investigator"]})
-    r = client.post("/api/v1/invitations/accept",
-                    json={"token": r.json()["token"], "password": GOOD_PASSWORD})
+    r = admin_a.client.post(
+        "/api/v1/invitations", json={"email": "new@a.test", "roles": ["investigator"]}
+    )
+    r = client.post(
+        "/api/v1/invitations/accept", json={"token": r.json()["token"], "password": GOOD_PASSWORD}
+    )
     assert r.status_code == 201
     users = admin_a.client.get("/api/v1/users").json()
     new = next(u for u in users if u["email"] == "new@a.test")
@@ -195,13 +222,15 @@ def test_platform_admin_manages_orgs_and_invites_org_admins(make_user: MakeUser)
     assert root.client.post("/api/v1/organisations", json={"name": "newco"}).status_code == 409
     names = [o["name"] for o in root.client.get("/api/v1/organisations").json()]
     assert names == ["Existing", "Newco"]
-    r = root.client.post("/api/v1/invitations",
-                         json={"email": "boss@newco.test", "roles": ["org_admin"],
-                               "org_id": org_id})
+    r = root.client.post(
+        "/api/v1/invitations",
+        json={"email": "boss@newco.test", "roles": ["org_admin"], "org_id": org_id},
+    )
     assert r.status_code == 201
-    r = root.client.post("/api/v1/invitations",
-                         json={"email": "i@newco.test", "roles": ["investigator"],
-                               "org_id": org_id})
+    r = root.client.post(
+        "/api/v1/invitations",
+        json={"email": "i@newco.test", "roles": ["investigator"], "org_id": org_id},
+    )
     assert r.status_code == 403
     # the client list is visible to nobody else
     assert org_admin.client.get("/api/v1/organisations").status_code == 403
@@ -221,8 +250,9 @@ def test_roles_change_and_disable(make_user: MakeUser) -> None:
     assert me["scopes"] == []
     r = admin.client.put(f"/api/v1/users/{admin.user_id}/roles", json={"roles": ["reviewer"]})
     assert r.status_code == 409
-    r = admin.client.put(f"/api/v1/users/{worker.user_id}/roles",
-                         json={"roles": ["platform_admin"]})
+    r = admin.client.put(
+        f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["platform_admin"]}
+    )
     assert r.status_code == 422
     r = admin.client.post(f"/api/v1/users/{worker.user_id}/disable")
     assert r.status_code == 200 and r.json()["disabled"]
@@ -232,13 +262,14 @@ def test_roles_change_and_disable(make_user: MakeUser) -> None:
 
 # -- lockout and rate limits ----------------------------------------------------------------------
 def test_lockout_after_five_failures_for_fifteen_minutes(
-        app: FastAPI, make_user: MakeUser, deployment: Deployment,
-        fake_clock: FakeClock) -> None:
+    app: FastAPI, make_user: MakeUser, deployment: Deployment, fake_clock: FakeClock
+) -> None:
     user = make_user("Acme", ["investigator"])
     for _ in range(4):
         assert sign_in_password(app, user.email, "wrong password!!")[1] == 401
-    r = TestClient(app).post("/api/v1/auth/signin",
-                             json={"email": user.email, "password": "wrong password!!"})
+    r = TestClient(app).post(
+        "/api/v1/auth/signin", json={"email": user.email, "password": "wrong password!!"}
+    )
     assert r.status_code == 423 and "locked" in r.json()["detail"]
     # the existing session was ended, the right password is refused while locked
     assert user.client.get("/api/v1/me").status_code == 401
@@ -253,22 +284,32 @@ def test_lockout_after_five_failures_for_fifteen_minutes(
 
 def test_unknown_email_is_indistinguishable(app: FastAPI, make_user: MakeUser) -> None:
     user = make_user("Acme", ["investigator"])
-    known = [TestClient(app).post("/api/v1/auth/signin",
-                                  json={"email": user.email, "password": "nope nope nope"})
-             for _ in range(6)]
-    unknown = [TestClient(app).post("/api/v1/auth/signin",
-                                    json={"email": "ghost@acme.test", "password": "nope nope"})
-               for _ in range(6)]
-    assert [r.status_code for r in known] == [r.status_code for r in unknown] == \
-        [401, 401, 401, 401, 423, 423]
+    known = [
+        TestClient(app).post(
+            "/api/v1/auth/signin", json={"email": user.email, "password": "nope nope nope"}
+        )
+        for _ in range(6)
+    ]
+    unknown = [
+        TestClient(app).post(
+            "/api/v1/auth/signin", json={"email": "ghost@acme.test", "password": "nope nope"}
+        )
+        for _ in range(6)
+    ]
+    assert (
+        [r.status_code for r in known]
+        == [r.status_code for r in unknown]
+        == [401, 401, 401, 401, 423, 423]
+    )
     assert known[0].json() == unknown[0].json()
 
 
 def test_mfa_failures_lock_too(app: FastAPI, make_user: MakeUser) -> None:
     user = make_user("Acme", ["investigator"])
     c, _ = sign_in_password(app, user.email, user.password)
-    codes = [c.post("/api/v1/auth/mfa/verify", json={"code": "000000"}).status_code
-             for _ in range(5)]
+    codes = [
+        c.post("/api/v1/auth/mfa/verify", json={"code": "000000"}).status_code for _ in range(5)
+    ]
     assert codes == [401, 401, 401, 401, 423]
     assert sign_in_password(app, user.email, user.password)[1] == 423
 
@@ -279,23 +320,33 @@ def test_sign_in_rate_limits(app: FastAPI, make_user: MakeUser) -> None:
     limits["signin:address"] = Limit(3, 60.0)
     app.state.limiter = RateLimiter(limits)
     c = TestClient(app)
-    codes = [c.post("/api/v1/auth/signin",
-                    json={"email": f"u{i}@x.test", "password": "whatever x"}).status_code
-             for i in range(3)]
+    codes = [
+        c.post(
+            "/api/v1/auth/signin", json={"email": f"u{i}@x.test", "password": "whatever x"}
+        ).status_code
+        for i in range(3)
+    ]
     assert codes == [401, 401, 401]
     r = c.post("/api/v1/auth/signin", json={"email": user.email, "password": user.password})
     assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
     # another address is not affected
     other = TestClient(app, client=("10.9.9.9", 4000))
-    assert other.post("/api/v1/auth/signin",
-                      json={"email": user.email, "password": user.password}).status_code == 200
+    assert (
+        other.post(
+            "/api/v1/auth/signin", json={"email": user.email, "password": user.password}
+        ).status_code
+        == 200
+    )
 
     limits["signin:address"] = Limit(1000, 60.0)
     limits["signin:account"] = Limit(2, 60.0)
     app.state.limiter = RateLimiter(limits)
-    codes = [TestClient(app, client=(f"10.0.0.{i}", 1)).post(
-        "/api/v1/auth/signin", json={"email": user.email, "password": user.password}).status_code
-        for i in range(3)]
+    codes = [
+        TestClient(app, client=(f"10.0.0.{i}", 1))
+        .post("/api/v1/auth/signin", json={"email": user.email, "password": user.password})
+        .status_code
+        for i in range(3)
+    ]
     assert codes == [200, 200, 429]
 
 
@@ -332,15 +383,20 @@ def test_csrf_required_for_cookie_writes(make_user: MakeUser) -> None:
     assert r.status_code == 201
     assert user.client.post("/api/v1/auth/signout").status_code == 403
     # API keys carry no ambient authority and need no token
-    key = user.client.post("/api/v1/me/api-keys", headers={CSRF_HEADER: csrf}, json={
-        "name": "k", "scopes": ["admin"], "expires_in_days": 5}).json()["key"]
-    r = key_client(user.client.app, key).post("/api/v1/invitations", json=body | {
-        "email": "m@acme.test"})
+    key = user.client.post(
+        "/api/v1/me/api-keys",
+        headers={CSRF_HEADER: csrf},
+        json={"name": "k", "scopes": ["admin"], "expires_in_days": 5},
+    ).json()["key"]
+    r = key_client(user.client.app, key).post(
+        "/api/v1/invitations", json=body | {"email": "m@acme.test"}
+    )
     assert r.status_code == 201
 
 
-def test_sign_out_and_sign_out_everywhere(app: FastAPI, make_user: MakeUser,
-                                          deployment: Deployment) -> None:
+def test_sign_out_and_sign_out_everywhere(
+    app: FastAPI, make_user: MakeUser, deployment: Deployment
+) -> None:
     user = make_user("Acme", ["investigator"])
     other = user.sign_in_again()
     sessions_listed = user.client.get("/api/v1/me/sessions").json()
@@ -357,16 +413,26 @@ def test_sign_out_and_sign_out_everywhere(app: FastAPI, make_user: MakeUser,
 
 
 # -- API keys -------------------------------------------------------------------------------------
-def test_api_keys_lifecycle(app: FastAPI, make_user: MakeUser, deployment: Deployment,
-                            fake_clock: FakeClock) -> None:
+def test_api_keys_lifecycle(
+    app: FastAPI, make_user: MakeUser, deployment: Deployment, fake_clock: FakeClock
+) -> None:
     user = make_user("Acme", ["investigator", "reviewer"])
     post = user.client.post
-    assert post("/api/v1/me/api-keys", json={"name": "k", "scopes": ["admin"],
-                                             "expires_in_days": 30}).status_code == 422
-    assert post("/api/v1/me/api-keys", json={"name": "k", "scopes": ["search"],
-                                             "expires_in_days": 366}).status_code == 422
-    assert post("/api/v1/me/api-keys", json={"name": "k", "scopes": ["search"]}).status_code \
-        == 422  # expiry required
+    assert (
+        post(
+            "/api/v1/me/api-keys", json={"name": "k", "scopes": ["admin"], "expires_in_days": 30}
+        ).status_code
+        == 422
+    )
+    assert (
+        post(
+            "/api/v1/me/api-keys", json={"name": "k", "scopes": ["search"], "expires_in_days": 366}
+        ).status_code
+        == 422
+    )
+    assert (
+        post("/api/v1/me/api-keys", json={"name": "k", "scopes": ["search"]}).status_code == 422
+    )  # expiry required
     key = user.api_key(["search"], days=2)
     prefix = key.split("_")[1]
     with deployment.db.session() as s:
@@ -379,8 +445,12 @@ def test_api_keys_lifecycle(app: FastAPI, make_user: MakeUser, deployment: Deplo
     listed = user.client.get("/api/v1/me/api-keys").json()
     assert listed[0]["last_used_at"] is not None and "key" not in listed[0]
     # a key cannot mint keys or end sessions everywhere
-    assert kc.post("/api/v1/me/api-keys", json={"name": "k2", "scopes": ["search"],
-                                                "expires_in_days": 1}).status_code == 403
+    assert (
+        kc.post(
+            "/api/v1/me/api-keys", json={"name": "k2", "scopes": ["search"], "expires_in_days": 1}
+        ).status_code
+        == 403
+    )
     assert kc.post("/api/v1/auth/signout-all").status_code == 403
     assert key_client(app, key[:-2] + "zz").get("/api/v1/me").status_code == 401
     assert key_client(app, "fsk_nothex_x").get("/api/v1/me").status_code == 401

@@ -36,8 +36,14 @@ class Credentials:
 
     def _new(self) -> dict[str, str]:
         user = self.make_user("Fuzz Org", ROLES)
-        reply = user.client.post("/api/v1/collections", json={
-            "name": f"fuzz-{time.monotonic_ns()}", "legal_basis": LEGAL, "retention_days": 30})
+        reply = user.client.post(
+            "/api/v1/collections",
+            json={
+                "name": f"fuzz-{time.monotonic_ns()}",
+                "legal_basis": LEGAL,
+                "retention_days": 30,
+            },
+        )
         assert reply.status_code == 201, reply.text
         return {"Authorization": f"Bearer {user.api_key(ALL_SCOPES)}"}
 
@@ -46,8 +52,9 @@ class Credentials:
         self.header = self._new()
 
 
-def test_no_5xx_over_the_openapi_document(module_deployment: Deployment, module_app: FastAPI,
-                                          module_make_user: MakeUser) -> None:
+def test_no_5xx_over_the_openapi_document(
+    module_deployment: Deployment, module_app: FastAPI, module_make_user: MakeUser
+) -> None:
     creds = Credentials(module_make_user)
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", module_app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -61,26 +68,37 @@ def test_no_5xx_over_the_openapi_document(module_deployment: Deployment, module_
             response = case.call(headers=dict(creds.header))
         except Exception as exc:  # the test client re-raises what the server did not handle
             statuses[500] += 1
-            failures.append(f"{case.method} {case.formatted_path} query={case.query} -> "
-                            f"unhandled {type(exc).__name__}: {exc}")
+            failures.append(
+                f"{case.method} {case.formatted_path} query={case.query} -> "
+                f"unhandled {type(exc).__name__}: {exc}"
+            )
             return
         statuses[response.status_code] += 1
         if response.status_code >= 500:
-            failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                            f"{response.text[:200]}")
+            failures.append(
+                f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                f"{response.text[:200]}"
+            )
         if response.status_code == 401 and (case.method.upper(), case.path) not in PUBLIC_ROUTES:
             creds.renew()  # the fuzzer revoked our key or disabled our user: carry on
 
     for operation in operations:
-        for mode, examples in ((GenerationMode.POSITIVE, POSITIVE),
-                               (GenerationMode.NEGATIVE, NEGATIVE)):
+        for mode, examples in (
+            (GenerationMode.POSITIVE, POSITIVE),
+            (GenerationMode.NEGATIVE, NEGATIVE),
+        ):
             try:
                 strategy = operation.as_strategy(generation_mode=mode)
             except Exception:  # an operation with nothing to negate
                 continue
 
-            @settings(max_examples=examples, deadline=None, database=None,
-                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def run(case: Any) -> None:
                 check(case)
@@ -92,8 +110,10 @@ def test_no_5xx_over_the_openapi_document(module_deployment: Deployment, module_
     runner_for(module_deployment).wait_idle(60)
     total = sum(statuses.values())
     seconds = time.monotonic() - started
-    print(f"\nfuzzed {len(operations)} operations: {total} requests in {seconds:.1f} s; "
-          f"credentials renewed {creds.renewed} times")
+    print(
+        f"\nfuzzed {len(operations)} operations: {total} requests in {seconds:.1f} s; "
+        f"credentials renewed {creds.renewed} times"
+    )
     print(f"operations without negative cases: {len(skipped)}")
     print("status counts: " + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items())))
     assert total >= len(operations) * 10

@@ -7,16 +7,25 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from facesearch.deployment import Deployment
-from facesearch.store.casework import AuditEntry
+from facesearch.store.audit import AuditEntry
 from tests.api.casework_world import Org, gallery, make_org, probe_bytes, search
 from tests.api.conftest import MakeUser, key_client
 
 
 @pytest.fixture(scope="module")
-def org(module_deployment: Deployment, module_app: FastAPI, module_make_user: MakeUser,
-        tmp_path_factory: pytest.TempPathFactory) -> Org:
-    return make_org(module_deployment, module_app, module_make_user, "Review Org",
-                    gallery(tmp_path_factory.mktemp("gallery")))
+def org(
+    module_deployment: Deployment,
+    module_app: FastAPI,
+    module_make_user: MakeUser,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Org:
+    return make_org(
+        module_deployment,
+        module_app,
+        module_make_user,
+        "Review Org",
+        gallery(tmp_path_factory.mktemp("gallery")),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +38,10 @@ def results(org: Org) -> list[int]:
 
 
 def _review(org: Org, who: str, result_id: int, decision: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    reply = org.keys[who].post(f"/api/v1/results/{result_id}/reviews",
-                               json={"decision": decision, "note": f"{who} says {decision}"})
+    reply = org.keys[who].post(
+        f"/api/v1/results/{result_id}/reviews",
+        json={"decision": decision, "note": f"{who} says {decision}"},
+    )
     return reply.status_code, reply.json()
 
 
@@ -38,8 +49,9 @@ def _status(org: Org, result_id: int) -> str:
     return str(org.keys["review1"].get(f"/api/v1/results/{result_id}").json()["status"])
 
 
-def test_two_different_reviewers_confirm(org: Org, results: list[int],
-                                         module_deployment: Deployment) -> None:
+def test_two_different_reviewers_confirm(
+    org: Org, results: list[int], module_deployment: Deployment
+) -> None:
     rid = results[0]
     code, body = _review(org, "review1", rid, "confirm")
     assert code == 200 and body["status"] == "lead", body
@@ -48,16 +60,22 @@ def test_two_different_reviewers_confirm(org: Org, results: list[int],
     assert code == 409, body
     assert _status(org, rid) == "lead"
     # ... not even through a cookie session instead of the key
-    again = org.reviewer1.client.post(f"/api/v1/results/{rid}/reviews",
-                                      json={"decision": "confirm"})
+    again = org.reviewer1.client.post(
+        f"/api/v1/results/{rid}/reviews", json={"decision": "confirm"}
+    )
     assert again.status_code == 409
     assert _status(org, rid) == "lead"
     code, body = _review(org, "review2", rid, "confirm")
     assert code == 200 and body["status"] == "confirmed", body
     assert [r["decision"] for r in body["reviews"]] == ["confirm", "confirm"]
     with module_deployment.db.session() as s:
-        decided = list(s.scalars(select(AuditEntry).where(
-            AuditEntry.action == "review.decided", AuditEntry.target_id == str(rid))))
+        decided = list(
+            s.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.action == "review.decided", AuditEntry.target_id == str(rid)
+                )
+            )
+        )
     assert [e.details["status_after"] for e in decided] == ["lead", "confirmed"]
     assert {e.actor_user_id for e in decided} == {org.reviewer1.user_id, org.reviewer2.user_id}
 
@@ -71,8 +89,9 @@ def test_a_rejection_is_final(org: Org, results: list[int]) -> None:
     assert _status(org, rid) == "rejected"
 
 
-def test_searcher_cannot_review_own_results(org: Org, module_make_user: MakeUser,
-                                            module_app: FastAPI) -> None:
+def test_searcher_cannot_review_own_results(
+    org: Org, module_make_user: MakeUser, module_app: FastAPI
+) -> None:
     both = module_make_user(org.name, ["investigator", "reviewer"])
     status, body = search(both.client, probe_bytes(), top_k=1, case="2024/18")
     assert status == 200, body
@@ -91,8 +110,13 @@ def test_review_needs_the_reviewer(org: Org, results: list[int]) -> None:
     for who in ("search", "audit", "ingest", "admin"):
         code, _ = _review(org, who, results[0], "confirm")
         assert code == 403, who
-    reply = org.keys["review1"].post(f"/api/v1/results/{results[0]}/reviews",
-                                     json={"decision": "identified"})
+    reply = org.keys["review1"].post(
+        f"/api/v1/results/{results[0]}/reviews", json={"decision": "identified"}
+    )
     assert reply.status_code == 422
-    assert org.keys["review1"].post("/api/v1/results/999999/reviews",
-                                    json={"decision": "confirm"}).status_code == 404
+    assert (
+        org.keys["review1"]
+        .post("/api/v1/results/999999/reviews", json={"decision": "confirm"})
+        .status_code
+        == 404
+    )

@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.api.public_routes import ANY_PRINCIPAL_ROUTES, PUBLIC_ROUTES
-from facesearch.security.roles import ORG_ROLES
-from facesearch.store.accounts import SCOPES
+from facesearch.security.roles import ORG_ROLES, SCOPES
 from tests.api.conftest import MakeUser, create_user, key_client
 
 ANY_PRINCIPAL = ANY_PRINCIPAL_ROUTES
@@ -70,12 +69,18 @@ class Row:
     problems: list[str] = field(default_factory=list)
 
 
-def test_every_route_refuses_the_unauthorised(app: FastAPI, make_user: MakeUser,
-                                              deployment: Any, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_route_refuses_the_unauthorised(
+    app: FastAPI,
+    make_user: MakeUser,
+    deployment: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     everything = make_user("Audit Org", list(ORG_ROLES))
-    keys = {scope: key_client(app, everything.api_key([scope], name=f"only {scope}"))
-            for scope in SCOPES}
+    keys = {
+        scope: key_client(app, everything.api_key([scope], name=f"only {scope}"))
+        for scope in SCOPES
+    }
     all_scopes = key_client(app, everything.api_key(list(SCOPES), name="all scopes"))
     _, _, email, password, _, _ = create_user(deployment, "Audit Org", list(ORG_ROLES))
     half = TestClient(app)
@@ -128,8 +133,10 @@ def test_every_route_refuses_the_unauthorised(app: FastAPI, make_user: MakeUser,
         row.wrong_scope = "/".join(codes) if codes else "n/a (any principal)"
         rows.append(row)
 
-    header = ("| method | route | scope | anonymous | password-only | wrong-scope key |\n"
-              "|---|---|---|---|---|---|\n")
+    header = (
+        "| method | route | scope | anonymous | password-only | wrong-scope key |\n"
+        "|---|---|---|---|---|---|\n"
+    )
     table = header + "".join(
         f"| {r.method} | `{r.path}` | {r.scope} | {r.anonymous} | {r.password_only} | "
         f"{r.wrong_scope} |{' **' + '; '.join(r.problems) + '**' if r.problems else ''}\n"

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from facesearch.deployment import Deployment
 from facesearch.ingest.jobs import runner_for
 from facesearch.security import audit
-from facesearch.store.casework import AuditEntry, Search
+from facesearch.store.audit import AuditEntry
+from facesearch.store.casework import Search
 from tests.api.casework_world import (
     PURPOSE,
     Org,
@@ -26,10 +27,19 @@ from tests.api.conftest import MakeUser
 
 
 @pytest.fixture(scope="module")
-def org(module_deployment: Deployment, module_app: FastAPI, module_make_user: MakeUser,
-        tmp_path_factory: pytest.TempPathFactory) -> Org:
-    return make_org(module_deployment, module_app, module_make_user, "Org A",
-                    gallery(tmp_path_factory.mktemp("gallery")))
+def org(
+    module_deployment: Deployment,
+    module_app: FastAPI,
+    module_make_user: MakeUser,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Org:
+    return make_org(
+        module_deployment,
+        module_app,
+        module_make_user,
+        "Org A",
+        gallery(tmp_path_factory.mktemp("gallery")),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +50,9 @@ def first(org: Org) -> dict:  # type: ignore[type-arg]
 
 
 def test_search_answers_leads_with_authenticated_crops(
-    org: Org, first: dict, module_deployment: Deployment  # type: ignore[type-arg]
+    org: Org,
+    first: dict,
+    module_deployment: Deployment,  # type: ignore[type-arg]
 ) -> None:
     cands = [c for f in first["faces"] for c in f["candidates"]]
     assert cands and all(c["status"] == "lead" for c in cands)
@@ -74,17 +86,21 @@ def test_search_answers_leads_with_authenticated_crops(
     assert face.status_code == 200 and face.json()["collection"] == "mugshots"
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"purpose": PURPOSE}, "case_number"),
-    ({"case_number": "2024/17"}, "purpose"),
-    ({"case_number": "x", "purpose": PURPOSE}, "case_number"),
-    ({"case_number": "2024/17", "purpose": "too short"}, "purpose"),
-    ({"case_number": "2024/17", "purpose": PURPOSE, "top_k": "0"}, "top_k"),
-    ({"case_number": "2024/17", "purpose": PURPOSE, "collections": "1,abc"}, "collections"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"purpose": PURPOSE}, "case_number"),
+        ({"case_number": "2024/17"}, "purpose"),
+        ({"case_number": "x", "purpose": PURPOSE}, "case_number"),
+        ({"case_number": "2024/17", "purpose": "too short"}, "purpose"),
+        ({"case_number": "2024/17", "purpose": PURPOSE, "top_k": "0"}, "top_k"),
+        ({"case_number": "2024/17", "purpose": PURPOSE, "collections": "1,abc"}, "collections"),
+    ],
+)
 def test_case_and_purpose_are_required(org: Org, data: dict, field: str) -> None:  # type: ignore[type-arg]
-    reply = org.keys["search"].post("/api/v1/searches", data=data,
-                                    files={"probe": ("p.png", blank_png(), "image/png")})
+    reply = org.keys["search"].post(
+        "/api/v1/searches", data=data, files={"probe": ("p.png", blank_png(), "image/png")}
+    )
     assert reply.status_code == 422, reply.text
     assert field in json.dumps(reply.json()["detail"])
 
@@ -92,12 +108,15 @@ def test_case_and_purpose_are_required(org: Org, data: dict, field: str) -> None
 def test_bad_images_get_a_reason_not_a_500(org: Org) -> None:
     for payload in (b"", b"GIF89a garbage", b"\xff\xd8\xff\xe0 truncated jpeg", b"\x00" * 100):
         reply = org.keys["search"].post(
-            "/api/v1/searches", data={"case_number": "2024/17", "purpose": PURPOSE},
-            files={"probe": ("p.jpg", payload, "image/jpeg")})
+            "/api/v1/searches",
+            data={"case_number": "2024/17", "purpose": PURPOSE},
+            files={"probe": ("p.jpg", payload, "image/jpeg")},
+        )
         assert reply.status_code in (400, 422), reply.text
         assert reply.json()["detail"]
-    reply = org.keys["search"].post("/api/v1/searches",
-                                    data={"case_number": "2024/17", "purpose": PURPOSE})
+    reply = org.keys["search"].post(
+        "/api/v1/searches", data={"case_number": "2024/17", "purpose": PURPOSE}
+    )
     assert reply.status_code == 422
 
 
@@ -122,7 +141,8 @@ def test_cases_and_history(org: Org, first: dict) -> None:  # type: ignore[type-
     searches = {s["id"]: s for s in detail["search_list"]}
     assert first["search_id"] in searches
     assert len(searches[first["search_id"]]["results"]) == sum(
-        len(f["candidates"]) for f in first["faces"])
+        len(f["candidates"]) for f in first["faces"]
+    )
     one = org.keys["search"].get(f"/api/v1/searches/{first['search_id']}").json()
     assert one["purpose"] == PURPOSE and one["results"]
     # the auditor sees the organisation's search history and the case, not as a searcher
@@ -147,19 +167,21 @@ def test_audit_entries_and_signed_export(org: Org, first: dict, tmp_path: Path) 
     report = audit.verify_export(path, expected_public_key=key["fingerprint"])
     assert report.ok, report
     assert report.scope == "organisation"
-    after = org.keys["audit"].get("/api/v1/audit/entries",
-                                  params={"action": "audit.exported"}).json()
+    after = (
+        org.keys["audit"].get("/api/v1/audit/entries", params={"action": "audit.exported"}).json()
+    )
     assert after["total"] >= 1
     assert org.keys["search"].get("/api/v1/audit/entries").status_code == 403
 
 
 def test_upload_job_progress(org: Org, module_deployment: Deployment) -> None:
     probe = probe_bytes()
-    files = [("files", ("suspect.jpg", probe, "image/jpeg")),
-             ("files", ("broken.jpg", b"\xff\xd8 not really", "image/jpeg")),
-             ("files", ("blank.png", blank_png(), "image/png"))]
-    reply = org.keys["ingest"].post(f"/api/v1/collections/{org.collection_id}/uploads",
-                                    files=files)
+    files = [
+        ("files", ("suspect.jpg", probe, "image/jpeg")),
+        ("files", ("broken.jpg", b"\xff\xd8 not really", "image/jpeg")),
+        ("files", ("blank.png", blank_png(), "image/png")),
+    ]
+    reply = org.keys["ingest"].post(f"/api/v1/collections/{org.collection_id}/uploads", files=files)
     assert reply.status_code == 202, reply.text
     job_id = reply.json()["id"]
     assert reply.json()["files_total"] == 3
@@ -178,14 +200,20 @@ def test_upload_job_progress(org: Org, module_deployment: Deployment) -> None:
     assert org.keys["search"].get(f"/api/v1/jobs/{job_id}").status_code == 403
     # server folder jobs: organisation administrators, below the drop folder only
     admin = org.keys["admin"]
-    outside = admin.post(f"/api/v1/collections/{org.collection_id}/folder-jobs",
-                         json={"folder": "/etc"})
+    outside = admin.post(
+        f"/api/v1/collections/{org.collection_id}/folder-jobs", json={"folder": "/etc"}
+    )
     assert outside.status_code == 422
-    escape = admin.post(f"/api/v1/collections/{org.collection_id}/folder-jobs",
-                        json={"folder": "../.."})
+    escape = admin.post(
+        f"/api/v1/collections/{org.collection_id}/folder-jobs", json={"folder": "../.."}
+    )
     assert escape.status_code == 422
-    assert org.keys["ingest"].post(f"/api/v1/collections/{org.collection_id}/folder-jobs",
-                                   json={"folder": "."}).status_code == 403
+    assert (
+        org.keys["ingest"]
+        .post(f"/api/v1/collections/{org.collection_id}/folder-jobs", json={"folder": "."})
+        .status_code
+        == 403
+    )
     with module_deployment.db.session() as s:
         assert s.scalar(select(Search.id).limit(1)) is not None
 

@@ -50,30 +50,46 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(module_deployment: Deployment, module_app: FastAPI, module_make_user: MakeUser,
-          tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(
+    module_deployment: Deployment,
+    module_app: FastAPI,
+    module_make_user: MakeUser,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> World:
     images = gallery(tmp_path_factory.mktemp("gallery"))
     a = make_org(module_deployment, module_app, module_make_user, "Org A", images)
     b = make_org(module_deployment, module_app, module_make_user, "Org B", images)
     status, body = search(a.keys["search"], probe_bytes(), case="A-2024-1")
     assert status == 200, body
     cand = body["faces"][0]["candidates"][0]
-    code = a.keys["review1"].post(f"/api/v1/results/{cand['result_id']}/reviews",
-                                  json={"decision": "confirm"}).status_code
+    code = (
+        a.keys["review1"]
+        .post(f"/api/v1/results/{cand['result_id']}/reviews", json={"decision": "confirm"})
+        .status_code
+    )
     assert code == 200
-    job = a.keys["ingest"].post(f"/api/v1/collections/{a.collection_id}/uploads",
-                                files=[("files", ("x.png", blank_png(), "image/png"))])
+    job = a.keys["ingest"].post(
+        f"/api/v1/collections/{a.collection_id}/uploads",
+        files=[("files", ("x.png", blank_png(), "image/png"))],
+    )
     assert job.status_code == 202, job.text
     assert runner_for(module_deployment).wait_idle(60)
-    inv = a.admin.client.post("/api/v1/invitations", json={
-        "email": "new-person@a.test", "roles": ["investigator"]})
+    inv = a.admin.client.post(
+        "/api/v1/invitations", json={"email": "new-person@a.test", "roles": ["investigator"]}
+    )
     assert inv.status_code == 201, inv.text
     keys = a.investigator.client.get("/api/v1/me/api-keys").json()
     entries = a.keys["audit"].get("/api/v1/audit/entries", params={"limit": 1}).json()
     ids = AData(
-        collection=a.collection_id, search=body["search_id"], case=body["case_id"],
-        result=cand["result_id"], face=cand["face_id"], job=job.json()["id"],
-        user=a.investigator.user_id, invitation=inv.json()["id"], api_key=keys[0]["id"],
+        collection=a.collection_id,
+        search=body["search_id"],
+        case=body["case_id"],
+        result=cand["result_id"],
+        face=cand["face_id"],
+        job=job.json()["id"],
+        user=a.investigator.user_id,
+        invitation=inv.json()["id"],
+        api_key=keys[0]["id"],
         audit_entry=entries["items"][0]["id"],
     )
     # B does some work of its own
@@ -90,55 +106,148 @@ def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, int]]:
     admin = b.admin.client  # org administrator session (admin + ingest)
     form = {"case_number": "B-2024-1", "purpose": "Searching on behalf of case B-2024-1"}
     return [
-        ("collection", "GET /collections/{id}", b.keys["search"],
-         lambda c, x: c.get(f"/api/v1/collections/{x}"), i.collection),
-        ("collection", "DELETE /collections/{id}", admin,
-         lambda c, x: c.delete(f"/api/v1/collections/{x}"), i.collection),
-        ("collection", "POST /collections/{id}/shares", admin,
-         lambda c, x: c.post(f"/api/v1/collections/{x}/shares",
-                             json={"organisation": "Org B"}), i.collection),
-        ("collection", "POST /collections/{id}/uploads", b.keys["ingest"],
-         lambda c, x: c.post(f"/api/v1/collections/{x}/uploads",
-                             files=[("files", ("x.png", blank_png(), "image/png"))]),
-         i.collection),
-        ("collection", "POST /collections/{id}/folder-jobs", admin,
-         lambda c, x: c.post(f"/api/v1/collections/{x}/folder-jobs", json={"folder": "."}),
-         i.collection),
-        ("collection", "POST /searches collections=id", b.keys["search"],
-         lambda c, x: c.post("/api/v1/searches", data={**form, "collections": str(x)},
-                             files={"probe": ("p.png", blank_png(), "image/png")}),
-         i.collection),
-        ("search", "GET /searches/{id}", b.keys["search"],
-         lambda c, x: c.get(f"/api/v1/searches/{x}"), i.search),
-        ("case", "GET /cases/{id} (investigator)", b.keys["search"],
-         lambda c, x: c.get(f"/api/v1/cases/{x}"), i.case),
-        ("case", "GET /cases/{id} (auditor)", b.keys["audit"],
-         lambda c, x: c.get(f"/api/v1/cases/{x}"), i.case),
-        ("result", "GET /results/{id}", b.keys["review1"],
-         lambda c, x: c.get(f"/api/v1/results/{x}"), i.result),
-        ("result", "POST /results/{id}/reviews", b.keys["review1"],
-         lambda c, x: c.post(f"/api/v1/results/{x}/reviews", json={"decision": "reject"}),
-         i.result),
-        ("face", "GET /faces/{id}/crop", b.keys["search"],
-         lambda c, x: c.get(f"/api/v1/faces/{x}/crop"), i.face),
-        ("face", "GET /faces/{id}/crop (reviewer)", b.keys["review1"],
-         lambda c, x: c.get(f"/api/v1/faces/{x}/crop"), i.face),
-        ("face", "GET /faces/{id}", b.keys["search"],
-         lambda c, x: c.get(f"/api/v1/faces/{x}"), i.face),
-        ("job", "GET /jobs/{id}", b.keys["ingest"],
-         lambda c, x: c.get(f"/api/v1/jobs/{x}"), i.job),
-        ("user", "GET /users/{id}", admin,
-         lambda c, x: c.get(f"/api/v1/users/{x}"), i.user),
-        ("user", "PUT /users/{id}/roles", admin,
-         lambda c, x: c.put(f"/api/v1/users/{x}/roles", json={"roles": ["auditor"]}), i.user),
-        ("user", "POST /users/{id}/disable", admin,
-         lambda c, x: c.post(f"/api/v1/users/{x}/disable"), i.user),
-        ("invitation", "DELETE /invitations/{id}", admin,
-         lambda c, x: c.delete(f"/api/v1/invitations/{x}"), i.invitation),
-        ("api key", "DELETE /me/api-keys/{id}", admin,
-         lambda c, x: c.delete(f"/api/v1/me/api-keys/{x}"), i.api_key),
-        ("audit entry", "GET /audit/entries/{id}", b.keys["audit"],
-         lambda c, x: c.get(f"/api/v1/audit/entries/{x}"), i.audit_entry),
+        (
+            "collection",
+            "GET /collections/{id}",
+            b.keys["search"],
+            lambda c, x: c.get(f"/api/v1/collections/{x}"),
+            i.collection,
+        ),
+        (
+            "collection",
+            "DELETE /collections/{id}",
+            admin,
+            lambda c, x: c.delete(f"/api/v1/collections/{x}"),
+            i.collection,
+        ),
+        (
+            "collection",
+            "POST /collections/{id}/shares",
+            admin,
+            lambda c, x: c.post(f"/api/v1/collections/{x}/shares", json={"organisation": "Org B"}),
+            i.collection,
+        ),
+        (
+            "collection",
+            "POST /collections/{id}/uploads",
+            b.keys["ingest"],
+            lambda c, x: c.post(
+                f"/api/v1/collections/{x}/uploads",
+                files=[("files", ("x.png", blank_png(), "image/png"))],
+            ),
+            i.collection,
+        ),
+        (
+            "collection",
+            "POST /collections/{id}/folder-jobs",
+            admin,
+            lambda c, x: c.post(f"/api/v1/collections/{x}/folder-jobs", json={"folder": "."}),
+            i.collection,
+        ),
+        (
+            "collection",
+            "POST /searches collections=id",
+            b.keys["search"],
+            lambda c, x: c.post(
+                "/api/v1/searches",
+                data={**form, "collections": str(x)},
+                files={"probe": ("p.png", blank_png(), "image/png")},
+            ),
+            i.collection,
+        ),
+        (
+            "search",
+            "GET /searches/{id}",
+            b.keys["search"],
+            lambda c, x: c.get(f"/api/v1/searches/{x}"),
+            i.search,
+        ),
+        (
+            "case",
+            "GET /cases/{id} (investigator)",
+            b.keys["search"],
+            lambda c, x: c.get(f"/api/v1/cases/{x}"),
+            i.case,
+        ),
+        (
+            "case",
+            "GET /cases/{id} (auditor)",
+            b.keys["audit"],
+            lambda c, x: c.get(f"/api/v1/cases/{x}"),
+            i.case,
+        ),
+        (
+            "result",
+            "GET /results/{id}",
+            b.keys["review1"],
+            lambda c, x: c.get(f"/api/v1/results/{x}"),
+            i.result,
+        ),
+        (
+            "result",
+            "POST /results/{id}/reviews",
+            b.keys["review1"],
+            lambda c, x: c.post(f"/api/v1/results/{x}/reviews", json={"decision": "reject"}),
+            i.result,
+        ),
+        (
+            "face",
+            "GET /faces/{id}/crop",
+            b.keys["search"],
+            lambda c, x: c.get(f"/api/v1/faces/{x}/crop"),
+            i.face,
+        ),
+        (
+            "face",
+            "GET /faces/{id}/crop (reviewer)",
+            b.keys["review1"],
+            lambda c, x: c.get(f"/api/v1/faces/{x}/crop"),
+            i.face,
+        ),
+        (
+            "face",
+            "GET /faces/{id}",
+            b.keys["search"],
+            lambda c, x: c.get(f"/api/v1/faces/{x}"),
+            i.face,
+        ),
+        ("job", "GET /jobs/{id}", b.keys["ingest"], lambda c, x: c.get(f"/api/v1/jobs/{x}"), i.job),
+        ("user", "GET /users/{id}", admin, lambda c, x: c.get(f"/api/v1/users/{x}"), i.user),
+        (
+            "user",
+            "PUT /users/{id}/roles",
+            admin,
+            lambda c, x: c.put(f"/api/v1/users/{x}/roles", json={"roles": ["auditor"]}),
+            i.user,
+        ),
+        (
+            "user",
+            "POST /users/{id}/disable",
+            admin,
+            lambda c, x: c.post(f"/api/v1/users/{x}/disable"),
+            i.user,
+        ),
+        (
+            "invitation",
+            "DELETE /invitations/{id}",
+            admin,
+            lambda c, x: c.delete(f"/api/v1/invitations/{x}"),
+            i.invitation,
+        ),
+        (
+            "api key",
+            "DELETE /me/api-keys/{id}",
+            admin,
+            lambda c, x: c.delete(f"/api/v1/me/api-keys/{x}"),
+            i.api_key,
+        ),
+        (
+            "audit entry",
+            "GET /audit/entries/{id}",
+            b.keys["audit"],
+            lambda c, x: c.get(f"/api/v1/audit/entries/{x}"),
+            i.audit_entry,
+        ),
     ]
 
 
@@ -211,27 +320,40 @@ def test_lists_and_counts_of_b_exclude_a(world: World) -> None:
 
 def test_shared_collection_is_searchable_but_read_only(world: World) -> None:
     a, b, ids = world.a, world.b, world.ids
-    shared = a.admin.client.post(f"/api/v1/collections/{ids.collection}/shares",
-                                 json={"organisation": "Org B"})
+    shared = a.admin.client.post(
+        f"/api/v1/collections/{ids.collection}/shares", json={"organisation": "Org B"}
+    )
     assert shared.status_code == 200, shared.text
     assert shared.json()["shared_with"] == ["Org B"]
     listed = {c["id"]: c for c in b.keys["search"].get("/api/v1/collections").json()["items"]}
     assert listed[ids.collection]["access"] == "read-only"
     assert listed[ids.collection]["owner"] == "Org A"
-    status, body = search(b.keys["search"], probe_bytes(), case="B-2024-2",
-                          collections=str(ids.collection))
+    status, body = search(
+        b.keys["search"], probe_bytes(), case="B-2024-2", collections=str(ids.collection)
+    )
     assert status == 200, body
     faces = [c["face_id"] for f in body["faces"] for c in f["candidates"]]
-    assert faces and all(c["collection_id"] == ids.collection
-                         for f in body["faces"] for c in f["candidates"])
+    assert faces and all(
+        c["collection_id"] == ids.collection for f in body["faces"] for c in f["candidates"]
+    )
     assert b.keys["search"].get(f"/api/v1/faces/{faces[0]}/crop").status_code == 200
     # read-only: B cannot delete, re-share, upload into or folder-ingest into it
     assert b.admin.client.delete(f"/api/v1/collections/{ids.collection}").status_code == 404
-    assert b.admin.client.post(f"/api/v1/collections/{ids.collection}/shares",
-                               json={"organisation": "Org B"}).status_code == 404
-    assert b.keys["ingest"].post(
-        f"/api/v1/collections/{ids.collection}/uploads",
-        files=[("files", ("x.png", blank_png(), "image/png"))]).status_code == 404
+    assert (
+        b.admin.client.post(
+            f"/api/v1/collections/{ids.collection}/shares", json={"organisation": "Org B"}
+        ).status_code
+        == 404
+    )
+    assert (
+        b.keys["ingest"]
+        .post(
+            f"/api/v1/collections/{ids.collection}/uploads",
+            files=[("files", ("x.png", blank_png(), "image/png"))],
+        )
+        .status_code
+        == 404
+    )
     # A does not see B's search of A's collection
     a_history = a.keys["audit"].get("/api/v1/audit/searches").json()
     assert body["search_id"] not in [s["id"] for s in a_history["items"]]
@@ -245,7 +367,12 @@ def test_shared_collection_is_searchable_but_read_only(world: World) -> None:
 
 def test_platform_admin_reads_no_tenant_data(world: World, module_make_user: MakeUser) -> None:
     root = module_make_user(None, ["platform_admin"])
-    for path in ("/api/v1/collections", f"/api/v1/cases/{world.ids.case}",
-                 f"/api/v1/searches/{world.ids.search}", "/api/v1/audit/searches",
-                 f"/api/v1/faces/{world.ids.face}/crop", f"/api/v1/jobs/{world.ids.job}"):
+    for path in (
+        "/api/v1/collections",
+        f"/api/v1/cases/{world.ids.case}",
+        f"/api/v1/searches/{world.ids.search}",
+        "/api/v1/audit/searches",
+        f"/api/v1/faces/{world.ids.face}/crop",
+        f"/api/v1/jobs/{world.ids.job}",
+    ):
         assert root.client.get(path).status_code in (403, 404), path

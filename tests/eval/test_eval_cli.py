@@ -42,8 +42,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, numbers in PEOPLE.items():
         (root / name).mkdir()
         for n in numbers:
-            shutil.copyfile(source / name / f"{name}_{n:04d}.jpg",
-                            root / name / f"{name}_{n:04d}.jpg")
+            shutil.copyfile(
+                source / name / f"{name}_{n:04d}.jpg", root / name / f"{name}_{n:04d}.jpg"
+            )
     (root / BLANK).mkdir()
     Image.fromarray(np.full((250, 250, 3), 128, dtype=np.uint8)).save(
         root / BLANK / f"{BLANK}_0001.jpg"
@@ -61,8 +62,9 @@ def _run(*args: str) -> tuple[int, str]:
 
 @pytest.mark.shared_faces
 def test_pairs_json(tree: Path) -> None:
-    code, out = _run("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--json",
-                     "--workers", "2")
+    code, out = _run(
+        "eval", "pairs", str(tree), str(tree / "pairs.txt"), "--json", "--workers", "2"
+    )
     assert code == 0, out
     data = json.loads(out)
     assert {"accuracy", "tar_at_far_1e-3", "no_face", "pairs"} <= data.keys()
@@ -92,8 +94,9 @@ def test_identify_json(tree: Path) -> None:
 
 @pytest.mark.shared_faces
 def test_pairs_table_output(tree: Path) -> None:
-    code, out = _run("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--workers", "1",
-                     "--no-progress")
+    code, out = _run(
+        "eval", "pairs", str(tree), str(tree / "pairs.txt"), "--workers", "1", "--no-progress"
+    )
     assert code == 0, out
     assert "TAR @ FAR=1e-3" in out and "accuracy" in out
 
@@ -121,8 +124,10 @@ def test_identify_without_distractors_is_a_clear_error(tmp_path: Path) -> None:
     source = faces_dir("lfw-devtrain")
     (tmp_path / "Aaron_Sorkin").mkdir()
     for n in (1, 2):
-        shutil.copyfile(source / "Aaron_Sorkin" / f"Aaron_Sorkin_{n:04d}.jpg",
-                        tmp_path / "Aaron_Sorkin" / f"Aaron_Sorkin_{n:04d}.jpg")
+        shutil.copyfile(
+            source / "Aaron_Sorkin" / f"Aaron_Sorkin_{n:04d}.jpg",
+            tmp_path / "Aaron_Sorkin" / f"Aaron_Sorkin_{n:04d}.jpg",
+        )
     code, out = _run("eval", "identify", str(tmp_path))
     assert code == 2 and "no person has a single image" in out
 
@@ -130,8 +135,17 @@ def test_identify_without_distractors_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.shared_faces
 def test_cache_reuses_embeddings(tree: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    args = ("eval", "pairs", str(tree), str(tree / "pairs.txt"), "--json", "--workers", "1",
-            "--cache", str(cache))
+    args = (
+        "eval",
+        "pairs",
+        str(tree),
+        str(tree / "pairs.txt"),
+        "--json",
+        "--workers",
+        "1",
+        "--cache",
+        str(cache),
+    )
     code, first = _run(*args)
     assert code == 0, first
     assert len(list(cache.glob("eval-embeddings-*.npz"))) == 1
@@ -158,8 +172,7 @@ def test_choose_face_largest_or_central() -> None:
 
 @pytest.mark.shared_faces
 def test_face_option_is_reported_and_validated(tree: Path) -> None:
-    code, out = _run("eval", "identify", str(tree), "--json", "--workers", "1",
-                     "--face", "central")
+    code, out = _run("eval", "identify", str(tree), "--json", "--workers", "1", "--face", "central")
     assert code == 0, out
     assert json.loads(out)["face"] == "central"
     code, out = _run("eval", "identify", str(tree), "--face", "biggest")

@@ -105,25 +105,44 @@ def _touch(root: Path, name: str, index: int) -> None:
 
 
 def test_referenced_images_are_distinct_and_ordered(tmp_path: Path) -> None:
-    for name, index in [("Alice", 1), ("Alice", 2), ("Bob", 1), ("Bob", 2), ("Bob", 3),
-                        ("Carol", 4), ("Dave", 1)]:
+    for name, index in [
+        ("Alice", 1),
+        ("Alice", 2),
+        ("Bob", 1),
+        ("Bob", 2),
+        ("Bob", 3),
+        ("Carol", 4),
+        ("Dave", 1),
+    ]:
         _touch(tmp_path, name, index)
     paths = referenced_images(parse_pairs(SINGLE).pairs, tmp_path)
     names = [p.name for p in paths]
-    assert names == ["Alice_0001.jpg", "Alice_0002.jpg", "Bob_0001.jpg", "Bob_0003.jpg",
-                     "Bob_0002.jpg", "Carol_0004.jpg", "Dave_0001.jpg"]
+    assert names == [
+        "Alice_0001.jpg",
+        "Alice_0002.jpg",
+        "Bob_0001.jpg",
+        "Bob_0003.jpg",
+        "Bob_0002.jpg",
+        "Carol_0004.jpg",
+        "Dave_0001.jpg",
+    ]
 
 
 def test_missing_images_are_listed_with_their_line(tmp_path: Path) -> None:
     _touch(tmp_path, "Alice", 1)
-    with pytest.raises(EvalError, match=r"6 image\(s\) named in the pairs file are missing: .*"
-                       r"Alice_0002\.jpg \(line 2\).*and 1 more"):
+    with pytest.raises(
+        EvalError,
+        match=r"6 image\(s\) named in the pairs file are missing: .*"
+        r"Alice_0002\.jpg \(line 2\).*and 1 more",
+    ):
         referenced_images(parse_pairs(SINGLE).pairs, tmp_path)
 
 
 def test_score_pairs_single_split_uses_ten_folds() -> None:
-    text = "20\n" + "".join(f"P{i} 1 2\n" for i in range(20)) + "".join(
-        f"P{i} 1 Q{i} 1\n" for i in range(20)
+    text = (
+        "20\n"
+        + "".join(f"P{i} 1 2\n" for i in range(20))
+        + "".join(f"P{i} 1 Q{i} 1\n" for i in range(20))
     )
     parsed = parse_pairs(text)
     scores = np.array([0.9] * 20 + [0.1] * 20)

@@ -9,7 +9,7 @@ import numpy as np
 
 from facesearch.crypto import Sealer
 from facesearch.index.faiss_index import FaissIndex
-from facesearch.vision.similarity import score, score_matrix
+from facesearch.similarity import score, score_matrix
 
 
 def _clustered(n: int, dim: int = 128, clusters: int = 200, seed: int = 0) -> np.ndarray:

@@ -20,9 +20,9 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from facesearch.deployment import Deployment
-from facesearch.ingest.runner import FolderIngest
-from facesearch.store.models import Face, SourceFile
-from tests.conftest import REPO_ROOT, faces_dir, new_deployment, new_settings
+from facesearch.store.faces import open_embedding
+from facesearch.store.gallery import Face, SourceFile
+from tests.conftest import REPO_ROOT, faces_dir, ingest, new_deployment, new_settings
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -58,7 +58,7 @@ def test_bad_files_are_rejected_with_reasons_and_good_ones_ingested(tmp_path: Pa
 
     dep = new_deployment(tmp_path)
     try:
-        summary = FolderIngest(dep, "mixed", workers=1).run(folder)
+        summary = ingest(dep, "mixed", folder, workers=1)
         reasons = {Path(p).name: r for p, r in summary.rejected_files}
         with dep.db.session() as s:
             rows = {Path(f.source).name: f for f in s.scalars(select(SourceFile))}
@@ -111,7 +111,7 @@ def test_killed_ingest_resumes_to_the_counts_of_an_uninterrupted_run(tmp_path: P
 
     reference = new_deployment(tmp_path / "reference")
     try:
-        FolderIngest(reference, "lfw", workers=2).run(folder)
+        ingest(reference, "lfw", folder, workers=2)
         expected = _counts(reference)
     finally:
         reference.close()
@@ -162,7 +162,7 @@ def test_killed_ingest_resumes_to_the_counts_of_an_uninterrupted_run(tmp_path: P
 
     resumed = Deployment.open(settings)
     try:
-        summary = FolderIngest(resumed, "lfw", workers=2).run(folder)
+        summary = ingest(resumed, "lfw", folder, workers=2)
         assert summary.skipped > 0
         got = _counts(resumed)
         assert resumed.index.size() == got["faces"]
@@ -180,8 +180,8 @@ def test_rerun_skips_everything_already_ingested(tmp_path: Path) -> None:
     shutil.copy(folder / "biden.jpg", folder / "biden-copy.jpg")  # same bytes, another name
     dep = new_deployment(tmp_path)
     try:
-        first = FolderIngest(dep, "c", workers=1).run(folder)
-        second = FolderIngest(dep, "c", workers=1).run(folder)
+        first = ingest(dep, "c", folder, workers=1)
+        second = ingest(dep, "c", folder, workers=1)
     finally:
         dep.close()
     assert first.ok == 2 and first.duplicates == 1
@@ -193,10 +193,10 @@ def test_data_directory_holds_no_plaintext_images_or_embeddings(tmp_path: Path) 
     folder = faces_dir("small", "barack_obama")
     dep = new_deployment(tmp_path)
     try:
-        FolderIngest(dep, "c", workers=1).run(folder)
+        ingest(dep, "c", folder, workers=1)
         with dep.db.session() as s:
             faces = list(s.scalars(select(Face)))
-            vectors = [dep.open_embedding(f) for f in faces]
+            vectors = [open_embedding(dep.keys.embeddings, f) for f in faces]
         dep.index.save()
         home = dep.settings.home
     finally:
@@ -222,14 +222,34 @@ def test_data_directory_holds_no_plaintext_images_or_embeddings(tmp_path: Path) 
 
 
 def test_a_collection_never_mixes_embeddings_of_two_models(tmp_path: Path) -> None:
-    from facesearch.errors import ModelMismatchError
-    from facesearch.store.models import Collection
+    from facesearch.errors import ModelMismatch
+    from facesearch.store.gallery import Collection
 
     dep = new_deployment(tmp_path)
     try:
         with dep.db.session() as s:
             s.add(Collection(name="old", model_id="some-other-model-v2"))
-        with pytest.raises(ModelMismatchError, match="never mixes"):
-            FolderIngest(dep, "old", workers=1).run(tmp_path)
+        with pytest.raises(ModelMismatch, match="never mixes"):
+            ingest(dep, "old", tmp_path, workers=1)
+    finally:
+        dep.close()
+
+
+def test_a_collection_deleted_before_its_run_is_not_recreated(tmp_path: Path) -> None:
+    from facesearch.errors import NotFound
+    from facesearch.gallery.collections import ensure_collection
+    from facesearch.ingest.runner import FolderIngest
+    from facesearch.store.gallery import Collection
+
+    dep = new_deployment(tmp_path / "home")
+    try:
+        cid = ensure_collection(dep, "doomed")
+        with dep.db.session() as s:
+            s.delete(s.get(Collection, cid))
+        with pytest.raises(NotFound):
+            FolderIngest(dep, cid, workers=1).run(tmp_path)
+        with dep.db.session() as s:
+            assert s.get(Collection, cid) is None
+            assert s.scalar(select(func.count(Collection.id))) == 0
     finally:
         dep.close()

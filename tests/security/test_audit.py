@@ -17,7 +17,7 @@ from facesearch.cli import app as cli_app
 from facesearch.deployment import Deployment
 from facesearch.security import audit
 from facesearch.store.accounts import Organisation
-from facesearch.store.casework import AuditEntry
+from facesearch.store.audit import AuditEntry
 
 
 def _fill(dep: Deployment, n: int = 8) -> tuple[int, int]:
@@ -27,10 +27,20 @@ def _fill(dep: Deployment, n: int = 8) -> tuple[int, int]:
         s.flush()
         for i in range(n):
             org = a if i % 2 == 0 else b
-            audit.record(s, action="search.performed", actor_user_id=i + 1, org_id=org.id,
-                         target_type="search", target_id=i + 1, ip="127.0.0.1",
-                         details={"case_number": f"C-{i}", "purpose": "testing the audit log",
-                                  "results": [{"face_id": i, "score": 0.5}]})
+            audit.record(
+                s,
+                action="search.performed",
+                actor_user_id=i + 1,
+                org_id=org.id,
+                target_type="search",
+                target_id=i + 1,
+                ip="127.0.0.1",
+                details={
+                    "case_number": f"C-{i}",
+                    "purpose": "testing the audit log",
+                    "results": [{"face_id": i, "score": 0.5}],
+                },
+            )
         return a.id, b.id
 
 
@@ -71,8 +81,7 @@ def test_export_verifies_and_is_audited(deployment: Deployment, exported: Path) 
     report = audit.verify_export(exported)
     assert report.ok and report.signature_ok and report.chain_ok, report
     assert report.entries == 9 and report.scope == "full"
-    assert report.fingerprint == audit.public_key_fingerprint(audit.public_key_b64(
-        deployment.keys))
+    assert report.fingerprint == audit.public_key_fingerprint(audit.public_key_b64(deployment.keys))
     assert audit.verify_export(exported, expected_public_key=report.fingerprint).ok
     last = json.loads(_lines(exported)[-2])
     assert last["action"] == "audit.exported"
@@ -129,8 +138,9 @@ def test_truncation_and_signature(exported: Path, deployment: Deployment) -> Non
     sha = hashlib.sha256("".join(x + "\n" for x in body).encode()).hexdigest()
     trailer = json.loads(lines[-1])
     trailer.update(public_key=pub, sha256=sha)
-    trailer["signature"] = base64.b64encode(other.sign(audit._signed_message(
-        sha, trailer["entries"], trailer["last_link"]))).decode()
+    trailer["signature"] = base64.b64encode(
+        other.sign(audit._signed_message(sha, trailer["entries"], trailer["last_link"]))
+    ).decode()
     forged = _write(exported, [*body, json.dumps(trailer)])
     assert audit.verify_export(forged).ok
     real = audit.public_key_fingerprint(audit.public_key_b64(deployment.keys))
@@ -169,12 +179,14 @@ def test_cli_verify_export_and_verify_export(deployment: Deployment, tmp_path: P
     ok = runner.invoke(cli_app, [*base, "audit", "verify"])
     assert ok.exit_code == 0, ok.output
     out = tmp_path / "cli.jsonl"
-    exported = runner.invoke(cli_app, [*base, "audit", "export", str(out), "--org", "Org A",
-                                       "--json"])
+    exported = runner.invoke(
+        cli_app, [*base, "audit", "export", str(out), "--org", "Org A", "--json"]
+    )
     assert exported.exit_code == 0, exported.output
     fingerprint = json.loads(exported.output)["fingerprint"]
-    checked = runner.invoke(cli_app, ["audit", "verify-export", str(out), "--public-key",
-                                      fingerprint])
+    checked = runner.invoke(
+        cli_app, ["audit", "verify-export", str(out), "--public-key", fingerprint]
+    )
     assert checked.exit_code == 0, checked.output
     lines = _lines(out)
     entry = json.loads(lines[1])

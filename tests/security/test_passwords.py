@@ -22,11 +22,24 @@ def test_default_parameters_are_strong() -> None:
     assert hasher.time_cost >= 2
 
 
-@pytest.mark.parametrize("bad", [
-    "short", "elevenchars", "passwordpassword", "Password1234", "qwertyuiop123",
-    "1234567890123", "iloveyou2024!", "aaaaaaaaaaaaaaa", "abababababab",
-    "P@ssw0rd2025!!", "Monkey123456789", "!!!Dragon2024", "my  password 1",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "short",
+        "elevenchars",
+        "passwordpassword",
+        "Password1234",
+        "qwertyuiop123",
+        "1234567890123",
+        "iloveyou2024!",
+        "aaaaaaaaaaaaaaa",
+        "abababababab",
+        "P@ssw0rd2025!!",
+        "Monkey123456789",
+        "!!!Dragon2024",
+        "my  password 1",
+    ],
+)
 def test_policy_rejects(bad: str) -> None:
     with pytest.raises(passwords.PasswordRejected):
         passwords.check_policy(bad)
@@ -34,12 +47,12 @@ def test_policy_rejects(bad: str) -> None:
 
 def test_policy_rejects_email() -> None:
     with pytest.raises(passwords.PasswordRejected):
-        passwords.check_policy("investigator.one@example.org",
-                               email="investigator.one@example.org")
+        passwords.check_policy("investigator.one@example.org", email="investigator.one@example.org")
 
 
-@pytest.mark.parametrize("good", ["correct horse battery staple", "Tr0ub4dor&3-lenient",
-                                  "eine lange Passphrase"])
+@pytest.mark.parametrize(
+    "good", ["correct horse battery staple", "Tr0ub4dor&3-lenient", "eine lange Passphrase"]
+)
 def test_policy_accepts(good: str) -> None:
     passwords.check_policy(good)
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from facesearch import clock
 from facesearch.config import load_settings
 from facesearch.deployment import Deployment, init_deployment
-from facesearch.security import api_keys, clock, ratelimit, recovery, sessions
+from facesearch.errors import InvalidRequest
+from facesearch.security import api_keys, ratelimit, recovery, sessions
 from facesearch.store.accounts import User
 
 
@@ -104,11 +106,11 @@ def test_api_keys(dep: Deployment, user_id: int, fake_clock: Clock) -> None:
     with dep.db.session() as s:
         user = s.get(User, user_id)
         assert user is not None
-        with pytest.raises(api_keys.KeyRejected):
+        with pytest.raises(InvalidRequest):
             api_keys.create(s, user, name="k", scopes=["search"], days=0)
-        with pytest.raises(api_keys.KeyRejected):
+        with pytest.raises(InvalidRequest):
             api_keys.create(s, user, name="k", scopes=["search"], days=366)
-        with pytest.raises(api_keys.KeyRejected, match="do not grant"):
+        with pytest.raises(InvalidRequest, match="do not grant"):
             api_keys.create(s, user, name="k", scopes=["admin"], days=30)
         new = api_keys.create(s, user, name="k", scopes=["search"], days=30)
         assert api_keys.KEY_RE.match(new.key)

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from facesearch.security import clock, totp
+from facesearch import clock
+from facesearch.security import totp
 
 
 @pytest.fixture
@@ -49,4 +50,5 @@ def test_provisioning_uri_and_qr() -> None:
     assert "issuer=facesearch" in uri
     svg = totp.qr_svg(uri)
     assert svg.lstrip().startswith("<svg") and "http://" not in svg.replace(
-        "http://www.w3.org/2000/svg", "")
+        "http://www.w3.org/2000/svg", ""
+    )

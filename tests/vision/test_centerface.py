@@ -23,8 +23,12 @@ needs_model = pytest.mark.skipif(
 needs_faces = pytest.mark.skipif(
     not FACES.is_dir(), reason=f"test data not found at {FACES} (see its README.md)"
 )
-PEOPLE = {"two_people.jpg": 2, "obama_and_biden.jpg": 2, "kit_with_rose.jpg": 2,
-          "longoria-cooper.jpg": 2}
+PEOPLE = {
+    "two_people.jpg": 2,
+    "obama_and_biden.jpg": 2,
+    "kit_with_rose.jpg": 2,
+    "longoria-cooper.jpg": 2,
+}
 
 
 @pytest.fixture(scope="module")

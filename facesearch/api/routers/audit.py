@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import func, select
+from pydantic import BaseModel
 
-from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
-from facesearch.api.routers._common import MAX_ID, Id
-from facesearch.errors import NotFoundError
+from facesearch.api.deps import MAX_ID, DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.schemas import Page
 from facesearch.security import audit
-from facesearch.security.tenancy import org_of
-from facesearch.store.casework import AuditEntry
+from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["audit"])
 
-Auditor = Annotated[Principal, require("audit")]
+Auditor = Annotated[Principal, require(Scope.AUDIT)]
 
 
-@router.get("/api/v1/audit/entries", summary="The organisation's audit entries, oldest first")
+class EntryOut(BaseModel):
+    id: int
+    ts: str
+    org_id: int | None
+    actor_user_id: int | None
+    actor_key_id: int | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+class EntryList(Page):
+    items: list[EntryOut]
+
+
+class PublicKeyOut(BaseModel):
+    algorithm: str
+    public_key: str
+    fingerprint: str
+
+
+@router.get(
+    "/api/v1/audit/entries",
+    response_model=EntryList,
+    summary="The organisation's audit entries, oldest first",
+)
 def get_entries(
     db: DbSession,
     principal: Auditor,
@@ -29,41 +54,43 @@ def get_entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=80)] = None,
 ) -> dict[str, Any]:
-    org_id = org_of(principal)
-    query = select(AuditEntry).where(AuditEntry.org_id == org_id, AuditEntry.id > after_id)
-    count = select(func.count(AuditEntry.id)).where(AuditEntry.org_id == org_id)
-    if action:
-        query = query.where(AuditEntry.action == action)
-        count = count.where(AuditEntry.action == action)
-    rows = db.scalars(query.order_by(AuditEntry.id).limit(limit))
-    return {"total": int(db.scalar(count) or 0), "items": [audit.as_dict(r) for r in rows]}
+    return audit.org_entries(db, principal, after_id=after_id, limit=limit, action=action)
 
 
-@router.get("/api/v1/audit/entries/{entry_id}", summary="One audit entry of the organisation")
+@router.get(
+    "/api/v1/audit/entries/{entry_id}",
+    response_model=EntryOut,
+    summary="One audit entry of the organisation",
+)
 def get_entry(entry_id: Id, db: DbSession, principal: Auditor) -> dict[str, Any]:
-    row = db.get(AuditEntry, entry_id)
-    if row is None or row.org_id is None or row.org_id != org_of(principal):
-        raise NotFoundError(f"no audit entry {entry_id}")
-    return audit.as_dict(row)
+    return audit.org_entry(db, principal, entry_id)
 
 
-@router.get("/api/v1/audit/public-key",
-            summary="The deployment's audit-export signing key (Ed25519)")
+@router.get(
+    "/api/v1/audit/public-key",
+    response_model=PublicKeyOut,
+    summary="The deployment's audit-export signing key (Ed25519)",
+)
 def get_public_key(dep: DeploymentDep, principal: Auditor) -> dict[str, Any]:
     pub = audit.public_key_b64(dep.keys)
-    return {"algorithm": "Ed25519", "public_key": pub,
-            "fingerprint": audit.public_key_fingerprint(pub)}
+    return {
+        "algorithm": "Ed25519",
+        "public_key": pub,
+        "fingerprint": audit.public_key_fingerprint(pub),
+    }
 
 
-@router.get("/api/v1/audit/export", summary="A signed JSON Lines export of the organisation's "
-            "audit entries (the export is itself audited)",
-            response_class=Response, responses={200: {"content": {"application/jsonl": {}}}})
+@router.get(
+    "/api/v1/audit/export",
+    summary="A signed JSON Lines export of the organisation's audit entries (the export is "
+    "itself audited)",
+    response_class=Response,
+    responses={200: {"content": {"application/jsonl": {}}}},
+)
 def get_export(dep: DeploymentDep, db: DbSession, principal: Auditor) -> Response:
-    org_id = org_of(principal)
-    with tempfile.TemporaryDirectory(dir=dep.settings.home) as tmp:
-        out = Path(tmp) / f"audit-org{org_id}.jsonl"
-        audit.export(db, out, org_id, keys=dep.keys, actor_user_id=principal.user_id,
-                     actor_key_id=principal.api_key_id, ip=principal.ip)
-        data = out.read_bytes()
-    return Response(content=data, media_type="application/jsonl", headers={
-        "Content-Disposition": f'attachment; filename="audit-org{org_id}.jsonl"'})
+    name, data = audit.org_export(db, principal, dep.keys, dep.settings.home)
+    return Response(
+        content=data,
+        media_type="application/jsonl",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

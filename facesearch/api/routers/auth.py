@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from facesearch.api.deps import (
@@ -24,8 +24,8 @@ from facesearch.api.deps import (
     require_session,
     session_policy,
 )
-from facesearch.security import accounts, audit, recovery, sessions
-from facesearch.store.accounts import User
+from facesearch.errors import Unauthenticated
+from facesearch.security import accounts
 
 router = APIRouter(tags=["auth"])
 SessionPrincipal = Annotated[Principal, require_session()]
@@ -66,19 +66,17 @@ def _set_cookies(request: Request, response: Response, token: str, csrf: str) ->
         request.app.state.deployment.settings.tls_cert
         and request.app.state.deployment.settings.tls_key
     )
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure,
-                        path="/")
-    response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="strict", secure=secure,
-                        path="/")
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/"
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf, httponly=False, samesite="strict", secure=secure, path="/"
+    )
 
 
 def _clear_cookies(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     response.delete_cookie(CSRF_COOKIE, path="/", samesite="strict")
-
-
-def _refuse(exc: accounts.AccountError) -> HTTPException:
-    return HTTPException(exc.status, detail=str(exc))
 
 
 @router.post("/api/v1/auth/signin", response_model=SignInReply)
@@ -87,19 +85,19 @@ def sign_in(body: SignInBody, request: Request, response: Response, s: DbSession
     ip = client_ip(request)
     enforce_rate_limit(request, "signin:address", ip or "unknown")
     enforce_rate_limit(request, "signin:account", body.email.strip().lower())
-    try:
-        user = accounts.sign_in(s, body.email, body.password, ip=ip)
-    except accounts.AccountError as exc:
-        s.commit()  # keep the failure count, the lockout and the audit record
-        raise _refuse(exc) from None
-    new = sessions.create(s, user.id, session_policy(request), ip=ip,
-                          user_agent=request.headers.get("user-agent"))
-    _set_cookies(request, response, new.token, new.row.csrf_token)
-    enrolled = user.totp_verified_at is not None
+    signed = accounts.open_session(
+        s,
+        body.email,
+        body.password,
+        session_policy(request),
+        ip=ip,
+        user_agent=request.headers.get("user-agent"),
+    )
+    _set_cookies(request, response, signed.token, signed.csrf_token)
     return SignInReply(
-        mfa_enrolled=enrolled,
-        next="/api/v1/auth/mfa/verify" if enrolled else "/api/v1/auth/mfa/enrol",
-        csrf_token=new.row.csrf_token,
+        mfa_enrolled=signed.mfa_enrolled,
+        next="/api/v1/auth/mfa/verify" if signed.mfa_enrolled else "/api/v1/auth/mfa/enrol",
+        csrf_token=signed.csrf_token,
     )
 
 
@@ -108,39 +106,27 @@ def mfa_enrol(request: Request, s: DbSession, dep: DeploymentDep) -> EnrolReply:
     """First sign-in: a new TOTP secret as an otpauth URI and a QR code (SVG)."""
     _row, user = cookie_session(request, s)
     enforce_rate_limit(request, "mfa:account", str(user.id))
-    try:
-        enrolment = accounts.start_enrolment(s, dep.keys.secrets, user, ip=client_ip(request))
-    except accounts.AccountError as exc:
-        raise _refuse(exc) from None
-    return EnrolReply(otpauth_uri=enrolment.uri, secret=enrolment.secret,
-                      qr_svg=enrolment.qr_svg)
+    enrolment = accounts.start_enrolment(s, dep.keys.secrets, user, ip=client_ip(request))
+    return EnrolReply(otpauth_uri=enrolment.uri, secret=enrolment.secret, qr_svg=enrolment.qr_svg)
 
 
 @router.post("/api/v1/auth/mfa/verify", response_model=VerifyReply)
-def mfa_verify(body: CodeBody, request: Request, response: Response, s: DbSession,
-               dep: DeploymentDep) -> VerifyReply:
+def mfa_verify(
+    body: CodeBody, request: Request, response: Response, s: DbSession, dep: DeploymentDep
+) -> VerifyReply:
     """A TOTP code (or a recovery code). The first valid code completes enrolment and returns
     the ten recovery codes, once."""
     row, user = cookie_session(request, s)
     enforce_rate_limit(request, "mfa:account", str(user.id))
-    ip = client_ip(request)
-    try:
-        outcome = accounts.verify_second_factor(s, dep.keys.secrets, user, body.code, ip=ip)
-    except accounts.AccountError as exc:
-        s.commit()
-        raise _refuse(exc) from None
-    if not outcome.ok:
-        s.commit()
-        if outcome.locked_until is not None:
-            raise _refuse(accounts.AccountLocked(outcome.locked_until))
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong or already used code")
-    row.mfa_verified = True
-    token = sessions.rotate(s, row)
-    _set_cookies(request, response, token, row.csrf_token)
+    verified = accounts.verify_session(
+        s, dep.keys.secrets, row, user, body.code, ip=client_ip(request)
+    )
+    _set_cookies(request, response, verified.token, verified.csrf_token)
     return VerifyReply(
-        csrf_token=row.csrf_token, recovery_codes=outcome.recovery_codes,
-        recovery_codes_remaining=recovery.remaining(s, user.id),
-        used_recovery_code=outcome.used_recovery_code,
+        csrf_token=verified.csrf_token,
+        recovery_codes=verified.recovery_codes,
+        recovery_codes_remaining=verified.recovery_codes_remaining,
+        used_recovery_code=verified.used_recovery_code,
     )
 
 
@@ -151,26 +137,18 @@ def sign_out(request: Request, s: DbSession) -> Response:
     if request.cookies.get(SESSION_COOKIE):
         try:
             row, user = cookie_session(request, s)
-        except HTTPException as exc:
-            if exc.status_code != status.HTTP_401_UNAUTHORIZED:
-                raise
+        except Unauthenticated:
+            pass  # nothing to end: the cookie is cleared all the same
         else:
-            sessions.revoke(s, row)
-            audit.record(s, action="session.signout", actor_user_id=user.id,
-                         org_id=user.org_id, target_type="session", target_id=row.id,
-                         ip=client_ip(request))
+            accounts.sign_out(s, row, user, ip=client_ip(request))
     _clear_cookies(response)
     return response
 
 
 @router.post("/api/v1/auth/signout-all", status_code=204, response_class=Response)
-def sign_out_everywhere(request: Request, s: DbSession, principal: SessionPrincipal) -> Response:
+def sign_out_everywhere(s: DbSession, principal: SessionPrincipal) -> Response:
     """End every session of the signed-in user, this one included."""
-    count = sessions.revoke_all(s, principal.user_id)
-    user = s.get(User, principal.user_id)
-    audit.record(s, action="session.signout_all", actor_user_id=principal.user_id,
-                 org_id=user.org_id if user else None, target_type="user",
-                 target_id=principal.user_id, ip=principal.ip, details={"sessions": count})
+    accounts.sign_out_everywhere(s, principal)
     response = Response(status_code=204)
     _clear_cookies(response)
     return response

@@ -5,37 +5,78 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, Principal, require
-from facesearch.api.routers._common import MAX_ID, Id, need_any
-from facesearch.search.casework import case_detail, list_cases, search_history
-from facesearch.security.tenancy import org_of
+from facesearch.api.deps import (
+    MAX_ID,
+    CurrentPrincipal,
+    DbSession,
+    Id,
+    Principal,
+    need_any,
+    require,
+)
+from facesearch.api.schemas import Page, SearchRecordOut, SearchWithResults
+from facesearch.search import casework
+from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["cases"])
 
 
-@router.get("/api/v1/cases", summary="The organisation's cases")
+class CaseOut(BaseModel):
+    id: int
+    number: str
+    created_by: int | None
+    created_at: str
+    searches: int
+
+
+class CaseList(Page):
+    items: list[CaseOut]
+
+
+class CaseDetail(CaseOut):
+    search_list: list[SearchWithResults]
+
+
+class HistoryItem(SearchRecordOut):
+    results: int
+
+
+class History(Page):
+    items: list[HistoryItem]
+
+
+@router.get("/api/v1/cases", response_model=CaseList, summary="The organisation's cases")
 def get_cases(
     db: DbSession,
-    principal: Annotated[Principal, require("search")],
+    principal: Annotated[Principal, require(Scope.SEARCH)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
-    return list_cases(db, org_of(principal), limit=limit, offset=offset)
+    return casework.list_cases(db, principal, limit=limit, offset=offset)
 
 
-@router.get("/api/v1/cases/{case_id}", summary="A case with its searches and results")
+@router.get(
+    "/api/v1/cases/{case_id}",
+    response_model=CaseDetail,
+    summary="A case with its searches and results",
+)
 def get_case(case_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     """Investigators, reviewers and auditors of the organisation."""
-    need_any(principal, "search", "review", "audit")
-    return case_detail(db, org_of(principal), case_id)
+    need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
+    return casework.get_case(db, principal, case_id)
 
 
-@router.get("/api/v1/audit/searches", summary="The organisation's search history (auditors)")
+@router.get(
+    "/api/v1/audit/searches",
+    response_model=History,
+    summary="The organisation's search history (auditors)",
+)
 def get_search_history(
     db: DbSession,
-    principal: Annotated[Principal, require("audit")],
+    principal: Annotated[Principal, require(Scope.AUDIT)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
-    return search_history(db, org_of(principal), limit=limit, before_id=before_id)
+    return casework.search_history(db, principal, limit=limit, before_id=before_id)

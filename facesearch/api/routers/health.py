@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from facesearch.api.deps import DeploymentDep
@@ -11,13 +12,21 @@ from facesearch.api.deps import DeploymentDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/v1/health")
-def health() -> dict[str, str]:
+class StatusOut(BaseModel):
+    status: str
+
+
+@router.get("/api/v1/health", response_model=StatusOut)
+def health() -> StatusOut:
     """The process answers."""
-    return {"status": "ok"}
+    return StatusOut(status="ok")
 
 
-@router.get("/api/v1/ready", response_model=None)
+@router.get(
+    "/api/v1/ready",
+    response_model=StatusOut,
+    responses={503: {"model": StatusOut, "description": "not ready"}},
+)
 def ready(dep: DeploymentDep) -> JSONResponse:
     """The database answers and the key ring is loaded."""
     try:

@@ -5,29 +5,58 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
-from facesearch.api.routers._common import Id, service_errors
+from facesearch.api.deps import DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.schemas import Page
+from facesearch.errors import PayloadTooLarge
 from facesearch.ingest import jobs as service
+from facesearch.security.roles import Role, Scope
 
 router = APIRouter(tags=["ingest"])
 
+Ingestor = Annotated[Principal, require(Scope.INGEST)]
+
 
 class FolderJobIn(BaseModel):
-    folder: str = Field(default=".", max_length=1000,
-                        description="a folder below the organisation's drop folder on the "
-                        "server (<home>/imports/org<id>/)")
+    folder: str = Field(
+        default=".",
+        max_length=1000,
+        description="a folder below the organisation's drop folder on the server "
+        "(<home>/imports/org<id>/)",
+    )
 
 
-@router.post("/api/v1/collections/{collection_id}/uploads", status_code=202,
-             summary="Upload images into a collection (ingested in the background)")
+class JobOut(BaseModel):
+    id: int
+    kind: str = Field(description="upload or folder")
+    status: str = Field(description="queued, running, done or failed")
+    collection_id: int | None
+    files_total: int
+    files_done: int
+    faces: int
+    summary: dict[str, Any]
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class JobList(Page):
+    items: list[JobOut]
+
+
+@router.post(
+    "/api/v1/collections/{collection_id}/uploads",
+    status_code=202,
+    response_model=JobOut,
+    summary="Upload images into a collection (ingested in the background)",
+)
 def post_upload(
     collection_id: Id,
     dep: DeploymentDep,
     db: DbSession,
-    principal: Annotated[Principal, require("ingest")],
+    principal: Ingestor,
     files: Annotated[list[UploadFile], File(description="image files")],
 ) -> dict[str, Any]:
     uploads: list[service.UploadFile] = []
@@ -35,36 +64,36 @@ def post_upload(
     for f in files:
         data = f.file.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                                detail=f"{f.filename or 'a file'} is over {limit} bytes")
+            raise PayloadTooLarge(f"{f.filename or 'a file'} is over {limit} bytes")
         uploads.append(service.UploadFile(f.filename or "", data))
-    with service_errors():
-        return service.start_upload(dep, db, principal, collection_id, uploads)
+    return service.start_upload(dep, db, principal, collection_id, uploads)
 
 
-@router.post("/api/v1/collections/{collection_id}/folder-jobs", status_code=202,
-             summary="Ingest a folder on the server (organisation administrators)")
+@router.post(
+    "/api/v1/collections/{collection_id}/folder-jobs",
+    status_code=202,
+    response_model=JobOut,
+    summary="Ingest a folder on the server (organisation administrators)",
+)
 def post_folder_job(
     collection_id: Id,
     body: FolderJobIn,
     dep: DeploymentDep,
     db: DbSession,
-    principal: Annotated[Principal, require("admin", roles={"org_admin"})],
+    principal: Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN})],
 ) -> dict[str, Any]:
-    with service_errors():
-        return service.start_folder(dep, db, principal, collection_id, body.folder)
+    return service.start_folder(dep, db, principal, collection_id, body.folder)
 
 
-@router.get("/api/v1/jobs", summary="The organisation's ingest jobs")
+@router.get("/api/v1/jobs", response_model=JobList, summary="The organisation's ingest jobs")
 def get_jobs(
     db: DbSession,
-    principal: Annotated[Principal, require("ingest")],
+    principal: Ingestor,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    return service.list_tasks(db, principal, limit=limit)
+    return service.list_jobs(db, principal, limit=limit)
 
 
-@router.get("/api/v1/jobs/{job_id}", summary="An ingest job's progress")
-def get_job(job_id: Id, db: DbSession,
-            principal: Annotated[Principal, require("ingest")]) -> dict[str, Any]:
-    return service.get_task(db, principal, job_id)
+@router.get("/api/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's progress")
+def get_job(job_id: Id, db: DbSession, principal: Ingestor) -> dict[str, Any]:
+    return service.get_job(db, principal, job_id)

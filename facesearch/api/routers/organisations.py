@@ -4,21 +4,18 @@ list is visible to nobody else. No counts of searches are exposed here."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
-from facesearch.api.deps import DbSession, Principal, client_ip, require
-from facesearch.errors import NotFoundError
-from facesearch.security import accounts, clock
-from facesearch.store.accounts import Organisation, User
+from facesearch.api.deps import DbSession, Id, Principal, require
+from facesearch.security import admin
+from facesearch.security.roles import Role, Scope
 
 router = APIRouter(tags=["organisations"])
 
-PlatformAdmin = Annotated[Principal, require("admin", roles={"platform_admin"})]
-OrgId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+PlatformAdmin = Annotated[Principal, require(Scope.ADMIN, roles={Role.PLATFORM_ADMIN})]
 
 
 class OrgCreate(BaseModel):
@@ -33,31 +30,17 @@ class OrgOut(BaseModel):
     users: int
 
 
-def _out(s: DbSession, org: Organisation) -> OrgOut:
-    users = s.scalar(select(func.count(User.id)).where(User.org_id == org.id)) or 0
-    return OrgOut(id=org.id, name=org.name, disabled=org.disabled,
-                  created_at=clock.aware(org.created_at), users=int(users))
-
-
 @router.get("/api/v1/organisations", response_model=list[OrgOut])
-def list_orgs(principal: PlatformAdmin, s: DbSession) -> list[OrgOut]:
-    return [_out(s, o) for o in s.scalars(select(Organisation).order_by(Organisation.id))]
+def list_orgs(principal: PlatformAdmin, s: DbSession) -> list[dict[str, Any]]:
+    return admin.list_organisations(s)
 
 
 @router.post("/api/v1/organisations", response_model=OrgOut, status_code=201)
-def create_org(body: OrgCreate, request: Request, principal: PlatformAdmin,
-               s: DbSession) -> OrgOut:
-    try:
-        org = accounts.create_organisation(s, body.name, actor_user_id=principal.user_id,
-                                           ip=client_ip(request))
-    except accounts.AccountError as exc:
-        raise HTTPException(exc.status, detail=str(exc)) from None
-    return _out(s, org)
+def create_org(body: OrgCreate, principal: PlatformAdmin, s: DbSession) -> dict[str, Any]:
+    org = admin.create_organisation(s, principal, body.name)
+    return admin.organisation_view(s, org)
 
 
 @router.get("/api/v1/organisations/{org_id}", response_model=OrgOut)
-def get_org(org_id: OrgId, principal: PlatformAdmin, s: DbSession) -> OrgOut:
-    org = s.get(Organisation, org_id)
-    if org is None:
-        raise NotFoundError(f"no organisation {org_id}")
-    return _out(s, org)
+def get_org(org_id: Id, principal: PlatformAdmin, s: DbSession) -> dict[str, Any]:
+    return admin.get_organisation(s, org_id)

@@ -7,41 +7,65 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, Principal, require
-from facesearch.api.routers._common import Id, need_any, service_errors
-from facesearch.search.review import decide, result_view, review_queue
+from facesearch.api.deps import CurrentPrincipal, DbSession, Id, Principal, need_any, require
+from facesearch.api.schemas import Page, ResultOut
+from facesearch.search import review
+from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["reviews"])
+
+Reviewer = Annotated[Principal, require(Scope.REVIEW)]
 
 
 class ReviewIn(BaseModel):
     decision: Literal["confirm", "reject"]
-    note: str = Field(default="", max_length=2000)
+    note: str = Field(default="", max_length=review.NOTE_MAX)
 
 
-@router.post("/api/v1/results/{result_id}/reviews",
-             summary="Confirm or reject a result (two different reviewers confirm)")
+class QueueItem(BaseModel):
+    result_id: int
+    search_id: int
+    case_id: int
+    face_id: int
+    score: float
+    rank: int
+    status: str
+    crop_url: str
+
+
+class Queue(Page):
+    items: list[QueueItem]
+
+
+@router.post(
+    "/api/v1/results/{result_id}/reviews",
+    response_model=ResultOut,
+    summary="Confirm or reject a result (two different reviewers confirm)",
+)
 def post_review(
-    result_id: Id,
-    body: ReviewIn,
-    db: DbSession,
-    principal: Annotated[Principal, require("review")],
+    result_id: Id, body: ReviewIn, db: DbSession, principal: Reviewer
 ) -> dict[str, Any]:
-    with service_errors():
-        return decide(db, principal, result_id, body.decision, body.note)
+    return review.decide(db, principal, result_id, body.decision, body.note)
 
 
-@router.get("/api/v1/results/{result_id}", summary="A result with its status and reviews")
+@router.get(
+    "/api/v1/results/{result_id}",
+    response_model=ResultOut,
+    summary="A result with its status and reviews",
+)
 def get_result(result_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
-    need_any(principal, "search", "review", "audit")
-    return result_view(db, principal, result_id)
+    need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
+    return review.result_view(db, principal, result_id)
 
 
-@router.get("/api/v1/reviews/queue", summary="Leads this reviewer may still decide on")
+@router.get(
+    "/api/v1/reviews/queue",
+    response_model=Queue,
+    summary="Leads this reviewer may still decide on",
+)
 def get_queue(
     db: DbSession,
-    principal: Annotated[Principal, require("review")],
+    principal: Reviewer,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    items = review_queue(db, principal, limit=limit)
-    return {"total": len(items), "items": items}
+    return review.review_queue(db, principal, limit=limit)

@@ -6,23 +6,74 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, DeploymentDep, Principal, enforce_rate_limit, require
-from facesearch.api.routers._common import MAX_ID, Id, service_errors
-from facesearch.search.casework import (
-    MAX_TOP_K,
-    InvalidRequest,
-    case_detail,
-    run_search,
-    search_dict,
+from facesearch.api.deps import (
+    MAX_ID,
+    DbSession,
+    DeploymentDep,
+    Id,
+    Principal,
+    enforce_rate_limit,
+    require,
 )
-from facesearch.security.tenancy import org_of, org_search
-from facesearch.store.casework import Case
+from facesearch.api.schemas import SearchWithResults
+from facesearch.errors import InvalidRequest, PayloadTooLarge
+from facesearch.search import casework
+from facesearch.search.engine import MAX_TOP_K
+from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["searches"])
 
+Investigator = Annotated[Principal, require(Scope.SEARCH)]
 _IDS = re.compile(r"^\s*\d{1,10}(\s*,\s*\d{1,10})*\s*$")
+
+
+class CandidateOut(BaseModel):
+    rank: int
+    face_id: int
+    score: float = Field(description="similarity, 0 to 1 (higher is more similar)")
+    above_threshold: bool
+    collection_id: int
+    collection: str
+    source: str
+    source_kind: str
+    media_url: str | None
+    frame_time: float | None
+    box: list[int]
+    quality: float
+    low_quality: bool
+    ingested_at: str
+    result_id: int
+    status: str
+    crop_url: str
+
+
+class ProbeFaceOut(BaseModel):
+    index: int
+    box: list[int]
+    quality: dict[str, Any]
+    candidates: list[CandidateOut]
+
+
+class CollectionRef(BaseModel):
+    id: int
+    name: str
+
+
+class SearchOut(BaseModel):
+    search_id: int
+    case_id: int
+    case_number: str
+    purpose: str
+    created_at: str
+    audit_entry_id: int
+    model_id: str
+    threshold: float
+    collections: list[CollectionRef]
+    faces: list[ProbeFaceOut]
+    notice: str
 
 
 def parse_collections(raw: list[str] | None) -> list[int]:
@@ -32,27 +83,35 @@ def parse_collections(raw: list[str] | None) -> list[int]:
         if not part.strip():
             continue
         if not _IDS.match(part):
-            raise InvalidRequest("collections", "collection ids (integers), comma-separated")
+            raise InvalidRequest("collection ids (integers), comma-separated", field="collections")
         for token in part.split(","):
             value = int(token)
             if not 1 <= value <= MAX_ID:
-                raise InvalidRequest("collections", "no such collection id")
+                raise InvalidRequest("no such collection id", field="collections")
             ids.append(value)
     return ids
 
 
-@router.post("/api/v1/searches", summary="Search a probe image (recorded, for a case)")
+@router.post(
+    "/api/v1/searches",
+    response_model=SearchOut,
+    summary="Search a probe image (recorded, for a case)",
+)
 def create_search(
     request: Request,
     dep: DeploymentDep,
     db: DbSession,
-    principal: Annotated[Principal, require("search")],
+    principal: Investigator,
     probe: Annotated[UploadFile, File(description="the probe image")],
     case_number: Annotated[str, Form(max_length=200)],
     purpose: Annotated[str, Form(max_length=2000)],
-    collections: Annotated[list[str] | None, Form(
-        description="collection ids to search (repeated or comma-separated); default: every "
-        "collection the organisation may search")] = None,
+    collections: Annotated[
+        list[str] | None,
+        Form(
+            description="collection ids to search (repeated or comma-separated); default: every "
+            "collection the organisation may search"
+        ),
+    ] = None,
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
     threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
 ) -> dict[str, Any]:
@@ -60,27 +119,25 @@ def create_search(
     enforce_rate_limit(request, "search:address", principal.ip or "?")
     data = probe.file.read(dep.settings.max_file_bytes + 1)
     if len(data) > dep.settings.max_file_bytes:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                            detail="the probe image is too large")
-    with service_errors():
-        outcome = run_search(
-            dep, db, principal, data, case_number=case_number, purpose=purpose,
-            collection_ids=parse_collections(collections), top_k=top_k, threshold=threshold,
-        )
+        raise PayloadTooLarge("the probe image is too large")
+    outcome = casework.run_search(
+        dep,
+        db,
+        principal,
+        data,
+        case_number=case_number,
+        purpose=purpose,
+        collection_ids=parse_collections(collections),
+        top_k=top_k,
+        threshold=threshold,
+    )
     return outcome.as_dict()
 
 
-@router.get("/api/v1/searches/{search_id}", summary="A search of the organisation, with results")
-def get_search(
-    search_id: Id,
-    db: DbSession,
-    principal: Annotated[Principal, require("search")],
-) -> dict[str, Any]:
-    org_id = org_of(principal)
-    search = org_search(db, org_id, search_id)
-    detail = case_detail(db, org_id, search.case_id)
-    case = db.get(Case, search.case_id)
-    for item in detail["search_list"]:
-        if item["id"] == search.id:
-            return dict(item)
-    return search_dict(search, case)  # pragma: no cover - a search always lies in its case
+@router.get(
+    "/api/v1/searches/{search_id}",
+    response_model=SearchWithResults,
+    summary="A search of the organisation, with results",
+)
+def get_search(search_id: Id, db: DbSession, principal: Investigator) -> dict[str, Any]:
+    return casework.get_search(db, principal, search_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from facesearch.store import accounts, casework  # noqa: F401 - register the tables
-from facesearch.store.models import Base
+from facesearch.store.db import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata()
+
 config = context.config
 
 
@@ -21,13 +21,13 @@ def run() -> None:
             poolclass=pool.NullPool,
         )
         with engine.connect() as conn:
-            context.configure(connection=conn, target_metadata=target_metadata,
-                              render_as_batch=True)
+            context.configure(
+                connection=conn, target_metadata=target_metadata, render_as_batch=True
+            )
             with context.begin_transaction():
                 context.run_migrations()
         return
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 

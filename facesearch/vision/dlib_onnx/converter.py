@@ -173,8 +173,11 @@ def build_onnx(network: DlibNetwork, *, fold_affine: bool = True) -> onnx.ModelP
     graph = helper.make_graph(
         b.nodes,
         "dlib_face_recognition_resnet_model_v1",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
-                                       ["N", inp.rows, inp.cols, 3])],
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.UINT8, ["N", inp.rows, inp.cols, 3]
+            )
+        ],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", shape[0]])],
         b.initializers,
     )

@@ -1,12 +1,14 @@
-"""The metadata schema. The database is the source of truth; vector indexes are rebuilt from it.
+"""Gallery tables: collections (and their read-only shares), ingest runs, source files, faces.
 
-Embeddings are stored sealed (AES-256-GCM, associated data binding them to their file and face
-position); images and crops live in the encrypted blob store and are referenced by blob id.
+The database is the source of truth; vector indexes are rebuilt from it. Embeddings are stored
+sealed (AES-256-GCM, associated data binding them to their file and face position); images and
+crops live in the encrypted blob store and are referenced by blob id.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -22,15 +24,21 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from facesearch.store.base import Base, utcnow
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class FileStatus(StrEnum):
+    OK = "ok"
+    NO_FACE = "no_face"
+    REJECTED = "rejected"
 
 
-class Base(DeclarativeBase):
-    pass
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
 
 
 class Collection(Base):
@@ -52,15 +60,30 @@ class Collection(Base):
     files: Mapped[list[SourceFile]] = relationship(back_populates="collection")
 
 
-class IngestJob(Base):
-    """One run of an ingest over a source; counts are updated as files are committed."""
+class CollectionShare(Base):
+    """Read-only access to a collection granted by its owner organisation to another one."""
+
+    __tablename__ = "collection_shares"
+    __table_args__ = (UniqueConstraint("collection_id", "org_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IngestRun(Base):
+    """One run of the ingest engine over a source; counts are updated as files are committed.
+    (A `Job` in `store.jobs` is what a user asked for over the API; it starts one run.)"""
 
     __tablename__ = "ingest_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -91,7 +114,7 @@ class SourceFile(Base):
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     format: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    #: ok | no_face | rejected
+    #: a FileStatus
     status: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     face_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,7 +1,8 @@
-"""1:N search and 1:1 verification on an opened deployment.
+"""The search engine: 1:N search and 1:1 verification on an opened deployment.
 
 Results are leads, never identifications: every candidate carries its similarity score, the
-model's threshold, its quality and where the face was found.
+model's threshold, its quality and where the face was found. The engine checks no tenancy and
+writes no record; `search.casework` does both around it for the API, the CLI is the operator's.
 """
 
 from __future__ import annotations
@@ -12,15 +13,24 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from facesearch import similarity
 from facesearch.deployment import Deployment
-from facesearch.errors import FacesearchError
-from facesearch.store.models import Collection, Face, SourceFile
-from facesearch.vision import similarity
+from facesearch.errors import InvalidRequest
+from facesearch.store.gallery import Collection, Face, SourceFile
 from facesearch.vision.decode import DecodeLimits, decode_image
 from facesearch.vision.model import FaceModel
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
 
-MAX_TOP_K = 1000
+#: Most candidates per probe face, everywhere (API, CLI, client).
+MAX_TOP_K = 100
+
+
+def check_limits(top_k: int, threshold: float | None) -> None:
+    """The one rule for how many candidates and which threshold a search may ask for."""
+    if isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidRequest(f"between 1 and {MAX_TOP_K}", field="top_k")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InvalidRequest("a similarity score between 0 and 1", field="threshold")
 
 
 @dataclass
@@ -29,6 +39,7 @@ class Candidate:
     face_id: int
     score: float
     above_threshold: bool
+    collection_id: int
     collection: str
     source: str
     source_kind: str
@@ -49,7 +60,7 @@ class ProbeFace:
 
 
 @dataclass
-class SearchResult:
+class EngineResult:
     model_id: str
     threshold: float
     collections: list[str]
@@ -74,7 +85,7 @@ class VerifyResult:
         return asdict(self)
 
 
-class SearchService:
+class SearchEngine:
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         s = dep.settings
@@ -90,20 +101,17 @@ class SearchService:
         self,
         image: bytes,
         *,
-        collections: list[str] | None = None,
-        collection_ids: list[int] | None = None,
+        collection_ids: list[int],
         top_k: int = 10,
         threshold: float | None = None,
-    ) -> SearchResult:
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise FacesearchError(f"--top must be between 1 and {MAX_TOP_K}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise FacesearchError("--threshold is a similarity score between 0 and 1")
-        ids = collection_ids if collection_ids is not None else self.dep.collection_ids(collections)
+    ) -> EngineResult:
+        """Candidates for every face of the probe in the given collections (by id)."""
+        check_limits(top_k, threshold)
+        ids = list(collection_ids)
         model = self.dep.model
         faces, vectors = self.probe_faces(image)
         names = self._collection_names(ids)
-        result = SearchResult(model.model_id, model.default_threshold, [names[i] for i in ids], [])
+        result = EngineResult(model.model_id, model.default_threshold, [names[i] for i in ids], [])
         if not faces:
             return result
         hits = self.dep.index.search(vectors, top_k, ids)
@@ -124,6 +132,7 @@ class SearchService:
                         face_id=face_row.id,
                         score=round(hit.score, 6),
                         above_threshold=hit.score >= model.default_threshold,
+                        collection_id=hit.collection_id,
                         collection=names.get(hit.collection_id, str(hit.collection_id)),
                         source=file_row.source,
                         source_kind=file_row.source_kind,
@@ -154,14 +163,6 @@ class SearchService:
             ).all()
             return {face.id: (face, file) for face, file in rows}
 
-    def crop(self, face_id: int) -> bytes:
-        with self.dep.db.session() as s:
-            face = s.get(Face, face_id)
-            if face is None or face.crop_blob is None:
-                raise FacesearchError(f"face {face_id} has no stored crop")
-            blob = face.crop_blob
-        return self.dep.blobs.get(blob)
-
     def verify(
         self, image_a: bytes, image_b: bytes, threshold: float | None = None
     ) -> VerifyResult:
@@ -189,7 +190,7 @@ def verify_images(
     for label, data in (("A", image_a), ("B", image_b)):
         faces = analyse(model, decode_image(data, limits).pixels, min_face_size=min_face_size)
         if not faces:
-            raise FacesearchError(f"no face found in image {label}")
+            raise InvalidRequest(f"no face found in image {label}")
         analysed.append(faces)
     faces_a, faces_b = analysed
     vectors = embed_faces(model, [faces_a[0], faces_b[0]])

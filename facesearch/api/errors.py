@@ -1,0 +1,128 @@
+"""The one mapping from facesearch's error vocabulary (`facesearch.errors`) to HTTP.
+
+Routers and services never build HTTP errors themselves: they raise a `FacesearchError`, and the
+handler installed here answers with the status of the nearest class in `STATUS`. Messages are
+scrubbed of anything that looks like a filesystem path; a `ConfigError` is logged and answered
+with a generic 500 carrying only the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facesearch.errors import (
+    ConfigError,
+    Conflict,
+    FacesearchError,
+    Forbidden,
+    Gone,
+    ImageRejected,
+    InvalidRequest,
+    Locked,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthenticated,
+)
+
+log = logging.getLogger("facesearch.api")
+
+#: Error class -> HTTP status. The first class in the exception's MRO found here wins.
+STATUS: dict[type[FacesearchError], int] = {
+    InvalidRequest: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    Locked: 423,
+    TooManyRequests: 429,
+    ConfigError: 500,
+    FacesearchError: 400,
+}
+
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-~ ]+){2,}[/\\]?")
+
+
+def scrub(message: str) -> str:
+    """Remove anything that looks like a filesystem path from a message meant for a client."""
+    return _PATHLIKE.sub("<path>", message)
+
+
+def status_of(exc: FacesearchError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400  # pragma: no cover - FacesearchError is in STATUS
+
+
+def _request_id(request: Request) -> str | None:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else None
+
+
+def error_response(request: Request, exc: FacesearchError) -> JSONResponse:
+    status = status_of(exc)
+    headers: dict[str, str] = {}
+    body: dict[str, Any]
+    if isinstance(exc, ConfigError):
+        log.error("configuration error (request id %s): %s", _request_id(request), exc)
+        return JSONResponse(
+            {"detail": "service misconfigured", "request_id": _request_id(request)},
+            status_code=500,
+        )
+    if isinstance(exc, ImageRejected):
+        body = {"detail": scrub(str(exc)), "reason": exc.reason}
+    elif isinstance(exc, InvalidRequest) and exc.field:
+        body = {
+            "detail": [
+                {"loc": ["body", exc.field], "msg": scrub(exc.message), "type": "value_error"}
+            ]
+        }
+    else:
+        body = {"detail": scrub(str(exc))}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str | dict | list) else str(exc.detail)
+        if isinstance(detail, str):
+            detail = scrub(detail)
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": scrub(str(e.get("msg", ""))),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def facesearch_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, FacesearchError)
+        return error_response(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(FacesearchError, facesearch_error)

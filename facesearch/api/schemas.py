@@ -1,0 +1,51 @@
+"""Response models shared by more than one router (casework: searches, cases, results)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ReviewOut(BaseModel):
+    user_id: int
+    decision: str = Field(description="confirm or reject")
+    note: str
+    created_at: str
+
+
+class ResultOut(BaseModel):
+    """A candidate a search returned, stored as a lead with its review status."""
+
+    id: int
+    search_id: int
+    probe_face: int
+    rank: int
+    face_id: int
+    score: float
+    status: str = Field(description="lead, confirmed (two reviewers) or rejected")
+    crop_url: str
+    reviews: list[ReviewOut]
+
+
+class SearchRecordOut(BaseModel):
+    """A search as recorded: who, for which case and purpose, over which collections."""
+
+    id: int
+    case_id: int
+    case_number: str | None
+    user_id: int | None
+    api_key_id: int | None
+    purpose: str
+    probe_hash: str
+    collections: list[int]
+    top_k: int
+    threshold: float | None
+    model_id: str
+    created_at: str
+
+
+class SearchWithResults(SearchRecordOut):
+    results: list[ResultOut]
+
+
+class Page(BaseModel):
+    total: int

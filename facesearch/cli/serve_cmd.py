@@ -1,0 +1,98 @@
+"""`facesearch serve`: the API service under uvicorn, on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facesearch.cli.common import console, console_err, state_of
+from facesearch.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, *, debug: bool, tls: bool) -> list[str]:
+    """Refuse risky combinations (ConfigError); returns warnings for the merely unwise."""
+    public = not is_loopback(host)
+    if debug and public:
+        raise ConfigError(
+            f"refusing to serve in debug mode on the non-loopback address {host}: debug output "
+            "must never reach a network. Unset FACESEARCH_DEBUG or bind 127.0.0.1."
+        )
+    warnings = []
+    if public and not tls:
+        warnings.append(
+            f"serving plain HTTP on {host}: put a TLS-terminating proxy in front (and list it "
+            "in trusted_proxies) or pass --tls-cert and --tls-key"
+        )
+    if debug:
+        warnings.append("debug mode is on: never use it in production")
+    return warnings
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8600).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="TLS certificate chain (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")
+    ] = None,
+) -> None:
+    """Run the API service under uvicorn."""
+    import uvicorn
+
+    from facesearch.api.app import create_app
+    from facesearch.deployment import Deployment
+    from facesearch.security import accounts
+
+    settings = state_of(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+    tls = bool(settings.tls_cert and settings.tls_key)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    for warning in check_bind(settings.host, debug=settings.debug, tls=tls):
+        console_err.print(f"[yellow]warning:[/] {warning}")
+    dep = Deployment.open(settings)
+    app = create_app(dep)
+    url = accounts.base_url(settings)
+    console.print(f"facesearch API at [bold]{url}/api/v1[/] (OpenAPI: {url}/api/v1/openapi.json)")
+    with dep.db.session() as s:
+        admins = accounts.platform_admin_count(s)
+    if admins == 0:
+        console.print(
+            "No administrator has enrolled yet. Use the one-time enrolment link from "
+            "`admin bootstrap` (for a new link, which revokes the old one, run\n"
+            f"  facesearch --home {settings.home} admin bootstrap --email you@example.org\n"
+            "in another terminal): set a password, sign in, and enrol the second factor "
+            "(TOTP) with the QR code."
+        )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=str(settings.tls_cert) if tls else None,
+            ssl_keyfile=str(settings.tls_key) if tls else None,
+            proxy_headers=False,  # X-Forwarded-* are honoured by the app, from trusted proxies
+            server_header=False,
+            log_level="info",
+            access_log=True,
+        )
+    finally:
+        dep.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,193 @@
+"""Administration: organisations (the platform administrator's), invitations and the users of an
+organisation (its administrators'). Each function takes the caller, checks what it may see
+through `tenancy`, writes the audit record and commits.
+
+The client list is the platform administrator's alone: nothing here shows one organisation
+another's name, users or counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from facesearch import clock
+from facesearch.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from facesearch.security import accounts, audit, sessions
+from facesearch.security.actor import Actor, Principal
+from facesearch.security.roles import ORG_ROLES, Role, validate_roles
+from facesearch.security.tenancy import org_of, org_user, organisation, visible_invitation
+from facesearch.store.accounts import Invitation, Organisation, User
+
+
+# -- organisations --------------------------------------------------------------------------------
+def organisation_view(session: Session, org: Organisation) -> dict[str, Any]:
+    users = session.scalar(select(func.count(User.id)).where(User.org_id == org.id)) or 0
+    return {
+        "id": org.id,
+        "name": org.name,
+        "disabled": org.disabled,
+        "created_at": clock.aware(org.created_at),
+        "users": int(users),
+    }
+
+
+def create_organisation(session: Session, actor: Actor, name: str) -> Organisation:
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise InvalidRequest("an organisation needs a name of 1 to 200 characters")
+    existing = session.scalar(
+        select(Organisation.id).where(func.lower(Organisation.name) == name.lower())
+    )
+    if existing is not None:
+        raise Conflict(f"an organisation named {name!r} already exists")
+    org = Organisation(name=name)
+    session.add(org)
+    session.flush()
+    audit.record_for(
+        session,
+        actor,
+        "org.created",
+        org_id=org.id,
+        target_type="organisation",
+        target_id=org.id,
+        details={"name": name},
+    )
+    session.commit()
+    return org
+
+
+def list_organisations(session: Session) -> list[dict[str, Any]]:
+    orgs = session.scalars(select(Organisation).order_by(Organisation.id))
+    return [organisation_view(session, o) for o in orgs]
+
+
+def get_organisation(session: Session, org_id: int) -> dict[str, Any]:
+    return organisation_view(session, organisation(session, org_id))
+
+
+# -- invitations ----------------------------------------------------------------------------------
+def invitation_view(row: Invitation) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "org_id": row.org_id,
+        "email": row.email,
+        "roles": list(row.roles),
+        "created_at": clock.aware(row.created_at),
+        "expires_at": clock.aware(row.expires_at),
+        "state": accounts.invitation_state(row),
+    }
+
+
+def invite(
+    session: Session,
+    principal: Principal,
+    *,
+    email: str,
+    roles: list[str],
+    org_id: int | None,
+    hours: int,
+) -> accounts.NewInvitation:
+    """An organisation administrator invites into its own organisation (any organisation role);
+    the platform administrator invites organisation administrators into a named one."""
+    if principal.is_platform_admin:
+        if org_id is None:
+            raise InvalidRequest("name the organisation (org_id) to invite into")
+        if list(dict.fromkeys(roles)) != [Role.ORG_ADMIN]:
+            raise Forbidden("the platform administrator invites organisation administrators only")
+        target = org_id
+    else:
+        own = org_of(principal)
+        if org_id is not None and org_id != own:
+            raise NotFound(f"no organisation {org_id}")
+        target = own
+    new = accounts.create_invitation(
+        session, principal, org_id=target, email=email, roles=roles, hours=hours
+    )
+    session.commit()
+    return new
+
+
+def list_invitations(session: Session, principal: Principal) -> list[dict[str, Any]]:
+    query = select(Invitation).order_by(Invitation.id)
+    if principal.is_platform_admin:
+        query = query.where(Invitation.created_by == principal.user_id)
+    else:
+        query = query.where(Invitation.org_id == org_of(principal))
+    return [invitation_view(r) for r in session.scalars(query)]
+
+
+def revoke_invitation(session: Session, principal: Principal, invitation_id: int) -> dict[str, Any]:
+    row = visible_invitation(session, principal, invitation_id)
+    accounts.revoke_invitation(session, principal, row)
+    session.commit()
+    return invitation_view(row)
+
+
+# -- users of an organisation ---------------------------------------------------------------------
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "roles": list(user.roles),
+        "disabled": user.disabled,
+        "mfa_enrolled": user.totp_verified_at is not None,
+        "locked": accounts.locked_until(user) is not None,
+        "created_at": clock.aware(user.created_at),
+        "last_login_at": clock.aware_or_none(user.last_login_at),
+    }
+
+
+def list_users(session: Session, actor: Actor) -> list[dict[str, Any]]:
+    rows = session.scalars(select(User).where(User.org_id == org_of(actor)).order_by(User.id))
+    return [user_view(u) for u in rows]
+
+
+def get_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
+    return user_view(org_user(session, org_of(actor), user_id))
+
+
+def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) -> dict[str, Any]:
+    user = org_user(session, org_of(actor), user_id)
+    try:
+        wanted = validate_roles(roles, allowed=ORG_ROLES)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    if user.id == actor.user_id and Role.ORG_ADMIN not in wanted:
+        raise Conflict("you cannot remove your own administrator role")
+    before = list(user.roles)
+    user.roles = wanted
+    audit.record_for(
+        session,
+        actor,
+        "user.roles_changed",
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        details={"before": before, "after": wanted},
+    )
+    session.commit()
+    return user_view(user)
+
+
+def disable_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
+    user = org_user(session, org_of(actor), user_id)
+    if user.id == actor.user_id:
+        raise Conflict("you cannot disable your own account")
+    if not user.disabled:
+        user.disabled = True
+        revoked = sessions.revoke_all(session, user.id)
+        audit.record_for(
+            session,
+            actor,
+            "user.disabled",
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            details={"sessions_revoked": revoked},
+        )
+        session.commit()
+    return user_view(user)
