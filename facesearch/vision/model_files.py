@@ -149,6 +149,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # public weights; readable by a service account too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
