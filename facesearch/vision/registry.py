@@ -46,7 +46,7 @@ register("dlib-onnx", _dlib_onnx)
 
 def _sface(
     detector: str = "yunet",
-    batch_size: int = 32,
+    batch_size: int = 8,
     threads: int = 0,
     providers: str = "auto",
     **options: object,
