@@ -39,12 +39,21 @@ FaceOption = Annotated[
     ),
 ]
 FallbackOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--fallback-detector",
         help="Second detector tried on images where the configured one finds no face: cnn "
         "(dlib's MMOD CNN, slower and more sensitive), hog, centerface, or none. Images no "
-        "detector finds are embedded from a centred box and counted in no_face.",
+        "detector finds are embedded from a centred box and counted in no_face. Default: cnn "
+        "for the dlib models, none for sface (YuNet retries at a lower score threshold itself).",
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Face model to evaluate (dlib, dlib-onnx, sface; default: the model setting), with "
+        "its own default detector unless it is the configured model.",
     ),
 ]
 ProgressOption = Annotated[
@@ -60,9 +69,18 @@ def _face(value: str) -> str:
     return value
 
 
-def _fallback(value: str) -> str:
+def _fallback(value: str | None, model: str) -> str:
     from facesearch.eval.embedding import FALLBACK_CHOICES
 
+    dlib = model.startswith("dlib")
+    if value is None:
+        return "cnn" if dlib else "none"
+    if not dlib and value != "none":
+        raise typer.BadParameter(
+            f"the {model} model has no fallback detector (its detector retries at a lower score "
+            "threshold); use none",
+            param_hint="--fallback-detector",
+        )
     if value not in FALLBACK_CHOICES:
         raise typer.BadParameter(
             f"expected one of: {', '.join(FALLBACK_CHOICES)}", param_hint="--fallback-detector"
@@ -78,18 +96,26 @@ def _embedding_options(
     as_json: bool,
     cache: Path | None,
     face: str,
-    fallback: str,
+    fallback: str | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """The options both evaluations pass to `embed_image_files`."""
+    from facesearch.vision.registry import available_models, default_detector
+
     settings = state_of(ctx).settings()
+    name = model or settings.model
+    if name not in available_models():
+        raise typer.BadParameter(
+            f"expected one of: {', '.join(available_models())}", param_hint="--model"
+        )
     return {
-        "model_name": settings.model,
-        "detector": settings.detector,
+        "model_name": name,
+        "detector": settings.detector if name == settings.model else default_detector(name),
         "workers": workers or settings.worker_count,
         "progress": progress and not as_json,
         "cache_dir": cache,
         "face": _face(face),
-        "fallback": _fallback(fallback),
+        "fallback": _fallback(fallback, name),
     }
 
 
@@ -125,8 +151,9 @@ def pairs_command(
     workers: WorkersOption = None,
     cache: CacheOption = None,
     face: FaceOption = "central",
-    fallback: FallbackOption = "cnn",
+    fallback: FallbackOption = None,
     progress: ProgressOption = True,
+    model: ModelOption = None,
 ) -> None:
     """Verification accuracy (10-fold), TAR at FAR=1e-3 and faceless images on LFW pairs.
 
@@ -145,6 +172,7 @@ def pairs_command(
         cache=cache,
         face=face,
         fallback=fallback,
+        model=model,
     )
     try:
         report = evaluate_pairs(images, pairs_file, **options)
@@ -175,8 +203,9 @@ def identify_command(
     workers: WorkersOption = None,
     cache: CacheOption = None,
     face: FaceOption = "central",
-    fallback: FallbackOption = "cnn",
+    fallback: FallbackOption = None,
     progress: ProgressOption = True,
+    model: ModelOption = None,
 ) -> None:
     """Rank-1, rank-10 and open-set TPIR at FPIR=0.01 on a folder-per-person tree.
 
@@ -193,6 +222,7 @@ def identify_command(
         cache=cache,
         face=face,
         fallback=fallback,
+        model=model,
     )
     try:
         report = evaluate_identify(images, **options)

@@ -166,3 +166,20 @@ class OnnxFaceModel:
 
     def embed(self, chips: Sequence[RGBImage]) -> Embeddings:
         return self.raw_embed(chips)
+
+
+def create_session(model: bytes | Path, threads: int, providers: Sequence[str]) -> Any:
+    """An InferenceSession with the settings every facesearch graph uses: all graph
+    optimisations, `threads` intra-op threads, one inter-op thread (sequential execution), and
+    no TF32 on CUDA (float32 results the same on every provider)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    chosen: list[Any] = [(name, {"use_tf32": "0"}) if name == CUDA else name for name in providers]
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=chosen)
