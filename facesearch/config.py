@@ -45,11 +45,16 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite in WAL mode inside the home"
     )
-    model: Literal["dlib", "dlib-onnx"] = Field(
-        default="dlib-onnx", description="face descriptor runtime"
+    model: Literal["sface", "dlib", "dlib-onnx"] = Field(
+        default="sface",
+        description="face model of new collections (and of verify and eval): sface (YuNet "
+        "+ SFace), dlib-onnx or dlib (dlib's ResNet); a collection keeps the model it was "
+        "created with",
     )
-    detector: Literal["hog", "cnn", "centerface"] = Field(
-        default="hog", description="face detector"
+    detector: Literal["yunet", "hog", "cnn", "centerface"] | None = Field(
+        default=None,
+        description="face detector of that model; default: the model's own (yunet for sface, "
+        "hog for dlib)",
     )
     workers: int = Field(default=0, ge=0, description="ingest worker processes; 0 = every core")
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="faces per embed call")

@@ -6,9 +6,9 @@ It holds no rules of its own: services receive a `Deployment` and use its parts.
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 
 from facesearch.config import Settings
@@ -21,7 +21,7 @@ from facesearch.store import faces
 from facesearch.store.blobs import BlobStore
 from facesearch.store.db import Database, migrate
 from facesearch.vision.model import FaceModel
-from facesearch.vision.registry import build_model
+from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
 
 MARKER = "deployment"
@@ -99,46 +99,75 @@ class Deployment:
         self.db = Database(settings.sqlalchemy_url)
         migrate(self.db.engine)
         self.blobs = BlobStore(settings.blobs_dir, self.keys)
+        self._lock = threading.RLock()
+        self._models: dict[str, FaceModel] = {}
+        self._indexes: dict[str, VectorIndex] = {}
 
     @classmethod
     def open(cls, settings: Settings) -> Deployment:
         return cls(settings)
 
-    @cached_property
-    def model(self) -> FaceModel:
-        """The configured model, safe to share between threads (API requests, ingest jobs)."""
-        return ThreadSafeFaceModel(
-            build_model(
-                self.settings.model,
-                detector=self.settings.detector,
-                **self.settings.model_options(),
-            )
-        )
+    # -- models: one per descriptor, each collection keeps its own ---------------------------
+    @property
+    def default_model_id(self) -> str:
+        """The model id of new collections (settings.model)."""
+        return model_id_of(self.settings.model)
 
-    def new_index(self) -> VectorIndex:
-        """An index object for this deployment's model, loaded from disk as it is."""
+    def runtime_of(self, model_id: str) -> tuple[str, str | None]:
+        """The runtime and detector that compute `model_id`: the configured ones when they do,
+        else that model's default runtime with its own detector."""
+        name = runtime_for(model_id, self.settings.model)
+        return name, (self.settings.detector if name == self.settings.model else None)
+
+    def model_for(self, model_id: str) -> FaceModel:
+        """The model that computes `model_id`, built once and safe to share between threads."""
+        with self._lock:
+            model = self._models.get(model_id)
+            if model is None:
+                name, detector = self.runtime_of(model_id)
+                model = ThreadSafeFaceModel(
+                    build_model(name, detector=detector, **self.settings.model_options())
+                )
+                self._models[model_id] = model
+            return model
+
+    @property
+    def model(self) -> FaceModel:
+        """The model of new collections."""
+        return self.model_for(self.default_model_id)
+
+    # -- vector indexes: one per model ------------------------------------------------------------
+    def new_index(self, model_id: str | None = None) -> VectorIndex:
+        """An index object for one model's collections, loaded from disk as it is."""
+        model = self.model_for(model_id or self.default_model_id)
         return FaissIndex(
             self.settings.index_dir,
             self.keys.index,
-            self.model.model_id,
-            self.model.embedding_size,
+            model.model_id,
+            model.embedding_size,
             exact_limit=self.settings.exact_index_limit,
             nprobe=self.settings.index_nprobe,
             rerank_factor=self.settings.rerank_factor,
         )
 
-    @cached_property
-    def index(self) -> VectorIndex:
-        """The vector index, reconciled with the database on first use."""
-        index = self.new_index()
-        self.sync_index(index)
-        return index
+    def index_for(self, model_id: str) -> VectorIndex:
+        """The vector index of one model, reconciled with the database on first use."""
+        with self._lock:
+            index = self._indexes.get(model_id)
+            if index is None:
+                index = self.new_index(model_id)
+                self.sync_index(index)
+                self._indexes[model_id] = index
+            return index
 
     @property
-    def index_loaded(self) -> VectorIndex | None:
-        """The index if something has already loaded it, else None (nothing is loaded)."""
-        index: VectorIndex | None = self.__dict__.get("index")
-        return index
+    def index(self) -> VectorIndex:
+        """The index of the default model."""
+        return self.index_for(self.default_model_id)
+
+    def loaded_index(self, model_id: str) -> VectorIndex | None:
+        """The index of `model_id` if something has already loaded it (nothing is loaded)."""
+        return self._indexes.get(model_id)
 
     def sync_index(
         self,
@@ -162,7 +191,6 @@ class Deployment:
             )
 
     def close(self) -> None:
-        index = self.index_loaded
-        if index is not None:
+        for index in list(self._indexes.values()):
             index.save()
         self.db.dispose()

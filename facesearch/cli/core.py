@@ -91,6 +91,13 @@ def ingest(
     retention_days: Annotated[
         int | None, typer.Option(help="Days to keep the collection's faces before purging.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Face model of a new collection: sface (default), dlib-onnx or dlib. An "
+            "existing collection keeps its own."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add every face found under PATH to a collection (resumable; skips ingested files)."""
@@ -101,7 +108,7 @@ def ingest(
     dep = Deployment.open(state_of(ctx).settings())
     try:
         collection_id = ensure_collection(
-            dep, collection, legal_basis=legal_basis, retention_days=retention_days
+            dep, collection, legal_basis=legal_basis, retention_days=retention_days, model=model
         )
         columns = [
             TextColumn("[bold]ingest"),
@@ -211,10 +218,8 @@ def search(
                 f"{where} {c.box}",
             )
         console.print(table)
-    console.print(
-        f"model {result.model_id}; threshold {result.threshold}. Candidates are leads "
-        "for a person to review, not identifications."
-    )
+    used = "; ".join(f"model {m.model_id}, threshold {m.threshold}" for m in result.models)
+    console.print(f"{used}. Candidates are leads for a person to review, not identifications.")
 
 
 def verify(
@@ -277,7 +282,9 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
                     .where(SourceFile.collection_id == Collection.id)
                     .scalar_subquery(),
                     select(func.count(Face.id))
-                    .where(Face.collection_id == Collection.id)
+                    .where(
+                        Face.collection_id == Collection.id, Face.model_id == Collection.model_id
+                    )
                     .scalar_subquery(),
                 ).order_by(Collection.name)
             ).all()
@@ -318,6 +325,52 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     )
 
 
+def reembed(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    model: Annotated[
+        str | None, typer.Option(help="Target model: sface (default), dlib-onnx or dlib.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: every core).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Move a collection to another face model, from its stored encrypted images (resumable;
+    the collection switches when every image is done)."""
+    from facesearch.deployment import Deployment
+    from facesearch.gallery.collections import ids_by_name
+    from facesearch.ingest.reembed import Reembed
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        with dep.db.session() as s:
+            (collection_id,) = ids_by_name(s, [collection])
+        columns = [
+            TextColumn("[bold]re-embed"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            RateColumn(),
+        ]
+        with Progress(*columns, console=console_err, disable=as_json) as bar:
+            summary = Reembed(
+                dep, collection_id, model, workers=workers, progress=RichIngestProgress(bar)
+            ).run()
+    finally:
+        dep.close()
+    data = summary.as_dict()
+    if as_json:
+        print_json(data)
+        return
+    console.print(
+        f"[green]collection {summary.collection!r} now holds {summary.to_model} embeddings[/]: "
+        f"{summary.faces} faces from {summary.files} images ({summary.skipped} done before, "
+        f"{summary.unreadable} unreadable), was {summary.from_model}"
+    )
+
+
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the vector index from the database (the source of truth)."""
@@ -340,5 +393,6 @@ def register(app: typer.Typer) -> None:
     app.command()(search)
     app.command()(verify)
     app.command()(stats)
+    app.command()(reembed)
     app.add_typer(index_app, name="index")
     _ = console_err

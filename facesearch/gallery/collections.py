@@ -30,6 +30,7 @@ from facesearch.security.tenancy import (
 from facesearch.store.accounts import Organisation
 from facesearch.store.gallery import Collection, CollectionShare, Face, SourceFile
 from facesearch.store.jobs import Job, JobStatus
+from facesearch.vision.registry import model_id_of
 
 NAME_MAX = 100
 NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9 ._-]{{0,{NAME_MAX - 1}}}$")
@@ -71,12 +72,25 @@ def valid_description(description: str) -> str:
     return description
 
 
+def model_id_for(dep: Deployment, model: str | None) -> str:
+    """The model id of a model named by its runtime (`sface`, `dlib`, `dlib-onnx`), or the
+    deployment's default for new collections."""
+    if not model:
+        return dep.default_model_id
+    try:
+        return model_id_of(model)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field="model") from exc
+
+
 def check_model(collection: Collection, model_id: str) -> None:
-    """Collections never mix models: one index per collection holds one model's vectors."""
+    """Collections never mix models: a collection's faces all come from the model it was
+    created with (`facesearch reembed` moves a whole collection to another one)."""
     if collection.model_id and collection.model_id != model_id:
         raise ModelMismatch(
-            f"collection {display_name(collection)!r} holds {collection.model_id} embeddings; "
-            f"this deployment is set to {model_id}, and one index never mixes two models"
+            f"collection {display_name(collection)!r} holds {collection.model_id} embeddings, "
+            f"not {model_id}: one collection never mixes two models (move it to another model "
+            "with `facesearch reembed`)"
         )
 
 
@@ -91,10 +105,11 @@ def _counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
             .group_by(SourceFile.collection_id)
         ).all()
     )
-    faces = dict(
+    faces = dict(  # a collection's own model only (a re-embed in progress adds others)
         session.execute(
             select(Face.collection_id, func.count(Face.id))
-            .where(Face.collection_id.in_(ids))
+            .join(Collection, Collection.id == Face.collection_id)
+            .where(Face.collection_id.in_(ids), Face.model_id == Collection.model_id)
             .group_by(Face.collection_id)
         ).all()
     )
@@ -117,6 +132,7 @@ def collection_view(
         "access": "manage" if owned else "read-only",
         "legal_basis": collection.legal_basis,
         "retention_days": collection.retention_days,
+        "model_id": collection.model_id,
         "files": n_files,
         "faces": n_faces,
         "created_at": collection.created_at.isoformat(),
@@ -168,9 +184,10 @@ def create_collection(
     legal_basis: str,
     retention_days: int,
     description: str = "",
-    model_id: str | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """A new collection of the actor's organisation, for the deployment's model unless named."""
+    model_id = model_id_for(dep, model)
     org_id = org_of(actor)
     name = valid_name(name)
     legal_basis = valid_legal_basis(legal_basis)
@@ -185,7 +202,7 @@ def create_collection(
         org_id=org_id,
         legal_basis=legal_basis,
         retention_days=retention_days,
-        model_id=model_id or dep.model.model_id,
+        model_id=model_id,
     )
     session.add(collection)
     session.flush()
@@ -195,7 +212,12 @@ def create_collection(
         "collection.created",
         target_type="collection",
         target_id=collection.id,
-        details={"name": name, "legal_basis": legal_basis, "retention_days": retention_days},
+        details={
+            "name": name,
+            "legal_basis": legal_basis,
+            "retention_days": retention_days,
+            "model_id": model_id,
+        },
     )
     session.commit()
     return collection_view(session, collection, org_id)
@@ -286,6 +308,7 @@ def delete_collection(
     )
     counts = _counts(session, [collection.id]).get(collection.id, (0, 0))
     name = display_name(collection)
+    model_id = collection.model_id
     session.execute(delete(Face).where(Face.collection_id == collection.id))
     session.execute(delete(SourceFile).where(SourceFile.collection_id == collection.id))
     session.execute(delete(CollectionShare).where(CollectionShare.collection_id == collection.id))
@@ -300,7 +323,7 @@ def delete_collection(
         details={"name": name, "files": counts[0], "faces": counts[1]},
     )
     session.commit()
-    index = dep.index_loaded
+    index = dep.loaded_index(model_id) if model_id else None
     if index is not None:
         index.drop_collection(collection_id)
         index.save()
@@ -325,16 +348,17 @@ def ensure_collection(
     *,
     legal_basis: str | None = None,
     retention_days: int | None = None,
+    model: str | None = None,
 ) -> int:
     """The id of the operator's collection `name` (one that belongs to no organisation), created
-    (and audited) if missing. A legal basis or retention given here is recorded on it (the
-    doctor reports collections without them)."""
+    (and audited) if missing, for `model` (default: the deployment's). A legal basis or
+    retention given here is recorded on it (the doctor reports collections without them)."""
     name = valid_name(name)
     if legal_basis:
         legal_basis = valid_legal_basis(legal_basis)
     if retention_days is not None:
         valid_retention(retention_days)
-    model_id = dep.model.model_id
+    model_id = model_id_for(dep, model)
     with dep.db.session() as s:
         collection = s.scalar(
             select(Collection).where(Collection.name == name, Collection.org_id.is_(None))
@@ -353,9 +377,10 @@ def ensure_collection(
                     "name": name,
                     "legal_basis": legal_basis,
                     "retention_days": retention_days,
+                    "model_id": model_id,
                 },
             )
-        else:
+        elif model:
             check_model(collection, model_id)
         if legal_basis:
             collection.legal_basis = legal_basis

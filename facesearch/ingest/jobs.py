@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import FacesearchError, InvalidRequest, NotFound
+from facesearch.errors import Conflict, FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest.runner import FolderIngest
 from facesearch.security import audit
-from facesearch.security.actor import Actor
+from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.tenancy import managed_collection, org_job, org_of
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import Collection, SourceFile
@@ -120,16 +121,29 @@ class JobRunner:
     def __init__(self, dep: Deployment, workers: int = 1) -> None:
         self.dep = dep
         self.workers = workers
-        self._queue: queue.Queue[tuple[int, Path, bool] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, Callable[[], None]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
 
     def submit(self, task_id: int, folder: Path, *, temporary: bool) -> None:
+        """Queue the ingest of a folder (deleted afterwards when `temporary`)."""
+
+        def work() -> None:
+            try:
+                run_task(self.dep, task_id, folder, workers=self.workers)
+            finally:
+                if temporary:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+        self.submit_work(task_id, work)
+
+    def submit_work(self, task_id: int, work: Callable[[], None]) -> None:
+        """Queue any job's work; the worker thread runs one job at a time, in order."""
         with self._lock:
             self._idle.clear()
-            self._queue.put((task_id, folder, temporary))
+            self._queue.put((task_id, work))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="facesearch-ingest", daemon=True
@@ -152,14 +166,12 @@ class JobRunner:
             item = self._queue.get()
             if item is None:
                 return
-            task_id, folder, temporary = item
+            task_id, work = item
             try:
-                run_task(self.dep, task_id, folder, workers=self.workers)
-            except Exception:  # pragma: no cover - run_task records its own failures
-                log.exception("ingest task %s failed", task_id)
+                work()
+            except Exception:  # pragma: no cover - the work records its own failures
+                log.exception("job %s failed", task_id)
             finally:
-                if temporary:
-                    shutil.rmtree(folder, ignore_errors=True)
                 with self._lock:
                     if self._queue.empty():
                         self._idle.set()
@@ -354,3 +366,102 @@ def list_jobs(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, 
     )
     total = session.scalar(select(func.count(Job.id)).where(Job.org_id == org_id)) or 0
     return {"total": int(total), "items": [job_view(t) for t in rows]}
+
+
+def run_reembed_job(dep: Deployment, job_id: int, model: str, *, workers: int = 1) -> None:
+    """Run a re-embed job to its end, recording the outcome on its row (never raises)."""
+    from facesearch.ingest.reembed import Reembed
+
+    with dep.db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.collection_id is None:
+            return
+        job.status = JobStatus.RUNNING
+        collection_id = job.collection_id
+        actor = SystemActor(
+            user_id=job.user_id, org_id=job.org_id, api_key_id=job.api_key_id, ip=None
+        )
+    progress = _TaskProgress(dep, job_id)
+    status, error, summary = JobStatus.FAILED, None, {}
+    try:
+        result = Reembed(
+            dep, collection_id, model, actor=actor, workers=workers, progress=progress
+        ).run()
+        summary, status = result.as_dict(), JobStatus.DONE
+    except FacesearchError as exc:
+        error = str(exc)
+    except Exception:
+        log.exception("re-embed job %s failed", job_id)
+        error = "internal error while re-embedding; see the server log"
+    with dep.db.session() as s:
+        job = s.get(Job, job_id)
+        if job is not None:
+            job.status, job.error, job.summary = status, error, summary
+            job.files_total, job.files_done, job.faces = (
+                progress.total,
+                progress.done,
+                progress.faces,
+            )
+            job.finished_at = utcnow()
+
+
+def start_reembed(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    collection_id: int,
+    model: str | None,
+    *,
+    runner: JobRunner | None = None,
+) -> dict[str, Any]:
+    """Queue the move of one of the organisation's collections to another model."""
+    from facesearch.gallery.collections import model_id_for
+
+    org_id = org_of(actor)
+    collection = managed_collection(session, org_id, collection_id)
+    target = model_id_for(dep, model)
+    if collection.model_id == target:
+        raise Conflict(f"the collection already holds {target} embeddings")
+    busy = session.scalar(
+        select(Job.id).where(
+            Job.collection_id == collection.id,
+            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+        )
+    )
+    if busy is not None:
+        raise Conflict(f"job {busy} is still working on this collection; wait for it")
+    task = Job(
+        org_id=org_id,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        collection_id=collection.id,
+        kind=JobKind.REEMBED,
+        status=JobStatus.QUEUED,
+        summary={},
+    )
+    session.add(task)
+    session.flush()
+    audit.record_for(
+        session,
+        actor,
+        "reembed.started",
+        target_type="job",
+        target_id=task.id,
+        details={
+            "collection_id": collection.id,
+            "from_model": collection.model_id,
+            "to_model": target,
+        },
+    )
+    session.commit()
+    job_id = task.id
+    (runner or runner_for(dep)).submit_work(
+        job_id, lambda: run_reembed_job(dep, job_id, target_name(target))
+    )
+    return job_view(task)
+
+
+def target_name(model_id: str) -> str:
+    from facesearch.vision.registry import RUNTIME_FOR_ID
+
+    return RUNTIME_FOR_ID[model_id]

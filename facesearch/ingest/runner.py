@@ -8,10 +8,8 @@ exactly where an uninterrupted run would.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,16 +18,9 @@ import numpy as np
 from sqlalchemy import select
 
 from facesearch.deployment import Deployment
-from facesearch.errors import InvalidRequest, NotFound
-from facesearch.gallery.collections import check_model
+from facesearch.errors import InvalidRequest, ModelMismatch, NotFound
 from facesearch.ingest.walker import FoundFile, walk_images
-from facesearch.ingest.worker import (
-    FileResult,
-    WorkerConfig,
-    analyse_chunk,
-    init_worker,
-    process_chunk,
-)
+from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import (
     Collection,
@@ -41,6 +32,7 @@ from facesearch.store.gallery import (
     embedding_aad,
 )
 from facesearch.vision.decode import DecodeLimits
+from facesearch.vision.model import FaceModel
 
 CHUNK_FILES = 4
 
@@ -51,7 +43,7 @@ class IngestProgress(Protocol):
     def advance(self, files: int, faces: int) -> None: ...
 
 
-class _NoProgress:
+class NoProgress:
     def start(self, total: int) -> None:
         pass
 
@@ -113,11 +105,14 @@ class FolderIngest:
         self.dep = dep
         self.collection_id = collection_id
         self.workers = workers if workers is not None else dep.settings.worker_count
-        self.progress = progress or _NoProgress()
-        settings = dep.settings
-        self.config = WorkerConfig(
-            model=settings.model,
-            detector=settings.detector,
+        self.progress = progress or NoProgress()
+
+    def _worker_config(self, model_id: str) -> WorkerConfig:
+        settings = self.dep.settings
+        runtime, detector = self.dep.runtime_of(model_id)
+        return WorkerConfig(
+            model=runtime,
+            detector=detector,
             limits=DecodeLimits(
                 settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
             ),
@@ -125,6 +120,17 @@ class FolderIngest:
             batch_size=settings.embed_batch_size,
             model_options=settings.model_options(max(1, self.workers)),
         )
+
+    def _model_of(self, collection: Collection) -> FaceModel:
+        """The collection's own model (the deployment's default for a collection without one)."""
+        model_id = collection.model_id or self.dep.default_model_id
+        try:
+            return self.dep.model_for(model_id)
+        except ValueError as exc:
+            raise ModelMismatch(
+                f"collection {collection.name!r} holds {model_id} embeddings, which no model of "
+                "this installation computes; one collection never mixes two models"
+            ) from exc
 
     # -- planning -----------------------------------------------------------------------------
     def _known(self, collection_id: int) -> tuple[set[tuple[str, int, float | None]], set[str]]:
@@ -143,17 +149,19 @@ class FolderIngest:
         root = root.expanduser()
         if not root.exists():
             raise InvalidRequest(f"{root} does not exist")
-        model = self.dep.model
         collection_id = self.collection_id
         with self.dep.db.session() as s:
             collection = s.get(Collection, collection_id)
             if collection is None:
                 raise NotFound(f"no collection {collection_id}")
-            check_model(collection, model.model_id)
+            model = self._model_of(collection)
             if collection.model_id is None:
                 collection.model_id = model.model_id
             name = collection.name
-        _ = self.dep.index  # load and reconcile with the database before adding to it
+        self.model = model
+        self.config = self._worker_config(model.model_id)
+        # load and reconcile the model's index with the database before adding to it
+        self.index = self.dep.index_for(model.model_id)
         with self.dep.db.session() as s:
             run = IngestRun(
                 collection_id=collection_id,
@@ -172,22 +180,17 @@ class FolderIngest:
         self.progress.start(len(files))
         status = RunStatus.INTERRUPTED
         try:
-            chunks = self._chunks(files, known_stat, known_hashes, summary)
-            if self.workers <= 1:
-                for meta, items in chunks:
-                    self._commit(
-                        collection_id,
-                        job_id,
-                        meta,
-                        analyse_chunk(model, self.config, items),
-                        summary,
-                    )
-            else:
-                self._run_pool(collection_id, job_id, chunks, summary)
+            run_chunks(
+                self._chunks(files, known_stat, known_hashes, summary),
+                lambda meta, results: self._commit(collection_id, job_id, meta, results, summary),
+                config=self.config,
+                workers=self.workers,
+                model=model,
+            )
             status = RunStatus.DONE
         finally:
             summary.seconds = time.perf_counter() - started
-            self.dep.index.save()
+            self.index.save()
             with self.dep.db.session() as s:
                 job_row = s.get(IngestRun, job_id)
                 if job_row is not None:
@@ -235,45 +238,6 @@ class FolderIngest:
         if items:
             yield meta, items
 
-    def _run_pool(
-        self,
-        collection_id: int,
-        job_id: int,
-        chunks: Iterator[tuple[dict[int, tuple[FoundFile, str, bytes]], list[tuple[int, bytes]]]],
-        summary: IngestSummary,
-    ) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        max_in_flight = self.workers * 3
-        with ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.config,)
-        ) as pool:
-            in_flight: dict[Future[list[FileResult]], dict[int, tuple[FoundFile, str, bytes]]] = {}
-            try:
-                for meta, items in chunks:
-                    in_flight[pool.submit(process_chunk, items)] = meta
-                    while len(in_flight) >= max_in_flight:
-                        self._drain(in_flight, collection_id, job_id, summary, FIRST_COMPLETED)
-                while in_flight:
-                    self._drain(in_flight, collection_id, job_id, summary, FIRST_COMPLETED)
-            except BaseException:
-                for fut in in_flight:
-                    fut.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-
-    def _drain(
-        self,
-        in_flight: dict[Future[list[FileResult]], dict[int, tuple[FoundFile, str, bytes]]],
-        collection_id: int,
-        job_id: int,
-        summary: IngestSummary,
-        how: str,
-    ) -> None:
-        done, _ = wait(list(in_flight), return_when=how)
-        for fut in done:
-            meta = in_flight.pop(fut)
-            self._commit(collection_id, job_id, meta, fut.result(), summary)
-
     # -- storage ------------------------------------------------------------------------------
     def _commit(
         self,
@@ -284,7 +248,7 @@ class FolderIngest:
         summary: IngestSummary,
     ) -> None:
         dep = self.dep
-        model = dep.model
+        model = self.model
         store_images = dep.settings.store_images
         new_ids: list[int] = []
         new_vecs: list[bytes] = []
@@ -357,5 +321,5 @@ class FolderIngest:
         summary.faces += faces_added
         if new_ids:
             vectors = np.frombuffer(b"".join(new_vecs), dtype=np.float32).reshape(len(new_ids), -1)
-            dep.index.add(collection_id, np.asarray(new_ids, dtype=np.int64), vectors)
+            self.index.add(collection_id, np.asarray(new_ids, dtype=np.int64), vectors)
         self.progress.advance(len(results), faces_added)

@@ -3,9 +3,12 @@ chunk of files), encode crops. Returns plain data; the parent process owns stora
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,12 +45,14 @@ class FileResult:
 @dataclass(frozen=True)
 class WorkerConfig:
     model: str
-    detector: str
+    detector: str | None
     limits: DecodeLimits
     min_face_size: int
     batch_size: int
     model_options: dict[str, Any] = field(default_factory=dict)
 
+
+M = TypeVar("M")
 
 _MODEL: FaceModel | None = None
 _CONFIG: WorkerConfig | None = None
@@ -112,3 +117,43 @@ def analyse_chunk(
             )
             row += 1
     return results
+
+
+def run_chunks(
+    chunks: Iterator[tuple[M, list[tuple[int, bytes]]]],
+    commit: Callable[[M, list[FileResult]], None],
+    *,
+    config: WorkerConfig,
+    workers: int,
+    model: FaceModel,
+) -> None:
+    """Analyse each chunk (in this process with `model` when `workers` <= 1, else in spawned
+    worker processes, at most 3 chunks per worker in flight) and hand its results to `commit`
+    in this process, which owns storage. Ctrl-C or an error cancels what is in flight."""
+    if workers <= 1:
+        for meta, items in chunks:
+            commit(meta, analyse_chunk(model, config, items))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=init_worker, initargs=(config,)
+    ) as pool:
+        in_flight: dict[Future[list[FileResult]], M] = {}
+
+        def drain() -> None:
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for fut in done:
+                commit(in_flight.pop(fut), fut.result())
+
+        try:
+            for meta, items in chunks:
+                in_flight[pool.submit(process_chunk, items)] = meta
+                while len(in_flight) >= workers * 3:
+                    drain()
+            while in_flight:
+                drain()
+        except BaseException:
+            for fut in in_flight:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

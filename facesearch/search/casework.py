@@ -92,6 +92,7 @@ class SearchOutcome:
     threshold: float
     collections: list[dict[str, Any]]
     faces: list[ProbeFaceOut]
+    models: list[dict[str, Any]] = field(default_factory=list)
     notice: str = (
         "Candidates are leads, not identifications. A candidate is confirmed only after two "
         "different reviewers confirm it."
@@ -158,7 +159,7 @@ def run_search(
         collections=ids,
         top_k=top_k,
         threshold=threshold,
-        model_id=found.model_id,
+        model_id=",".join(m.model_id for m in found.models)[:100],
     )
     session.add(search)
     session.flush()
@@ -192,6 +193,7 @@ def run_search(
             "top_k": top_k,
             "threshold": threshold,
             "model_id": found.model_id,
+            "models": [asdict(m) for m in found.models],
             "probe_faces": len(found.faces),
             "results": [
                 {"result_id": r.id, "face_id": r.face_id, "score": r.score, "probe_face": pf}
@@ -237,6 +239,7 @@ def _build_outcome(
         audit_entry_id=entry_id,
         model_id=found.model_id,
         threshold=found.threshold,
+        models=[asdict(m) for m in found.models],
         collections=[{"id": c.id, "name": display_name(c)} for c in collections.values()],
         faces=faces,
     )

@@ -16,9 +16,10 @@ from sqlalchemy import select
 from facesearch import similarity
 from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest
+from facesearch.index.base import Hit
 from facesearch.store.gallery import Collection, Face, SourceFile
 from facesearch.vision.decode import DecodeLimits, decode_image
-from facesearch.vision.model import FaceModel
+from facesearch.vision.model import FaceModel, RGBImage
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
 
 #: Most candidates per probe face, everywhere (API, CLI, client).
@@ -39,6 +40,7 @@ class Candidate:
     face_id: int
     score: float
     above_threshold: bool
+    model_id: str
     collection_id: int
     collection: str
     source: str
@@ -60,11 +62,22 @@ class ProbeFace:
 
 
 @dataclass
+class ModelUsed:
+    """A model the search ran, its threshold and the collections searched with it."""
+
+    model_id: str
+    threshold: float
+    collection_ids: list[int]
+
+
+@dataclass
 class EngineResult:
+    #: The first model used (the deployment's default when it was among them) and its threshold.
     model_id: str
     threshold: float
     collections: list[str]
     faces: list[ProbeFace]
+    models: list[ModelUsed] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,17 +98,75 @@ class VerifyResult:
         return asdict(self)
 
 
+def _iou(a: list[int], b: list[int]) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _probe_for(faces: list[ProbeFace], face: AnalysedFace, taken: set[int]) -> ProbeFace:
+    """The probe face another model already found at this place, or a new one; `taken` holds
+    the probe faces this model has already filled."""
+    box = face.detection.box.as_list()
+    for probe in faces:
+        if probe.index not in taken and _iou(probe.box, box) >= 0.5:
+            taken.add(probe.index)
+            return probe
+    probe = ProbeFace(len(faces), box, face.quality.as_dict())
+    faces.append(probe)
+    taken.add(probe.index)
+    return probe
+
+
+def _candidate(hit: Hit, row: tuple[Face, SourceFile], model: FaceModel, name: str) -> Candidate:
+    face_row, file_row = row
+    return Candidate(
+        rank=0,
+        face_id=face_row.id,
+        score=round(hit.score, 6),
+        above_threshold=hit.score >= model.default_threshold,
+        model_id=model.model_id,
+        collection_id=hit.collection_id,
+        collection=name or str(hit.collection_id),
+        source=file_row.source,
+        source_kind=file_row.source_kind,
+        media_url=file_row.media_url,
+        frame_time=face_row.frame_time,
+        box=face_row.box,
+        quality=round(face_row.quality, 4),
+        low_quality=face_row.low_quality,
+        ingested_at=file_row.ingested_at.isoformat(),
+    )
+
+
 class SearchEngine:
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         s = dep.settings
         self.limits = DecodeLimits(s.max_file_bytes, s.max_image_pixels, s.max_image_side)
 
-    def probe_faces(self, image: bytes) -> tuple[list[AnalysedFace], np.ndarray]:
-        pixels = decode_image(image, self.limits).pixels
-        model = self.dep.model
+    def probe_faces(
+        self, pixels: RGBImage, model: FaceModel
+    ) -> tuple[list[AnalysedFace], np.ndarray]:
         faces = analyse(model, pixels, min_face_size=self.dep.settings.min_face_size)
         return faces, embed_faces(model, faces, self.dep.settings.embed_batch_size)
+
+    def _by_model(self, ids: list[int]) -> dict[str, list[int]]:
+        """The requested collections grouped by their model, the default model first."""
+        default = self.dep.default_model_id
+        with self.dep.db.session() as s:
+            rows = s.execute(
+                select(Collection.id, Collection.model_id).where(Collection.id.in_(ids))
+            ).all()
+        model_of = {int(cid): (mid or default) for cid, mid in rows}
+        groups: dict[str, list[int]] = {}
+        for cid in ids:
+            if cid in model_of:
+                groups.setdefault(model_of[cid], []).append(cid)
+        order = sorted(groups, key=lambda m: (m != default, m))
+        return {m: groups[m] for m in order} or {default: []}
 
     def search(
         self,
@@ -105,46 +176,48 @@ class SearchEngine:
         top_k: int = 10,
         threshold: float | None = None,
     ) -> EngineResult:
-        """Candidates for every face of the probe in the given collections (by id)."""
+        """Candidates for every face of the probe in the given collections (by id).
+
+        Each collection is searched with its own model: the probe is analysed once per model
+        (detection, alignment, embedding), and the faces that different models find at the same
+        place (boxes overlapping by IoU >= 0.5) are one probe face. Within a probe face the
+        candidates of several models are ordered by how far each score lies above its own
+        model's threshold; `threshold`, when given, applies to the raw scores."""
         check_limits(top_k, threshold)
         ids = list(collection_ids)
-        model = self.dep.model
-        faces, vectors = self.probe_faces(image)
+        pixels = decode_image(image, self.limits).pixels
         names = self._collection_names(ids)
-        result = EngineResult(model.model_id, model.default_threshold, [names[i] for i in ids], [])
-        if not faces:
-            return result
-        hits = self.dep.index.search(vectors, top_k, ids)
-        face_ids = {h.face_id for per in hits for h in per}
-        rows = self._faces(face_ids)
-        for i, (face, per_face) in enumerate(zip(faces, hits, strict=True)):
-            probe = ProbeFace(i, face.detection.box.as_list(), face.quality.as_dict())
-            for hit in per_face:
-                if threshold is not None and hit.score < threshold:
-                    continue
-                row = rows.get(hit.face_id)
-                if row is None:  # deleted since the index was loaded
-                    continue
-                face_row, file_row = row
-                probe.candidates.append(
-                    Candidate(
-                        rank=len(probe.candidates) + 1,
-                        face_id=face_row.id,
-                        score=round(hit.score, 6),
-                        above_threshold=hit.score >= model.default_threshold,
-                        collection_id=hit.collection_id,
-                        collection=names.get(hit.collection_id, str(hit.collection_id)),
-                        source=file_row.source,
-                        source_kind=file_row.source_kind,
-                        media_url=file_row.media_url,
-                        frame_time=face_row.frame_time,
-                        box=face_row.box,
-                        quality=round(face_row.quality, 4),
-                        low_quality=face_row.low_quality,
-                        ingested_at=file_row.ingested_at.isoformat(),
-                    )
+        groups = self._by_model(ids)
+        result: EngineResult | None = None
+        for model_id, cids in groups.items():
+            model = self.dep.model_for(model_id)
+            faces, vectors = self.probe_faces(pixels, model)
+            if result is None:
+                result = EngineResult(
+                    model.model_id, model.default_threshold, [names[i] for i in ids], []
                 )
-            result.faces.append(probe)
+            result.models.append(ModelUsed(model.model_id, model.default_threshold, cids))
+            hits = self.dep.index_for(model_id).search(vectors, top_k, cids) if faces else []
+            rows = self._faces({h.face_id for per in hits for h in per})
+            taken: set[int] = set()
+            for face, per_face in zip(faces, hits, strict=True):
+                probe = _probe_for(result.faces, face, taken)
+                for hit in per_face:
+                    if threshold is not None and hit.score < threshold:
+                        continue
+                    row = rows.get(hit.face_id)
+                    if row is None:  # deleted since the index was loaded
+                        continue
+                    probe.candidates.append(
+                        _candidate(hit, row, model, names.get(hit.collection_id, ""))
+                    )
+        assert result is not None
+        for probe in result.faces:
+            margin = {m.model_id: m.threshold for m in result.models}
+            probe.candidates.sort(key=lambda c: (-(c.score - margin[c.model_id]), c.face_id))
+            del probe.candidates[top_k:]
+            for rank, cand in enumerate(probe.candidates, start=1):
+                cand.rank = rank
         return result
 
     def _collection_names(self, ids: list[int]) -> dict[int, str]:

@@ -16,6 +16,7 @@ from facesearch.store.base import Base, utcnow
 class JobKind(StrEnum):
     UPLOAD = "upload"
     FOLDER = "folder"
+    REEMBED = "reembed"
 
 
 class JobStatus(StrEnum):

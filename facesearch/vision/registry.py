@@ -68,6 +68,38 @@ register("sface", _sface)
 #: The detector each model uses when none is named.
 DEFAULT_DETECTORS = {"dlib": "hog", "dlib-onnx": "hog", "sface": "yunet"}
 
+#: The descriptor (model id) each registered runtime computes. Two runtimes with one id give
+#: interchangeable embeddings (dlib's own and its ONNX conversion, docs/decisions/0004).
+MODEL_IDS = {"dlib": "dlib-resnet-v1", "dlib-onnx": "dlib-resnet-v1", "sface": "sface-2021dec"}
+#: The runtime used for a model id when the configured one computes another descriptor.
+RUNTIME_FOR_ID = {"dlib-resnet-v1": "dlib-onnx", "sface-2021dec": "sface"}
+#: The default for new collections (and for `verify` and `eval`).
+DEFAULT_MODEL = "sface"
+
+
+def model_id_of(name: str) -> str:
+    """The descriptor a runtime computes (without loading it)."""
+    try:
+        return MODEL_IDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown face model {name!r}; available: {', '.join(available_models())}"
+        ) from None
+
+
+def runtime_for(model_id: str, preferred: str) -> str:
+    """The runtime that computes `model_id`: the preferred one when it does, else the default
+    runtime of that id."""
+    if MODEL_IDS.get(preferred) == model_id:
+        return preferred
+    try:
+        return RUNTIME_FOR_ID[model_id]
+    except KeyError:
+        raise ValueError(
+            f"no registered runtime computes {model_id!r} embeddings; known: "
+            f"{', '.join(sorted(RUNTIME_FOR_ID))}"
+        ) from None
+
 
 def default_detector(name: str) -> str:
     return DEFAULT_DETECTORS.get(name, "hog")

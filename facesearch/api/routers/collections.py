@@ -5,7 +5,7 @@ retention required), share read-only with a named organisation, delete. Manageme
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -30,6 +30,11 @@ class CollectionIn(BaseModel):
         ge=service.RETENTION_MIN, le=service.RETENTION_MAX, description="days images are kept"
     )
     description: str = Field(default="", max_length=service.DESCRIPTION_MAX)
+    model: Literal["sface", "dlib-onnx", "dlib"] | None = Field(
+        default=None,
+        description="face model of the collection (default: the deployment's, sface unless "
+        "configured); a collection never mixes models",
+    )
 
 
 class ShareIn(BaseModel):
@@ -46,6 +51,7 @@ class CollectionOut(BaseModel):
     access: str = Field(description="manage (owned) or read-only (shared with the organisation)")
     legal_basis: str | None
     retention_days: int | None
+    model_id: str | None = Field(description="the face model of every face in the collection")
     files: int
     faces: int
     created_at: str
@@ -95,6 +101,7 @@ def post_collection(
         legal_basis=body.legal_basis,
         retention_days=body.retention_days,
         description=body.description,
+        model=body.model,
     )
 
 

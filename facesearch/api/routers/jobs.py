@@ -3,7 +3,7 @@ folder job (organisation administrators, below the organisation's drop folder), 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
@@ -28,9 +28,15 @@ class FolderJobIn(BaseModel):
     )
 
 
+class ReembedIn(BaseModel):
+    model: Literal["sface", "dlib-onnx", "dlib"] = Field(
+        default="sface", description="the model to move the collection to"
+    )
+
+
 class JobOut(BaseModel):
     id: int
-    kind: str = Field(description="upload or folder")
+    kind: str = Field(description="upload, folder or reembed")
     status: str = Field(description="queued, running, done or failed")
     collection_id: int | None
     files_total: int
@@ -83,6 +89,23 @@ def post_folder_job(
     principal: Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN})],
 ) -> dict[str, Any]:
     return service.start_folder(dep, db, principal, collection_id, body.folder)
+
+
+@router.post(
+    "/api/v1/collections/{collection_id}/reembed",
+    status_code=202,
+    response_model=JobOut,
+    summary="Move a collection to another face model, from its stored images (organisation "
+    "administrators)",
+)
+def post_reembed(
+    collection_id: Id,
+    body: ReembedIn,
+    dep: DeploymentDep,
+    db: DbSession,
+    principal: Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN})],
+) -> dict[str, Any]:
+    return service.start_reembed(dep, db, principal, collection_id, body.model)
 
 
 @router.get("/api/v1/jobs", response_model=JobList, summary="The organisation's ingest jobs")

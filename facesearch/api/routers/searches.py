@@ -34,7 +34,8 @@ class CandidateOut(BaseModel):
     rank: int
     face_id: int
     score: float = Field(description="similarity, 0 to 1 (higher is more similar)")
-    above_threshold: bool
+    above_threshold: bool = Field(description="the score clears its model's threshold")
+    model_id: str
     collection_id: int
     collection: str
     source: str
@@ -62,6 +63,12 @@ class CollectionRef(BaseModel):
     name: str
 
 
+class ModelUsed(BaseModel):
+    model_id: str
+    threshold: float
+    collection_ids: list[int]
+
+
 class SearchOut(BaseModel):
     search_id: int
     case_id: int
@@ -73,6 +80,10 @@ class SearchOut(BaseModel):
     threshold: float
     collections: list[CollectionRef]
     faces: list[ProbeFaceOut]
+    models: list[ModelUsed] = Field(
+        description="each collection is searched with its own model; candidates of several "
+        "models are ordered by how far each score lies above its model's threshold"
+    )
     notice: str
 
 
