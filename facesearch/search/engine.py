@@ -150,8 +150,14 @@ class SearchEngine:
     def probe_faces(
         self, pixels: RGBImage, model: FaceModel
     ) -> tuple[list[AnalysedFace], np.ndarray]:
-        faces = analyse(model, pixels, min_face_size=self.dep.settings.min_face_size)
-        return faces, embed_faces(model, faces, self.dep.settings.embed_batch_size)
+        settings = self.dep.settings
+        faces = analyse(
+            model,
+            pixels,
+            min_face_size=settings.min_face_size,
+            thorough=settings.probe_detection == "thorough",
+        )
+        return faces, embed_faces(model, faces, settings.embed_batch_size)
 
     def _by_model(self, ids: list[int]) -> dict[str, list[int]]:
         """The requested collections grouped by their model, the default model first."""

@@ -185,7 +185,7 @@ class CenterFaceDetector:
         keep = nms(boxes[:, :4], boxes[:, 4], NMS_IOU)
         return boxes[keep], marks[keep]
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         height, width = image.shape[:2]
         boxes, marks = self.raw(image)
         found = []
@@ -250,7 +250,7 @@ class DlibCenterFaceModel:
         self.runtime = self._inner.runtime
         self.detector_name = NAME
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         return self._centerface.detect(image)
 
     def centred_detection(self, image: RGBImage) -> Detection:

@@ -104,7 +104,7 @@ class DlibDetector:
         shape = self.shape_predictor(image, _rect(box))
         return tuple((float(p.x), float(p.y)) for p in shape.parts())
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         return [
             Detection(
                 box=box, landmarks=self.landmarks(image, box), confidence=score, detector=self.name
@@ -163,7 +163,7 @@ class DlibFaceModel:
     def _net(self) -> dlib.face_recognition_model_v1:
         return dlib.face_recognition_model_v1(str(weights_path(RECOGNITION_WEIGHTS)))
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         return self._detector.detect(image)
 
     def centred_detection(self, image: RGBImage) -> Detection:

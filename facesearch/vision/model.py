@@ -87,8 +87,10 @@ class FaceModel(Protocol):
     #: The runtime that executes the descriptor ("dlib", "onnxruntime-cpu", ...), recorded per face.
     runtime: str
 
-    def detect(self, image: RGBImage) -> list[Detection]:
-        """Every face in the image, largest first."""
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
+        """Every face in the image, largest first. `thorough=False` lets a detector that can
+        trade small faces for speed do so (a probe search); it must still find the faces a
+        quick look finds, and look thoroughly when that finds none."""
         ...
 
     def centred_detection(self, image: RGBImage) -> Detection:

@@ -132,7 +132,7 @@ class OnnxFaceModel:
 
     # -- FaceModel ---------------------------------------------------------------------------
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         if self._centerface is not None:
             result: list[Detection] = self._centerface.detect(image)
             return result

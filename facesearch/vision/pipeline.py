@@ -31,10 +31,11 @@ def analyse(
     *,
     min_face_size: int = 60,
     centred_fallback: bool = False,
+    thorough: bool = True,
 ) -> list[AnalysedFace]:
     """Detect every face, align it and judge its quality. With `centred_fallback`, an image where
     nothing is detected yields one face from a centred box (the LFW protocol)."""
-    detections = model.detect(image)
+    detections = model.detect(image, thorough=thorough)
     if not detections and centred_fallback:
         detections = [model.centred_detection(image)]
     faces = []

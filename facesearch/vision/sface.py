@@ -171,8 +171,8 @@ class SFaceModel:
 
     # -- FaceModel ---------------------------------------------------------------------------
 
-    def detect(self, image: RGBImage) -> list[Detection]:
-        return self.detector.detect(image)
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
+        return self.detector.detect(image, thorough=thorough)
 
     def centred_detection(self, image: RGBImage) -> Detection:
         height, width = image.shape[:2]

@@ -26,9 +26,9 @@ class ThreadSafeFaceModel:
         self.detector_name = inner.detector_name
         self.runtime = inner.runtime
 
-    def detect(self, image: RGBImage) -> list[Detection]:
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
         with self._lock:
-            return self._inner.detect(image)
+            return self._inner.detect(image, thorough=thorough)
 
     def centred_detection(self, image: RGBImage) -> Detection:
         with self._lock:

@@ -319,24 +319,26 @@ class YuNetDetector:
 
     # -- the whole image at bounded cost --------------------------------------------------------
 
-    def plan(self, height: int, width: int) -> list[Window]:
+    def plan(self, height: int, width: int, *, thorough: bool = True) -> list[Window]:
+        """The passes for an image; not `thorough`: the detail pass never enlarges the image
+        (a photo of up to 640 px is one pass at its own resolution)."""
         return plan(
             height,
             width,
             global_side=self.global_side,
             max_pixels=self.max_pixels,
-            max_upscale=self.max_upscale,
+            max_upscale=self.max_upscale if thorough else min(1.0, self.max_upscale),
             tile_side=self.tile_side,
             tile_overlap=self.tile_overlap,
         )
 
-    def candidates(self, image: RGBImage, threshold: float) -> FloatArray:
+    def candidates(self, image: RGBImage, threshold: float, *, thorough: bool = True) -> FloatArray:
         """Every pass's candidates at `threshold` (each pass suppressed on its own), N x 15,
-        in the image's pixels."""
+        in the image's pixels; only the global pass unless `thorough`."""
         height, width = image.shape[:2]
         found = []
         scaled: dict[float, RGBImage] = {}
-        for window in self.plan(height, width):
+        for window in self.plan(height, width, thorough=thorough):
             if window.scale not in scaled:
                 scaled[window.scale] = _resize(image, window.scale)
             tile = scaled[window.scale][
@@ -354,11 +356,18 @@ class YuNetDetector:
             found.append(faces)
         return np.concatenate(found) if found else np.zeros((0, 15), np.float32)
 
-    def raw(self, image: RGBImage) -> FloatArray:
+    def raw(self, image: RGBImage, *, thorough: bool = True) -> FloatArray:
         """N x 15 rows for the whole image, merged over passes; the fallback threshold applies
-        when nothing reaches the score threshold."""
+        when nothing reaches the score threshold. Not `thorough`: no pass enlarges the image,
+        and the thorough passes run when that finds nothing."""
         low = self.fallback_threshold or self.score_threshold
-        faces = self.candidates(image, low)
+        if not thorough:
+            quick = self.raw_of(self.candidates(image, low, thorough=False), low)
+            if len(quick):
+                return quick
+        return self.raw_of(self.candidates(image, low), low)
+
+    def raw_of(self, faces: FloatArray, low: float) -> FloatArray:
         for threshold in dict.fromkeys((self.score_threshold, low)):
             chosen = faces[faces[:, 14] >= np.float32(threshold)]
             keep = nms(
@@ -371,8 +380,8 @@ class YuNetDetector:
                 return out
         return np.zeros((0, 15), np.float32)
 
-    def detect(self, image: RGBImage) -> list[Detection]:
-        return detections_of(self.raw(image), image.shape, self.name)
+    def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
+        return detections_of(self.raw(image, thorough=thorough), image.shape, self.name)
 
 
 def _drop_cut(faces: FloatArray, window: Window, margin: float = 2.0) -> FloatArray:

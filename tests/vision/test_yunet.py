@@ -194,3 +194,24 @@ def test_every_small_face_in_a_full_hd_crowd(detector: YuNetDetector, seed: int)
     found = [d.box.as_list() for d in detector.detect(image)]
     assert matched(truth, found) == 16
     assert len(found) <= 17  # at most one detection that is not a pasted face
+
+
+@pytest.mark.shared_faces
+def test_a_quick_look_finds_the_big_faces_and_looks_thoroughly_when_it_finds_none(
+    detector: YuNetDetector,
+) -> None:
+    """Probe searches look quickly (the global pass) unless that finds nothing."""
+    scene = load("small_multi/obama_and_biden.jpg")
+    quick = detector.detect(scene, thorough=False)
+    thorough = detector.detect(scene)
+    assert quick and len(quick) <= len(thorough)
+    boxes = [d.box.as_list() for d in thorough]
+    assert matched(boxes, [d.box.as_list() for d in quick]) == len(quick)
+    # a 640x480 photo is one pass at its own size
+    assert len(detector.plan(480, 640, thorough=False)) == 1
+    assert len(detector.plan(480, 640)) > 1
+    # a Full HD crowd of 20-35 px faces: the quick look still tiles at full resolution and finds
+    # nearly all of them (the thorough look, at 1.5x, finds every one)
+    crowd, truth = compose_crowd(faces_dir("lfw-devtrain"), count=16, sizes=(20, 35), seed=8)
+    found = [d.box.as_list() for d in detector.detect(crowd, thorough=False)]
+    assert matched(truth, found) >= 14
