@@ -38,9 +38,10 @@ def baseline(files: list[Path]) -> tuple[int, float]:
     return faces, time.perf_counter() - start
 
 
-def ours(files: list[Path], root: Path, model: str, detector: str) -> tuple[int, float]:
+def ours(files: list[Path], root: Path, model: str, detector: str | None) -> tuple[int, float]:
     from facesearch.config import load_settings
     from facesearch.deployment import Deployment, init_deployment
+    from facesearch.gallery.collections import ensure_collection
     from facesearch.ingest.runner import FolderIngest
 
     work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
@@ -57,7 +58,7 @@ def ours(files: list[Path], root: Path, model: str, detector: str) -> tuple[int,
         dep = Deployment.open(settings)
         try:
             start = time.perf_counter()
-            summary = FolderIngest(dep, "bench").run(staging)
+            summary = FolderIngest(dep, ensure_collection(dep, "bench")).run(staging)
             return summary.faces, time.perf_counter() - start
         finally:
             dep.close()
@@ -69,8 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", type=Path)
     parser.add_argument("--limit", type=int, default=0, help="first N images (0 = all)")
-    parser.add_argument("--models", default="dlib", help="comma list: dlib,dlib-onnx")
-    parser.add_argument("--detector", default="hog")
+    parser.add_argument("--models", default="sface", help="comma list: sface,dlib-onnx,dlib")
+    parser.add_argument("--detector", default=None, help="default: each model's own")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
@@ -83,7 +84,12 @@ def main() -> None:
     for model in args.models.split(","):
         faces, secs = ours(files, args.images, model, args.detector)
         rows.append(
-            (f"facesearch ingest, {model}/{args.detector}, {os.cpu_count()} workers", faces, secs)
+            (
+                f"facesearch ingest, {model}/{args.detector or 'own detector'}, "
+                f"{os.cpu_count()} workers",
+                faces,
+                secs,
+            )
         )
     print(f"\n{len(files)} images from {args.images}, {os.cpu_count()} cores\n")
     print(f"| {'pipeline':55} | faces | seconds | images/s | faces/s |")

@@ -24,7 +24,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from facesearch import clock
 from facesearch.config import Settings
 from facesearch.deployment import is_inside
 from facesearch.security.roles import Role
@@ -164,13 +165,7 @@ def all_check_ids() -> list[str]:
 # -- what the checks share ------------------------------------------------------------------------
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are stored in UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+_aware = clock.aware
 
 
 def _mode(path: Path) -> int:
@@ -198,7 +193,7 @@ class Context:
     """The deployment being examined; expensive parts are computed once, on first use."""
 
     settings: Settings
-    now: datetime = field(default_factory=_now)
+    now: datetime = field(default_factory=clock.now)
     _engine: Engine | None = None
 
     @property
@@ -1063,7 +1058,7 @@ def _error_finding(chk: Check, exc: BaseException) -> Finding:
 
 def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
     """Run every registered check; findings come back most severe first."""
-    ctx = Context(settings, now=now or _now())
+    ctx = Context(settings, now=now or clock.now())
     findings: list[Finding] = []
     db_ok: bool | None = None
     try:
