@@ -211,3 +211,31 @@ def test_a_collection_without_stored_images_says_how_to_reingest(tmp_path: Path)
             Reembed(dep, cid, "sface").run()
     finally:
         dep.close()
+
+
+def test_a_dlib_deployment_keeps_working_after_the_default_moved_to_sface(tmp_path: Path) -> None:
+    """A data directory made when dlib was the default: its collections keep their model."""
+    gallery = _gallery(tmp_path, ("barack_obama",))
+    old = new_deployment(tmp_path / "d", model="dlib-onnx")
+    settings = old.settings
+    try:
+        ingest(old, "archive", gallery)
+    finally:
+        old.close()
+    reopened = Deployment.open(settings.model_copy(update={"model": "sface"}))
+    try:
+        assert reopened.default_model_id == SFACE
+        more = tmp_path / "more"
+        shutil.copytree(faces_dir("small", "joe_biden"), more)
+        summary = ingest(reopened, "archive", more)  # the collection's own model, not the default
+        assert summary.faces > 0
+        (cid,) = ids_by_name_of(reopened, "archive")
+        with reopened.db.session() as s:
+            models = set(s.scalars(select(Face.model_id).where(Face.collection_id == cid)))
+        assert models == {DLIB}
+        probe = faces_dir("small", "joe_biden", "biden.jpg").read_bytes()
+        result = SearchEngine(reopened).search(probe, collection_ids=[cid], top_k=1)
+        best = result.faces[0].candidates[0]
+        assert best.model_id == DLIB and best.above_threshold and best.source.endswith("biden.jpg")
+    finally:
+        reopened.close()
