@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,9 +21,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from facesearch import clock
-from facesearch.crypto import Sealer
+from facesearch.crypto import KeyRing, Sealer
 from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
-from facesearch.security import audit, passwords, recovery, sessions, totp
+from facesearch.security import audit, passwords, recovery, sessions, throttle, totp
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.roles import ORG_ROLES, Role, validate_roles
 from facesearch.security.tenancy import live_organisation
@@ -32,6 +31,9 @@ from facesearch.store.accounts import Invitation, Organisation, User, UserSessio
 
 MAX_FAILURES = 5
 LOCK_FOR = timedelta(minutes=15)
+#: Second-factor lockouts double with every five further failures, up to this long: a password
+#: holder gets five guesses per lock period, ever fewer per day.
+MAX_MFA_LOCK = timedelta(hours=24)
 INVITATION_HOURS = 72
 MAX_INVITATION_HOURS = 24 * 14
 BOOTSTRAP_HOURS = 24
@@ -48,44 +50,6 @@ def normalise_email(email: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-# -- lockout of names that have no account --------------------------------------------------------
-class _GhostLockouts:
-    """Failed sign-ins for emails without an account lock exactly like real ones, so the answer
-    (401 then 423) never tells whether an account exists."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self._data: dict[str, tuple[int, datetime | None]] = {}
-        self._lock = threading.Lock()
-        self._max = max_entries
-
-    def locked_until(self, email: str) -> datetime | None:
-        with self._lock:
-            _, until = self._data.get(email, (0, None))
-        return until if until is not None and until > clock.now() else None
-
-    def fail(self, email: str) -> datetime | None:
-        with self._lock:
-            if len(self._data) >= self._max:
-                self._data.clear()
-            count, until = self._data.get(email, (0, None))
-            if until is not None and until <= clock.now():
-                count = 0
-            count += 1
-            if count >= MAX_FAILURES:
-                until = clock.now() + LOCK_FOR
-                self._data[email] = (0, until)
-                return until
-            self._data[email] = (count, None)
-            return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-GHOSTS = _GhostLockouts()
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -108,8 +72,18 @@ def _register_failure(
     session: Session, user: User, *, ip: str | None, action: str, details: dict[str, Any]
 ) -> datetime | None:
     """Count a failed password or second-factor attempt; locks at MAX_FAILURES. Returns the lock
-    expiry when this failure locked the account."""
-    user.failed_logins = (user.failed_logins or 0) + 1
+    expiry when this failure locked the account.
+
+    Password failures (`failed_logins`) reset on a correct password. Second-factor failures
+    (`mfa_failures`) are counted apart and reset only by a correct second factor, so knowing
+    the password does not buy fresh guesses; each further five double the lock."""
+    mfa = action == "mfa.failure"
+    if mfa:
+        user.mfa_failures = (user.mfa_failures or 0) + 1
+        failures = user.mfa_failures
+    else:
+        user.failed_logins = (user.failed_logins or 0) + 1
+        failures = user.failed_logins
     audit.record(
         session,
         action=action,
@@ -118,25 +92,33 @@ def _register_failure(
         target_type="user",
         target_id=user.id,
         ip=ip,
-        details={**details, "failures": user.failed_logins},
+        details={**details, "failures": failures},
     )
-    if user.failed_logins >= MAX_FAILURES:
-        until = clock.now() + LOCK_FOR
-        user.locked_until = until
+    if failures % MAX_FAILURES:
+        return None
+    lock_for = LOCK_FOR
+    if mfa:
+        lock_for = min(LOCK_FOR * (2 ** (failures // MAX_FAILURES - 1)), MAX_MFA_LOCK)
+    else:
         user.failed_logins = 0
-        sessions.revoke_all(session, user.id)
-        audit.record(
-            session,
-            action="auth.locked",
-            actor_user_id=user.id,
-            org_id=user.org_id,
-            target_type="user",
-            target_id=user.id,
-            ip=ip,
-            details={"until": until.isoformat(), "minutes": LOCK_FOR.seconds // 60},
-        )
-        return until
-    return None
+    until = clock.now() + lock_for
+    user.locked_until = until
+    sessions.revoke_all(session, user.id)
+    audit.record(
+        session,
+        action="auth.locked",
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+        details={
+            "until": until.isoformat(),
+            "minutes": int(lock_for.total_seconds() // 60),
+            "reason": "second factor" if mfa else "password",
+        },
+    )
+    return until
 
 
 def locked_until(user: User) -> datetime | None:
@@ -157,10 +139,11 @@ def _fail(session: Session, error: Exception) -> Exception:
     return error
 
 
-def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> User:
+def sign_in(session: Session, keys: KeyRing, email: str, password: str, *, ip: str | None) -> User:
     """Check a password. Raises Unauthenticated (same message and similar work whether or not
     the account exists) or Locked; both are committed first, so failures and lockouts are
-    kept."""
+    kept. Emails without an account are counted and locked in the database too
+    (`security.throttle`), so a restart does not tell them apart from real ones."""
     try:
         norm = normalise_email(email)
     except InvalidRequest:
@@ -169,7 +152,7 @@ def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> U
     user = session.scalar(select(User).where(User.email == norm))
     if user is None or user.disabled or not active_org(session, user):
         passwords.burn_verify(password)
-        until = GHOSTS.locked_until(norm)
+        until = throttle.ghost_locked_until(session, keys, norm)
         audit.record(
             session,
             action="auth.signin.failure",
@@ -178,7 +161,9 @@ def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> U
         )
         if until is not None:
             raise _fail(session, _locked(until))
-        until = GHOSTS.fail(norm)
+        until = throttle.ghost_fail(
+            session, keys, norm, max_failures=MAX_FAILURES, lock_for=LOCK_FOR
+        )
         if until is not None:
             raise _fail(session, _locked(until))
         raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
@@ -230,6 +215,7 @@ class SignedIn:
 
 def open_session(
     session: Session,
+    keys: KeyRing,
     email: str,
     password: str,
     policy: sessions.SessionPolicy,
@@ -239,7 +225,7 @@ def open_session(
 ) -> SignedIn:
     """Sign in with a password: a new session that can do nothing until the second factor is
     verified."""
-    user = sign_in(session, email, password, ip=ip)
+    user = sign_in(session, keys, email, password, ip=ip)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
     return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
@@ -369,7 +355,7 @@ def verify_second_factor(
     step = totp.match_step(secret, code, last_step=user.totp_last_step)
     if step is not None:
         user.totp_last_step = step
-        user.failed_logins = 0
+        user.mfa_failures = 0
         if not enrolled:
             user.totp_verified_at = clock.now()
             codes = recovery.issue(session, user.id)
@@ -400,7 +386,7 @@ def verify_second_factor(
         and recovery.looks_like_recovery_code(code)
         and recovery.use(session, user.id, code)
     ):
-        user.failed_logins = 0
+        user.mfa_failures = 0
         audit.record(
             session,
             action="mfa.recovery_code_used",
