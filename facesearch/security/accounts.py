@@ -487,9 +487,10 @@ def invitation_state(row: Invitation) -> str:
 
 def accept_invitation(
     session: Session, token: str, password: str, *, display_name: str = "", ip: str | None = None
-) -> User:
+) -> str:
     """Create the invited account (single use: a second attempt, an expired or revoked
-    invitation all fail with the same message)."""
+    invitation all fail with the same message). Returns the invited email; an address that
+    already has an account gets the same answer, and nothing is created."""
     invalid = Gone("this invitation link is invalid, used, revoked or expired")
     if not token or len(token) > 200:
         raise invalid
@@ -504,8 +505,7 @@ def accept_invitation(
         passwords.check_policy(password, email=row.email)
     except passwords.PasswordRejected as exc:
         raise InvalidRequest(str(exc)) from exc
-    if session.scalar(select(User.id).where(User.email == row.email)) is not None:
-        raise Conflict("an account with this email address already exists")
+    existing = session.scalar(select(User.id).where(User.email == row.email))
     now = clock.now()
     claimed = session.execute(
         update(Invitation)
@@ -514,6 +514,21 @@ def accept_invitation(
     )
     if not getattr(claimed, "rowcount", 0):
         raise invalid
+    if existing is not None:
+        # One answer whether or not the address has an account (elsewhere): the invitation is
+        # used up, nothing is created or attached, and the record goes to the platform's part
+        # of the log, not the inviting organisation's.
+        audit.record(
+            session,
+            action="invitation.used",
+            org_id=None,
+            target_type="invitation",
+            target_id=row.id,
+            ip=ip,
+            details={"existing_account": True, "invited_org_id": row.org_id},
+        )
+        session.commit()
+        return row.email
     user = User(
         org_id=row.org_id,
         email=row.email,
@@ -546,7 +561,7 @@ def accept_invitation(
         details={"email": user.email, "roles": user.roles, "invitation": row.id},
     )
     session.commit()
-    return user
+    return user.email
 
 
 def platform_admin_count(session: Session) -> int:
