@@ -231,6 +231,8 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
         swagger_ui_oauth2_redirect_url=None,
         debug=False,
         dependencies=[Depends(guard)],
+        # no trailing-slash redirects: their Location copied the request's Host header
+        redirect_slashes=False,
     )
     app.state.deployment = dep
     app.state.limiter = limiter or RateLimiter(store=DatabaseHits(dep.db, dep.keys))

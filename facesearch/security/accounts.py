@@ -23,7 +23,15 @@ from sqlalchemy.orm import Session
 from facesearch import clock
 from facesearch.crypto import KeyRing, Sealer
 from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
-from facesearch.security import audit, passwords, recovery, sessions, throttle, totp
+from facesearch.security import (
+    api_keys,
+    audit,
+    passwords,
+    recovery,
+    sessions,
+    throttle,
+    totp,
+)
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.roles import ORG_ROLES, Role, validate_roles
 from facesearch.security.tenancy import live_organisation
@@ -273,16 +281,18 @@ def sign_out(session: Session, row: UserSession, user: User, *, ip: str | None) 
 
 
 def sign_out_everywhere(session: Session, actor: Actor) -> int:
-    """End every session of the actor's user; returns how many."""
+    """End every session of the actor's user and revoke its API keys; returns how many
+    sessions."""
     assert actor.user_id is not None
     count = sessions.revoke_all(session, actor.user_id)
+    keys = api_keys.revoke_all(session, actor.user_id)  # "everywhere" includes programs
     audit.record_for(
         session,
         actor,
         "session.signout_all",
         target_type="user",
         target_id=actor.user_id,
-        details={"sessions": count},
+        details={"sessions": count, "api_keys_revoked": keys},
     )
     session.commit()
     return count

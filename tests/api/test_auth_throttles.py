@@ -64,8 +64,7 @@ def test_second_factor_locks_grow_and_only_a_correct_code_resets(
         c, status = _password_only(app, user.email, user.password)
         assert status == 200
         codes = [
-            c.post("/api/v1/auth/mfa/verify", json={"code": "000000"}).status_code
-            for _ in range(5)
+            c.post("/api/v1/auth/mfa/verify", json={"code": "000000"}).status_code for _ in range(5)
         ]
         assert codes == [401, 401, 401, 401, 423]
         minutes = 15 * 2**round_no
