@@ -256,10 +256,9 @@ class FacesearchClient:
             },
         )
 
-    def share_collection(self, collection_id: int, organisation: str) -> dict[str, Any]:
-        return self._json(
-            "POST", f"/collections/{int(collection_id)}/shares", json={"organisation": organisation}
-        )
+    def share_collection(self, collection_id: int, code: str) -> dict[str, Any]:
+        """Offer a collection to the organisation that handed out the one-time share `code`."""
+        return self._json("POST", f"/collections/{int(collection_id)}/shares", json={"code": code})
 
     def delete_collection(self, collection_id: int) -> dict[str, Any]:
         return self._json("DELETE", f"/collections/{int(collection_id)}")

@@ -65,11 +65,18 @@ class KeyRing:
         self.index = Sealer(_derive(master, "facesearch/index/v1"))
         self.secrets = Sealer(_derive(master, "facesearch/secrets/v1"))
         self._hash_key = _derive(master, "facesearch/content-hash/v1")
+        self._index_key = _derive(master, "facesearch/blind-index/v1")
         self._check = _derive(master, "facesearch/key-check/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""
         return hmac.new(self._hash_key, data, hashlib.sha256).hexdigest()
+
+    def blind_index(self, kind: str, value: str) -> str:
+        """Keyed hash of a lookup value (an email, a rate-limit subject): equal values find each
+        other, but the stored hash does not let anyone confirm a guessed value without the key."""
+        message = kind.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+        return hmac.new(self._index_key, message, hashlib.sha256).hexdigest()
 
     @property
     def fingerprint(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import ipaddress
 import json
 import os
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 from facesearch import clock
 from facesearch.config import Settings
 from facesearch.deployment import is_inside
+from facesearch.ingest.walker import open_checked, protected_files
 from facesearch.security.roles import Role
 
 Severity = Literal["critical", "warning", "info"]
@@ -1030,7 +1032,14 @@ def _log_permissions(ctx: Context) -> Iterator[str]:
 def _log_secrets(ctx: Context) -> Iterator[str]:
     for path in _log_files(ctx):
         hits = 0
-        with path.open("r", encoding="utf-8", errors="replace") as fh:
+        try:
+            # never a plain open(): a log that is a second name of the database would drop the
+            # POSIX locks this process holds on it (see ingest.walker)
+            raw = open_checked(path, protected=_protected(ctx))
+        except OSError as exc:
+            yield f"{path}: not read ({exc.strerror})"
+            continue
+        with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as fh:
             for number, line in enumerate(fh, start=1):
                 kinds = find_secrets(line)
                 if not kinds:
@@ -1040,6 +1049,11 @@ def _log_secrets(ctx: Context) -> Iterator[str]:
                     yield f"{path}:{number}: {', '.join(kinds)}"
         if hits > MAX_LOG_LINES_REPORTED:
             yield f"{path}: {hits - MAX_LOG_LINES_REPORTED} more lines with secrets"
+
+
+def _protected(ctx: Context) -> frozenset[tuple[int, int]]:
+    s = ctx.settings
+    return protected_files(s.db_path, s.settings_file, ctx.key_file)
 
 
 # -- the runner -----------------------------------------------------------------------------------

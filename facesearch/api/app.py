@@ -36,6 +36,7 @@ from facesearch.api.routers import (
 )
 from facesearch.deployment import Deployment
 from facesearch.security.ratelimit import RateLimiter
+from facesearch.security.throttle import DatabaseHits
 
 log = logging.getLogger("facesearch.api")
 
@@ -230,9 +231,11 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
         swagger_ui_oauth2_redirect_url=None,
         debug=False,
         dependencies=[Depends(guard)],
+        # no trailing-slash redirects: their Location copied the request's Host header
+        redirect_slashes=False,
     )
     app.state.deployment = dep
-    app.state.limiter = limiter or RateLimiter()
+    app.state.limiter = limiter or RateLimiter(store=DatabaseHits(dep.db, dep.keys))
     install_handlers(app)
     include_routers(app)
     origins = [o for o in settings.cors_origins if o.strip() and o.strip() != "*"]

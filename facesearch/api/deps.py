@@ -23,7 +23,7 @@ from facesearch.api.public_routes import PUBLIC_ROUTES
 from facesearch.deployment import Deployment
 from facesearch.errors import Forbidden, TooManyRequests, Unauthenticated
 from facesearch.security import api_keys, sessions
-from facesearch.security.accounts import active_user
+from facesearch.security.accounts import active_user, locked_until
 from facesearch.security.actor import Principal as Principal  # re-exported for routers
 from facesearch.security.ratelimit import RateLimiter
 from facesearch.security.roles import scopes_for
@@ -131,7 +131,8 @@ def _authenticate(request: Request) -> Principal:
             if key is None:
                 raise _unauthorised("the API key is invalid, expired or revoked")
             user = active_user(s, key.user_id)
-            if user is None or user.org_id != key.org_id:
+            if user is None or user.org_id != key.org_id or locked_until(user) is not None:
+                # a locked account's keys stop working while the lock lasts
                 raise _unauthorised("the API key is invalid, expired or revoked")
             roles = frozenset(user.roles)
             return Principal(

@@ -22,6 +22,12 @@ class ResultOut(BaseModel):
     face_id: int
     score: float
     status: str = Field(description="lead, confirmed (two reviewers) or rejected")
+    independent: bool | None = Field(
+        default=None,
+        description="confirmed results: false when the confirmations are not independent "
+        "(a reviewer invited by the searcher or by the other reviewer, or all three invited by "
+        "one person around the case's time)",
+    )
     crop_url: str
     reviews: list[ReviewOut]
 

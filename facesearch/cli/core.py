@@ -57,8 +57,10 @@ class RichIngestProgress:
 
 
 def _read(path: Path) -> bytes:
+    from facesearch.ingest.walker import read_checked
+
     try:
-        return path.read_bytes()
+        return read_checked(path)
     except OSError as exc:
         raise FacesearchError(f"cannot read {path}: {exc.strerror}") from exc
 

@@ -8,12 +8,16 @@ Collections are passed between layers by id; a name is resolved once, here.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from facesearch import clock
 from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, InvalidRequest, ModelMismatch, NotFound
 from facesearch.security import audit
@@ -21,14 +25,13 @@ from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import (
     display_name,
     managed_collection,
-    org_by_name,
     org_of,
     qualified_name,
     searchable_collection,
     searchable_collection_ids,
 )
 from facesearch.store.accounts import Organisation
-from facesearch.store.gallery import Collection, CollectionShare, Face, SourceFile
+from facesearch.store.gallery import Collection, CollectionShare, Face, ShareCode, SourceFile
 from facesearch.store.jobs import Job, JobStatus
 from facesearch.vision.registry import model_id_of
 
@@ -138,13 +141,14 @@ def collection_view(
         "created_at": collection.created_at.isoformat(),
     }
     if owned:
-        out["shared_with"] = list(
-            session.scalars(
-                select(Organisation.name)
-                .join(CollectionShare, CollectionShare.org_id == Organisation.id)
-                .where(CollectionShare.collection_id == collection.id)
-                .order_by(Organisation.name)
-            )
+        shares = session.scalars(
+            select(CollectionShare)
+            .where(CollectionShare.collection_id == collection.id)
+            .order_by(CollectionShare.id)
+        )
+        out["shares"] = [share_view(session, sh, org_id) for sh in shares]
+        out["shared_with"] = sorted(
+            sh["organisation"] for sh in out["shares"] if sh["state"] == "accepted"
         )
     else:
         owner = session.get(Organisation, collection.org_id) if collection.org_id else None
@@ -223,57 +227,186 @@ def create_collection(
     return collection_view(session, collection, org_id)
 
 
+SHARE_CODE_DAYS = 7
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+def new_share_code(session: Session, actor: Actor) -> dict[str, Any]:
+    """A one-time code (valid SHARE_CODE_DAYS days) that this organisation hands to another one
+    out of band, so that the other may offer it a collection. Nobody names organisations."""
+    org_id = org_of(actor)
+    code = "fsc_" + secrets.token_urlsafe(24)
+    now = clock.now()
+    row = ShareCode(
+        org_id=org_id,
+        code_hash=_code_hash(code),
+        created_by=actor.user_id,
+        created_at=now,
+        expires_at=now + timedelta(days=SHARE_CODE_DAYS),
+    )
+    session.add(row)
+    session.flush()
+    audit.record_for(
+        session,
+        actor,
+        "share_code.created",
+        target_type="share_code",
+        target_id=row.id,
+        details={"expires_at": row.expires_at.isoformat()},
+    )
+    session.commit()
+    return {"id": row.id, "code": code, "expires_at": row.expires_at.isoformat()}
+
+
+def share_view(session: Session, share: CollectionShare, org_id: int) -> dict[str, Any]:
+    collection = session.get(Collection, share.collection_id)
+    other_id = share.org_id if collection and collection.org_id == org_id else None
+    if other_id is None and collection is not None:
+        other_id = collection.org_id
+    other = session.get(Organisation, other_id) if other_id else None
+    return {
+        "id": share.id,
+        "collection_id": share.collection_id,
+        "collection": display_name(collection) if collection else None,
+        "organisation": other.name if other else None,
+        "state": "accepted" if share.accepted_at is not None else "offered",
+        "created_at": clock.aware(share.created_at).isoformat(),
+    }
+
+
 def share_collection(
-    session: Session, actor: Actor, collection_id: int, organisation: str
+    session: Session, actor: Actor, collection_id: int, code: str
 ) -> dict[str, Any]:
-    """Grant read-only search access to a named organisation (idempotent)."""
+    """Offer read-only search access to the organisation that handed out `code` (used up). An
+    unknown, used or expired code answers one 404 that says nothing of any organisation; the
+    offer enters the receiver's search scope only once its administrators accept it."""
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
-    target = org_by_name(session, (organisation or "").strip())
-    if target.id == org_id:
-        raise InvalidRequest("a collection is always available to its owner", field="organisation")
-    exists = session.scalar(
-        select(CollectionShare.id).where(
-            CollectionShare.collection_id == collection.id, CollectionShare.org_id == target.id
-        )
-    )
-    if exists is None:
-        session.add(CollectionShare(collection_id=collection.id, org_id=target.id))
-        session.flush()
+    invalid = NotFound("unknown, used or expired share code")
+    row = session.scalar(select(ShareCode).where(ShareCode.code_hash == _code_hash(code or "")))
+    if row is None or row.used_at is not None or clock.aware(row.expires_at) <= clock.now():
         audit.record_for(
             session,
             actor,
-            "collection.shared",
+            "collection.share_refused",
             target_type="collection",
             target_id=collection.id,
-            details={"with_org_id": target.id, "with_org": target.name, "access": "read-only"},
+            details={"reason": "unknown, used or expired code"},
         )
         session.commit()
-    return collection_view(session, collection, org_id)
-
-
-def unshare_collection(
-    session: Session, actor: Actor, collection_id: int, organisation: str
-) -> dict[str, Any]:
-    org_id = org_of(actor)
-    collection = managed_collection(session, org_id, collection_id)
-    target = org_by_name(session, (organisation or "").strip())
+        raise invalid
+    target = session.get(Organisation, row.org_id)
+    if target is None or target.disabled:
+        raise invalid
+    if target.id == org_id:
+        raise InvalidRequest("a collection is always available to its owner", field="code")
+    row.used_at = clock.now()
     share = session.scalar(
         select(CollectionShare).where(
             CollectionShare.collection_id == collection.id, CollectionShare.org_id == target.id
         )
     )
-    if share is not None:
-        session.delete(share)
+    if share is None:
+        share = CollectionShare(collection_id=collection.id, org_id=target.id, accepted_at=None)
+        session.add(share)
+        session.flush()
+    audit.record_for(
+        session,
+        actor,
+        "collection.shared",
+        target_type="collection",
+        target_id=collection.id,
+        details={
+            "share_id": share.id,
+            "with_org_id": target.id,
+            "access": "read-only",
+            "state": "offered",
+        },
+    )
+    session.commit()
+    return share_view(session, share, org_id)
+
+
+def _incoming(session: Session, org_id: int, share_id: int) -> CollectionShare:
+    share = session.get(CollectionShare, share_id)
+    if share is None or share.org_id != org_id:
+        raise NotFound(f"no share {share_id}")
+    return share
+
+
+def list_incoming_shares(session: Session, actor: Actor) -> dict[str, Any]:
+    org_id = org_of(actor)
+    rows = session.scalars(
+        select(CollectionShare).where(CollectionShare.org_id == org_id).order_by(CollectionShare.id)
+    )
+    items = [share_view(session, r, org_id) for r in rows]
+    return {"total": len(items), "items": items}
+
+
+def accept_share(session: Session, actor: Actor, share_id: int) -> dict[str, Any]:
+    """The receiving organisation's administrators accept an offered share: from now on the
+    collection is searchable by the organisation (and in its default search scope)."""
+    org_id = org_of(actor)
+    share = _incoming(session, org_id, share_id)
+    if share.accepted_at is None:
+        share.accepted_at = clock.now()
         audit.record_for(
             session,
             actor,
-            "collection.unshared",
-            target_type="collection",
-            target_id=collection.id,
-            details={"with_org_id": target.id, "with_org": target.name},
+            "collection.share_accepted",
+            target_type="share",
+            target_id=share.id,
+            details={"collection_id": share.collection_id},
         )
         session.commit()
+    return share_view(session, share, org_id)
+
+
+def _end_share(session: Session, actor: Actor, share: CollectionShare, by: str) -> None:
+    session.delete(share)
+    audit.record_for(
+        session,
+        actor,
+        "collection.unshared",
+        target_type="share",
+        target_id=share.id,
+        details={"collection_id": share.collection_id, "with_org_id": share.org_id, "by": by},
+    )
+    session.commit()
+
+
+def decline_share(session: Session, actor: Actor, share_id: int) -> dict[str, Any]:
+    """The receiver declines an offer or leaves an accepted share."""
+    org_id = org_of(actor)
+    share = _incoming(session, org_id, share_id)
+    view = share_view(session, share, org_id)
+    _end_share(session, actor, share, "receiver")
+    return {**view, "state": "ended"}
+
+
+def unshare_collection(
+    session: Session, actor: Actor, collection_id: int, share_id: int
+) -> dict[str, Any]:
+    """The owner withdraws a share, named by its id (an id that is not a share of this
+    collection answers 404 like any unknown id, and is audited)."""
+    org_id = org_of(actor)
+    collection = managed_collection(session, org_id, collection_id)
+    share = session.get(CollectionShare, share_id)
+    if share is None or share.collection_id != collection.id:
+        audit.record_for(
+            session,
+            actor,
+            "collection.unshare_refused",
+            target_type="collection",
+            target_id=collection.id,
+            details={"share_id": share_id},
+        )
+        session.commit()
+        raise NotFound(f"no share {share_id} of this collection")
+    _end_share(session, actor, share, "owner")
     return collection_view(session, collection, org_id)
 
 

@@ -16,7 +16,9 @@ commit, so any request can read it.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import re
 import shutil
@@ -24,7 +26,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session
 from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest.runner import FolderIngest
+from facesearch.ingest.walker import MAX_DEPTH, Refused, Tree, check_name, protected_files
 from facesearch.security import audit
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.tenancy import managed_collection, org_job, org_of
@@ -127,14 +130,14 @@ class JobRunner:
         self._idle = threading.Event()
         self._idle.set()
 
-    def submit(self, task_id: int, folder: Path, *, temporary: bool) -> None:
+    def submit(self, task_id: int, folder: Path | Tree, *, temporary: bool) -> None:
         """Queue the ingest of a folder (deleted afterwards when `temporary`)."""
 
         def work() -> None:
             try:
                 run_task(self.dep, task_id, folder, workers=self.workers)
             finally:
-                if temporary:
+                if temporary and isinstance(folder, Path):
                     shutil.rmtree(folder, ignore_errors=True)
 
         self.submit_work(task_id, work)
@@ -189,7 +192,7 @@ def runner_for(dep: Deployment) -> JobRunner:
         return runner
 
 
-def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -> None:
+def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int = 1) -> None:
     """Run one task to its end, recording the outcome on its row (never raises)."""
     with dep.db.session() as s:
         task = s.get(Job, task_id)
@@ -209,7 +212,7 @@ def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -
         result = FolderIngest(dep, collection_id, workers=workers, progress=progress).run(folder)
         summary = result.as_dict()
         status = JobStatus.DONE
-        if kind == JobKind.UPLOAD:
+        if kind == JobKind.UPLOAD and isinstance(folder, Path):
             _rewrite_provenance(dep, result.job_id, folder, task_id)
             summary["rejected_files"] = [
                 {"path": _upload_source(p, folder, task_id), "reason": reason}
@@ -217,6 +220,10 @@ def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -
             ]
     except FacesearchError as exc:
         error = str(exc)
+    except Refused as exc:
+        error = f"{_label(folder)}: {exc.strerror}"
+    except FileNotFoundError:
+        error = f"{_label(folder)}: the folder is gone"
     except Exception:
         log.exception("ingest task %s failed", task_id)
         error = "internal error while ingesting; see the server log"
@@ -231,6 +238,10 @@ def run_task(dep: Deployment, task_id: int, folder: Path, *, workers: int = 1) -
             task.faces = progress.faces
             task.ingest_job_id = int(summary["job_id"]) if "job_id" in summary else None
             task.finished_at = utcnow()
+
+
+def _label(folder: Path | Tree) -> str:
+    return folder.label if isinstance(folder, Tree) else "the upload"
 
 
 def _upload_source(path: str, folder: Path, task_id: int) -> str:
@@ -304,6 +315,48 @@ def start_upload(
     return job_view(task)
 
 
+def drop_tree(dep: Deployment, org_id: int, folder: str) -> Tree:
+    """The organisation's drop folder `<home>/imports/org<id>/<folder>` as a Tree: anchored at the
+    data directory, every component below it opened without following links when the job runs
+    (not only now), sources named relative to the drop root. `folder` is relative to the drop
+    root (an absolute path is accepted when it names a place below it)."""
+    root = imports_root(dep, org_id)
+    outside = InvalidRequest(
+        "server folders must lie below this organisation's drop folder; give a path relative to it",
+        field="folder",
+    )
+    if "\x00" in folder:
+        raise InvalidRequest("the folder name holds a NUL character", field="folder")
+    path = PurePosixPath(folder or ".")
+    if path.is_absolute():
+        norm = PurePosixPath(os.path.normpath(str(path)))
+        for base in (root, root.resolve()):
+            try:
+                path = norm.relative_to(PurePosixPath(base))
+                break
+            except ValueError:
+                continue
+        else:
+            raise outside
+    parts = tuple(p for p in path.parts if p not in ("", "."))
+    if len(parts) > MAX_DEPTH:
+        raise InvalidRequest("the folder is nested too deeply", field="folder")
+    for part in parts:
+        try:
+            check_name(part)
+        except ValueError as exc:
+            if ".." in part:
+                raise outside from None
+            raise InvalidRequest(str(exc), field="folder") from None
+    settings = dep.settings
+    return Tree(
+        settings.home,
+        ("imports", f"org{org_id}", *parts),
+        display_from=2,
+        protected=protected_files(settings.db_path, settings.settings_file, dep.key_file),
+    )
+
+
 def start_folder(
     dep: Deployment,
     session: Session,
@@ -313,24 +366,25 @@ def start_folder(
     *,
     runner: JobRunner | None = None,
 ) -> dict[str, Any]:
-    """Queue the ingest of a folder on the server, below the organisation's drop folder."""
+    """Queue the ingest of a folder on the server, below the organisation's drop folder. The
+    folder is checked now for a quick answer, and again, component by component, when the job
+    runs (see `ingest.walker`)."""
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
-    root = imports_root(dep, org_id).resolve()
-    relative = Path(folder or ".")
-    if relative.is_absolute():
-        try:
-            relative = relative.resolve().relative_to(root)
-        except ValueError as exc:
-            raise InvalidRequest(
-                f"server folders must lie below this organisation's drop folder {root}",
-                field="folder",
-            ) from exc
-    target = (root / relative).resolve()
-    if target != root and root not in target.parents:
-        raise InvalidRequest(f"must lie below {root}", field="folder")
-    if not target.is_dir():
-        raise NotFound(f"no folder {relative} below the organisation's drop folder")
+    tree = drop_tree(dep, org_id, folder)
+    try:
+        tree.exists()
+    except Refused as exc:
+        raise InvalidRequest(
+            f"{tree.label} (below the drop folder): {exc.strerror}", field="folder"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise NotFound(f"no folder {tree.label} below the organisation's drop folder") from None
+        raise InvalidRequest(
+            f"{tree.label} (below the drop folder) cannot be opened: {exc.strerror}",
+            field="folder",
+        ) from None
     task = Job(
         org_id=org_id,
         user_id=actor.user_id,
@@ -348,10 +402,10 @@ def start_folder(
         "ingest.started",
         target_type="job",
         target_id=task.id,
-        details={"kind": "folder", "collection_id": collection.id, "folder": str(relative)},
+        details={"kind": "folder", "collection_id": collection.id, "folder": tree.label},
     )
     session.commit()
-    (runner or runner_for(dep)).submit(task.id, target, temporary=False)
+    (runner or runner_for(dep)).submit(task.id, tree, temporary=False)
     return job_view(task)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest, ModelMismatch, NotFound
-from facesearch.ingest.walker import FoundFile, walk_images
+from facesearch.ingest.walker import FoundFile, Tree, protected_files
 from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import (
@@ -132,6 +132,16 @@ class FolderIngest:
                 "this installation computes; one collection never mixes two models"
             ) from exc
 
+    def _tree(self, root: Path) -> Tree:
+        root = root.expanduser()
+        if not root.exists():
+            raise InvalidRequest(f"{root} does not exist")
+        settings = self.dep.settings
+        return Tree.at(
+            root,
+            protected=protected_files(settings.db_path, settings.settings_file, self.dep.key_file),
+        )
+
     # -- planning -----------------------------------------------------------------------------
     def _known(self, collection_id: int) -> tuple[set[tuple[str, int, float | None]], set[str]]:
         with self.dep.db.session() as s:
@@ -145,10 +155,8 @@ class FolderIngest:
             ).all()
         return {(r[0], r[1], r[2]) for r in rows}, {r[3] for r in rows}
 
-    def run(self, root: Path) -> IngestSummary:
-        root = root.expanduser()
-        if not root.exists():
-            raise InvalidRequest(f"{root} does not exist")
+    def run(self, root: Path | Tree) -> IngestSummary:
+        tree = root if isinstance(root, Tree) else self._tree(root)
         collection_id = self.collection_id
         with self.dep.db.session() as s:
             collection = s.get(Collection, collection_id)
@@ -165,7 +173,7 @@ class FolderIngest:
         with self.dep.db.session() as s:
             run = IngestRun(
                 collection_id=collection_id,
-                source=str(root.resolve()),
+                source=tree.label,
                 status=RunStatus.RUNNING,
                 counts={},
             )
@@ -174,7 +182,7 @@ class FolderIngest:
             job_id = run.id
         summary = IngestSummary(name, job_id)
         started = time.perf_counter()
-        files = list(walk_images(root))
+        files = list(tree.walk())
         summary.files_seen = len(files)
         known_stat, known_hashes = self._known(collection_id)
         self.progress.start(len(files))
@@ -212,13 +220,13 @@ class FolderIngest:
         meta: dict[int, tuple[FoundFile, str, bytes]] = {}
         items: list[tuple[int, bytes]] = []
         for key, found in enumerate(files):
-            source = str(found.path.resolve())
+            source = found.source
             if (source, found.size, found.mtime) in known_stat:
                 summary.skipped += 1
                 self.progress.advance(1, 0)
                 continue
             try:
-                data = found.path.read_bytes()
+                data = found.read(self.config.limits.max_file_bytes + 1)
             except OSError as exc:
                 summary.rejected += 1
                 summary.rejected_files.append((source, f"unreadable: {exc.strerror}"))
@@ -257,7 +265,7 @@ class FolderIngest:
             pending: list[tuple[SourceFile, FileResult]] = []
             for result in results:
                 found, digest, data = meta[result.key]
-                source = str(found.path.resolve())
+                source = found.source
                 image_blob = None
                 if result.status != FileStatus.REJECTED and store_images:
                     image_blob = dep.blobs.put(data)

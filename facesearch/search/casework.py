@@ -288,6 +288,7 @@ def result_dict(result: Lead, reviews: list[Review]) -> dict[str, Any]:
         "face_id": result.face_id,
         "score": result.score,
         "status": result.status,
+        "independent": result.independent,
         "crop_url": crop_url(result.face_id),
         "reviews": [
             {

@@ -7,16 +7,22 @@ same organisation) confirm or reject it:
 - any rejection makes it `rejected`, which is final;
 - one user decides at most once per result, so the same user twice never confirms;
 - the user who ran the search cannot review its results (nobody confirms their own lead);
+- a confirmation is *independent* only when neither confirming reviewer was invited by the
+  searcher or by the other reviewer, and the searcher and both reviewers were not all invited by
+  one person within `CASE_WINDOW` of the case; otherwise the confirmed result is marked
+  `independent: false` (shown with it and in the audit record, with who invited whom);
 - every decision is written to the audit log (`review.decided`) in the same transaction.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facesearch import clock
 from facesearch.errors import Conflict, Forbidden, InvalidRequest
 from facesearch.gallery.faces import crop_url
 from facesearch.search.casework import result_dict
@@ -24,13 +30,51 @@ from facesearch.security import audit
 from facesearch.security.actor import Actor
 from facesearch.security.roles import Role
 from facesearch.security.tenancy import org_lead, org_of, org_user
-from facesearch.store.accounts import User
-from facesearch.store.casework import Decision, Lead, LeadStatus, Review, Search
+from facesearch.store.accounts import Invitation, User
+from facesearch.store.casework import Case, Decision, Lead, LeadStatus, Review, Search
 
 DECISIONS: tuple[str, ...] = tuple(Decision)
 REVIEWER_ROLE = Role.REVIEWER
 CONFIRMATIONS_NEEDED = 2
 NOTE_MAX = 2000
+#: Invitations this close to a case's opening make a shared inviter suspicious.
+CASE_WINDOW = timedelta(days=30)
+
+
+def _invited(session: Session, user_id: int | None) -> tuple[int | None, datetime | None]:
+    """Who invited a user, and when (None for accounts made otherwise)."""
+    if user_id is None:
+        return None, None
+    row = session.scalar(select(Invitation).where(Invitation.used_by == user_id))
+    if row is None:
+        return None, None
+    return row.created_by, clock.aware(row.created_at)
+
+
+def independence(
+    session: Session, search: Search, confirmers: list[int]
+) -> tuple[bool, list[str], dict[str, int | None]]:
+    """Whether two confirmations are independent of the search and of each other; the reasons
+    when not, and who invited whom (for the audit record)."""
+    searcher = search.user_id
+    invited = {u: _invited(session, u) for u in [searcher, *confirmers] if u is not None}
+    inviter = {u: by for u, (by, _) in invited.items()}
+    problems: list[str] = []
+    for u in confirmers:
+        if searcher is not None and inviter.get(u) == searcher:
+            problems.append(f"reviewer {u} was invited by the searcher")
+        for other in confirmers:
+            if other != u and inviter.get(u) == other:
+                problems.append(f"reviewer {u} was invited by reviewer {other}")
+    people = [u for u in [searcher, *confirmers] if u is not None]
+    inviters = {inviter.get(u) for u in people}
+    if len(people) == len(confirmers) + 1 and len(inviters) == 1 and None not in inviters:
+        case = session.get(Case, search.case_id)
+        opened = clock.aware(case.created_at) if case is not None else clock.now()
+        when = [invited[u][1] for u in people]
+        if any(w is not None and w >= opened - CASE_WINDOW for w in when):
+            problems.append("the searcher and both reviewers were invited by one person")
+    return not problems, problems, {str(u): by for u, by in inviter.items()}
 
 
 def status_from(reviews: list[Review], reviewer_ids: set[int]) -> str:
@@ -80,6 +124,22 @@ def decide(
         if REVIEWER_ROLE in (u.roles or []) and u.org_id == org_id
     }
     result.status = status_from(reviews, reviewer_ids)
+    chain: dict[str, Any] = {}
+    if result.status == LeadStatus.CONFIRMED:
+        confirmers = [
+            r.user_id
+            for r in reviews
+            if r.decision == Decision.CONFIRM and r.user_id in reviewer_ids
+        ]
+        independent, problems, inviters = independence(session, search, confirmers)
+        result.independent = independent
+        chain = {
+            "independent": independent,
+            "independence_problems": problems,
+            "searcher_user_id": search.user_id,
+            "confirmed_by": confirmers,
+            "invited_by": inviters,
+        }
     audit.record_for(
         session,
         actor,
@@ -97,6 +157,7 @@ def decide(
             "status_before": before,
             "status_after": result.status,
             "confirmations": sum(1 for r in reviews if r.decision == Decision.CONFIRM),
+            **chain,
         },
     )
     session.commit()

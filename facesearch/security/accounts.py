@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,9 +21,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from facesearch import clock
-from facesearch.crypto import Sealer
+from facesearch.crypto import KeyRing, Sealer
 from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
-from facesearch.security import audit, passwords, recovery, sessions, totp
+from facesearch.security import (
+    api_keys,
+    audit,
+    passwords,
+    recovery,
+    sessions,
+    throttle,
+    totp,
+)
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.roles import ORG_ROLES, Role, validate_roles
 from facesearch.security.tenancy import live_organisation
@@ -32,6 +39,9 @@ from facesearch.store.accounts import Invitation, Organisation, User, UserSessio
 
 MAX_FAILURES = 5
 LOCK_FOR = timedelta(minutes=15)
+#: Second-factor lockouts double with every five further failures, up to this long: a password
+#: holder gets five guesses per lock period, ever fewer per day.
+MAX_MFA_LOCK = timedelta(hours=24)
 INVITATION_HOURS = 72
 MAX_INVITATION_HOURS = 24 * 14
 BOOTSTRAP_HOURS = 24
@@ -48,44 +58,6 @@ def normalise_email(email: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-# -- lockout of names that have no account --------------------------------------------------------
-class _GhostLockouts:
-    """Failed sign-ins for emails without an account lock exactly like real ones, so the answer
-    (401 then 423) never tells whether an account exists."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self._data: dict[str, tuple[int, datetime | None]] = {}
-        self._lock = threading.Lock()
-        self._max = max_entries
-
-    def locked_until(self, email: str) -> datetime | None:
-        with self._lock:
-            _, until = self._data.get(email, (0, None))
-        return until if until is not None and until > clock.now() else None
-
-    def fail(self, email: str) -> datetime | None:
-        with self._lock:
-            if len(self._data) >= self._max:
-                self._data.clear()
-            count, until = self._data.get(email, (0, None))
-            if until is not None and until <= clock.now():
-                count = 0
-            count += 1
-            if count >= MAX_FAILURES:
-                until = clock.now() + LOCK_FOR
-                self._data[email] = (0, until)
-                return until
-            self._data[email] = (count, None)
-            return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-GHOSTS = _GhostLockouts()
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -108,8 +80,18 @@ def _register_failure(
     session: Session, user: User, *, ip: str | None, action: str, details: dict[str, Any]
 ) -> datetime | None:
     """Count a failed password or second-factor attempt; locks at MAX_FAILURES. Returns the lock
-    expiry when this failure locked the account."""
-    user.failed_logins = (user.failed_logins or 0) + 1
+    expiry when this failure locked the account.
+
+    Password failures (`failed_logins`) reset on a correct password. Second-factor failures
+    (`mfa_failures`) are counted apart and reset only by a correct second factor, so knowing
+    the password does not buy fresh guesses; each further five double the lock."""
+    mfa = action == "mfa.failure"
+    if mfa:
+        user.mfa_failures = (user.mfa_failures or 0) + 1
+        failures = user.mfa_failures
+    else:
+        user.failed_logins = (user.failed_logins or 0) + 1
+        failures = user.failed_logins
     audit.record(
         session,
         action=action,
@@ -118,25 +100,33 @@ def _register_failure(
         target_type="user",
         target_id=user.id,
         ip=ip,
-        details={**details, "failures": user.failed_logins},
+        details={**details, "failures": failures},
     )
-    if user.failed_logins >= MAX_FAILURES:
-        until = clock.now() + LOCK_FOR
-        user.locked_until = until
+    if failures % MAX_FAILURES:
+        return None
+    lock_for = LOCK_FOR
+    if mfa:
+        lock_for = min(LOCK_FOR * (2 ** (failures // MAX_FAILURES - 1)), MAX_MFA_LOCK)
+    else:
         user.failed_logins = 0
-        sessions.revoke_all(session, user.id)
-        audit.record(
-            session,
-            action="auth.locked",
-            actor_user_id=user.id,
-            org_id=user.org_id,
-            target_type="user",
-            target_id=user.id,
-            ip=ip,
-            details={"until": until.isoformat(), "minutes": LOCK_FOR.seconds // 60},
-        )
-        return until
-    return None
+    until = clock.now() + lock_for
+    user.locked_until = until
+    sessions.revoke_all(session, user.id)
+    audit.record(
+        session,
+        action="auth.locked",
+        actor_user_id=user.id,
+        org_id=user.org_id,
+        target_type="user",
+        target_id=user.id,
+        ip=ip,
+        details={
+            "until": until.isoformat(),
+            "minutes": int(lock_for.total_seconds() // 60),
+            "reason": "second factor" if mfa else "password",
+        },
+    )
+    return until
 
 
 def locked_until(user: User) -> datetime | None:
@@ -157,10 +147,11 @@ def _fail(session: Session, error: Exception) -> Exception:
     return error
 
 
-def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> User:
+def sign_in(session: Session, keys: KeyRing, email: str, password: str, *, ip: str | None) -> User:
     """Check a password. Raises Unauthenticated (same message and similar work whether or not
     the account exists) or Locked; both are committed first, so failures and lockouts are
-    kept."""
+    kept. Emails without an account are counted and locked in the database too
+    (`security.throttle`), so a restart does not tell them apart from real ones."""
     try:
         norm = normalise_email(email)
     except InvalidRequest:
@@ -169,7 +160,7 @@ def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> U
     user = session.scalar(select(User).where(User.email == norm))
     if user is None or user.disabled or not active_org(session, user):
         passwords.burn_verify(password)
-        until = GHOSTS.locked_until(norm)
+        until = throttle.ghost_locked_until(session, keys, norm)
         audit.record(
             session,
             action="auth.signin.failure",
@@ -178,7 +169,9 @@ def sign_in(session: Session, email: str, password: str, *, ip: str | None) -> U
         )
         if until is not None:
             raise _fail(session, _locked(until))
-        until = GHOSTS.fail(norm)
+        until = throttle.ghost_fail(
+            session, keys, norm, max_failures=MAX_FAILURES, lock_for=LOCK_FOR
+        )
         if until is not None:
             raise _fail(session, _locked(until))
         raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
@@ -230,6 +223,7 @@ class SignedIn:
 
 def open_session(
     session: Session,
+    keys: KeyRing,
     email: str,
     password: str,
     policy: sessions.SessionPolicy,
@@ -239,7 +233,7 @@ def open_session(
 ) -> SignedIn:
     """Sign in with a password: a new session that can do nothing until the second factor is
     verified."""
-    user = sign_in(session, email, password, ip=ip)
+    user = sign_in(session, keys, email, password, ip=ip)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
     return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
@@ -287,16 +281,18 @@ def sign_out(session: Session, row: UserSession, user: User, *, ip: str | None) 
 
 
 def sign_out_everywhere(session: Session, actor: Actor) -> int:
-    """End every session of the actor's user; returns how many."""
+    """End every session of the actor's user and revoke its API keys; returns how many
+    sessions."""
     assert actor.user_id is not None
     count = sessions.revoke_all(session, actor.user_id)
+    keys = api_keys.revoke_all(session, actor.user_id)  # "everywhere" includes programs
     audit.record_for(
         session,
         actor,
         "session.signout_all",
         target_type="user",
         target_id=actor.user_id,
-        details={"sessions": count},
+        details={"sessions": count, "api_keys_revoked": keys},
     )
     session.commit()
     return count
@@ -369,7 +365,7 @@ def verify_second_factor(
     step = totp.match_step(secret, code, last_step=user.totp_last_step)
     if step is not None:
         user.totp_last_step = step
-        user.failed_logins = 0
+        user.mfa_failures = 0
         if not enrolled:
             user.totp_verified_at = clock.now()
             codes = recovery.issue(session, user.id)
@@ -400,7 +396,7 @@ def verify_second_factor(
         and recovery.looks_like_recovery_code(code)
         and recovery.use(session, user.id, code)
     ):
-        user.failed_logins = 0
+        user.mfa_failures = 0
         audit.record(
             session,
             action="mfa.recovery_code_used",
@@ -501,9 +497,10 @@ def invitation_state(row: Invitation) -> str:
 
 def accept_invitation(
     session: Session, token: str, password: str, *, display_name: str = "", ip: str | None = None
-) -> User:
+) -> str:
     """Create the invited account (single use: a second attempt, an expired or revoked
-    invitation all fail with the same message)."""
+    invitation all fail with the same message). Returns the invited email; an address that
+    already has an account gets the same answer, and nothing is created."""
     invalid = Gone("this invitation link is invalid, used, revoked or expired")
     if not token or len(token) > 200:
         raise invalid
@@ -518,8 +515,7 @@ def accept_invitation(
         passwords.check_policy(password, email=row.email)
     except passwords.PasswordRejected as exc:
         raise InvalidRequest(str(exc)) from exc
-    if session.scalar(select(User.id).where(User.email == row.email)) is not None:
-        raise Conflict("an account with this email address already exists")
+    existing = session.scalar(select(User.id).where(User.email == row.email))
     now = clock.now()
     claimed = session.execute(
         update(Invitation)
@@ -528,6 +524,21 @@ def accept_invitation(
     )
     if not getattr(claimed, "rowcount", 0):
         raise invalid
+    if existing is not None:
+        # One answer whether or not the address has an account (elsewhere): the invitation is
+        # used up, nothing is created or attached, and the record goes to the platform's part
+        # of the log, not the inviting organisation's.
+        audit.record(
+            session,
+            action="invitation.used",
+            org_id=None,
+            target_type="invitation",
+            target_id=row.id,
+            ip=ip,
+            details={"existing_account": True, "invited_org_id": row.org_id},
+        )
+        session.commit()
+        return row.email
     user = User(
         org_id=row.org_id,
         email=row.email,
@@ -560,7 +571,7 @@ def accept_invitation(
         details={"email": user.email, "roles": user.roles, "invitation": row.id},
     )
     session.commit()
-    return user
+    return user.email
 
 
 def platform_admin_count(session: Session) -> int:

@@ -97,6 +97,13 @@ def invite(
             raise InvalidRequest("name the organisation (org_id) to invite into")
         if list(dict.fromkeys(roles)) != [Role.ORG_ADMIN]:
             raise Forbidden("the platform administrator invites organisation administrators only")
+        organisation(session, org_id)
+        if _has_admin(session, org_id):
+            # platform administration and tenant membership are kept apart: the platform
+            # invites an organisation's first administrator, who then invites everyone else
+            raise Conflict(
+                "this organisation already has an administrator; its administrators invite"
+            )
         target = org_id
     else:
         own = org_of(principal)
@@ -108,6 +115,11 @@ def invite(
     )
     session.commit()
     return new
+
+
+def _has_admin(session: Session, org_id: int) -> bool:
+    users = session.scalars(select(User).where(User.org_id == org_id, User.disabled.is_(False)))
+    return any(Role.ORG_ADMIN in (u.roles or []) for u in users)
 
 
 def list_invitations(session: Session, principal: Principal) -> list[dict[str, Any]]:
@@ -156,8 +168,10 @@ def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) ->
         wanted = validate_roles(roles, allowed=ORG_ROLES)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    if user.id == actor.user_id and Role.ORG_ADMIN not in wanted:
-        raise Conflict("you cannot remove your own administrator role")
+    if user.id == actor.user_id:
+        # separation of duties: an administrator never grants itself investigator, reviewer
+        # or auditor (nor removes its own administrator role); another administrator must
+        raise Forbidden("you cannot change your own roles; another administrator must")
     before = list(user.roles)
     user.roles = wanted
     audit.record_for(

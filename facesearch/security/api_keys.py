@@ -105,3 +105,14 @@ def revoke(session: Session, row: ApiKey) -> None:
     if row.revoked_at is None:
         row.revoked_at = clock.now()
     session.flush()
+
+
+def revoke_all(session: Session, user_id: int) -> int:
+    """Revoke every live key of a user (sign-out everywhere, lockout); returns how many."""
+    now = clock.now()
+    rows = session.scalars(
+        select(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+    ).all()
+    for row in rows:
+        row.revoked_at = now
+    return len(rows)

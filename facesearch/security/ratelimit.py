@@ -1,5 +1,7 @@
-"""In-process sliding-window rate limiter (thread-safe). One instance per app; a deployment with
-several processes gets one limiter per process (documented in docs/security.md)."""
+"""Sliding-window rate limiter (thread-safe). One instance per app. The authentication policies
+(`PERSISTENT_POLICIES`) are counted in the database when the limiter has a `store`
+(`security.throttle.DatabaseHits`, which the app plugs in), so a restart or a second process
+shares them; the others (searches) are counted in the process."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,26 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 }
 
 
+#: Policies counted in the database when the limiter has a store.
+PERSISTENT_POLICIES = frozenset(
+    {"signin:account", "signin:address", "mfa:account", "invitation:address"}
+)
+
+
+class HitStore(Protocol):
+    def hit(self, policy: str, subject: str, requests: int, window_s: float) -> float | None: ...
+
+
 class RateLimiter:
     def __init__(
         self,
         limits: dict[str, Limit] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
+        store: HitStore | None = None,
     ) -> None:
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
+        self.store = store
         self._clock = clock
         self._hits: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
@@ -46,6 +61,8 @@ class RateLimiter:
         limit = self.limits.get(policy)
         if limit is None:
             return None
+        if self.store is not None and policy in PERSISTENT_POLICIES:
+            return self.store.hit(policy, key, limit.requests, limit.window_s)
         now = self._clock()
         with self._lock:
             bucket = self._hits.get((policy, key))

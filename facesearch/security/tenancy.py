@@ -56,7 +56,9 @@ def display_name(collection: Collection) -> str:
 
 def searchable_collection_ids(session: Session, org_id: int) -> list[int]:
     """Own collections and those shared read-only with the organisation, by id."""
-    shared = select(CollectionShare.collection_id).where(CollectionShare.org_id == org_id)
+    shared = select(CollectionShare.collection_id).where(
+        CollectionShare.org_id == org_id, CollectionShare.accepted_at.is_not(None)
+    )
     query = (
         select(Collection.id)
         .where(or_(Collection.org_id == org_id, Collection.id.in_(shared)))

@@ -50,7 +50,9 @@ def match_step(secret: str, code: str, *, last_step: int | None = None) -> int |
     """The time step the code belongs to (within ±WINDOW of now and later than `last_step`),
     else None."""
     code = code.strip().replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    # ASCII digits only: str.isdigit() also accepts Arabic-Indic, full-width and superscript
+    # digits, which compare_digest cannot compare (a 500 before)
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return None
     now_step = current_step()
     found: int | None = None

@@ -51,6 +51,9 @@ class User(Base):
     #: Last TOTP time step accepted, so a code cannot be replayed within its window.
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    #: Consecutive wrong second-factor codes, kept apart from password failures: only a correct
+    #: second factor resets it (a correct password does not).
+    mfa_failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -128,3 +131,20 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuthThrottle(Base):
+    """Persistent counters for sign-in: the sliding windows of the authentication rate limits
+    and the failures and lockouts of emails that have no account, so that a restart resets
+    neither. `key` is a keyed hash (HMAC under a sub-key of the master key) of the policy and
+    the subject: the table does not say which emails were tried."""
+
+    __tablename__ = "auth_throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hits: Mapped[list[float]] = mapped_column(JSON, default=list)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -86,6 +87,9 @@ class Lead(Base):
     score: Mapped[float] = mapped_column(Float)
     #: a LeadStatus
     status: Mapped[str] = mapped_column(String(20), default=LeadStatus.LEAD)
+    #: Set when confirmed: False when the two confirmations are not independent of the search
+    #: or of each other (invitations between searcher and reviewers); see search.review.
+    independent: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class Review(Base):

@@ -54,10 +54,8 @@ def _fast_argon2() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_identity_state() -> Iterator[None]:
-    accounts.GHOSTS.clear()
     yield
     clock.set_clock(None)
-    accounts.GHOSTS.clear()
 
 
 def new_deployment(base: Path, **overrides: object) -> Deployment:

@@ -249,7 +249,7 @@ def test_roles_change_and_disable(make_user: MakeUser) -> None:
     me = key_client(admin.client.app, key).get("/api/v1/me").json()
     assert me["scopes"] == []
     r = admin.client.put(f"/api/v1/users/{admin.user_id}/roles", json={"roles": ["reviewer"]})
-    assert r.status_code == 409
+    assert r.status_code == 403
     r = admin.client.put(
         f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["platform_admin"]}
     )

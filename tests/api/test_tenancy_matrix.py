@@ -124,7 +124,7 @@ def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, int]]:
             "collection",
             "POST /collections/{id}/shares",
             admin,
-            lambda c, x: c.post(f"/api/v1/collections/{x}/shares", json={"organisation": "Org B"}),
+            lambda c, x: c.post(f"/api/v1/collections/{x}/shares", json={"code": "fsc_not-a-code"}),
             i.collection,
         ),
         (
@@ -320,11 +320,15 @@ def test_lists_and_counts_of_b_exclude_a(world: World) -> None:
 
 def test_shared_collection_is_searchable_but_read_only(world: World) -> None:
     a, b, ids = world.a, world.b, world.ids
+    code = b.admin.client.post("/api/v1/share-codes").json()["code"]
     shared = a.admin.client.post(
-        f"/api/v1/collections/{ids.collection}/shares", json={"organisation": "Org B"}
+        f"/api/v1/collections/{ids.collection}/shares", json={"code": code}
     )
-    assert shared.status_code == 200, shared.text
-    assert shared.json()["shared_with"] == ["Org B"]
+    assert shared.status_code == 201, shared.text
+    share_id = shared.json()["id"]
+    assert b.admin.client.post(f"/api/v1/shares/{share_id}/accept").status_code == 200
+    owned = a.admin.client.get(f"/api/v1/collections/{ids.collection}").json()
+    assert owned["shared_with"] == ["Org B"]
     listed = {c["id"]: c for c in b.keys["search"].get("/api/v1/collections").json()["items"]}
     assert listed[ids.collection]["access"] == "read-only"
     assert listed[ids.collection]["owner"] == "Org A"
@@ -341,7 +345,7 @@ def test_shared_collection_is_searchable_but_read_only(world: World) -> None:
     assert b.admin.client.delete(f"/api/v1/collections/{ids.collection}").status_code == 404
     assert (
         b.admin.client.post(
-            f"/api/v1/collections/{ids.collection}/shares", json={"organisation": "Org B"}
+            f"/api/v1/collections/{ids.collection}/shares", json={"code": code}
         ).status_code
         == 404
     )
@@ -358,7 +362,7 @@ def test_shared_collection_is_searchable_but_read_only(world: World) -> None:
     a_history = a.keys["audit"].get("/api/v1/audit/searches").json()
     assert body["search_id"] not in [s["id"] for s in a_history["items"]]
     # unshared: gone again for B
-    gone = a.admin.client.delete(f"/api/v1/collections/{ids.collection}/shares/Org B")
+    gone = a.admin.client.delete(f"/api/v1/collections/{ids.collection}/shares/{share_id}")
     assert gone.status_code == 200 and gone.json()["shared_with"] == []
     status, _ = search(b.keys["search"], blank_png(), collections=str(ids.collection))
     assert status == 404

@@ -201,10 +201,14 @@ def test_record_is_committed_before_results_are_returned(
 
 
 def test_shared_collection_is_searchable_read_only(world: World) -> None:
-    with world.dep.db.session() as s, pytest.raises(NotFound):
-        coll_service.share_collection(s, world.bob, world.coll_a, "Org B")  # not B's to share
     with world.dep.db.session() as s:
-        coll_service.share_collection(s, world.alice, world.coll_a, "Org B")
+        code = coll_service.new_share_code(s, world.bob)["code"]  # B hands out a code
+    with world.dep.db.session() as s, pytest.raises(NotFound):
+        coll_service.share_collection(s, world.bob, world.coll_a, code)  # not B's to share
+    with world.dep.db.session() as s:
+        share = coll_service.share_collection(s, world.alice, world.coll_a, code)
+    with world.dep.db.session() as s:
+        coll_service.accept_share(s, world.bob, share["id"])  # B accepts the offer
     with world.dep.db.session() as s:
         out = run_search(
             world.dep,

@@ -80,13 +80,16 @@ def _clear_cookies(response: Response) -> None:
 
 
 @router.post("/api/v1/auth/signin", response_model=SignInReply)
-def sign_in(body: SignInBody, request: Request, response: Response, s: DbSession) -> SignInReply:
+def sign_in(
+    body: SignInBody, request: Request, response: Response, s: DbSession, dep: DeploymentDep
+) -> SignInReply:
     """Email and password. Opens a session that still needs the second factor."""
     ip = client_ip(request)
     enforce_rate_limit(request, "signin:address", ip or "unknown")
     enforce_rate_limit(request, "signin:account", body.email.strip().lower())
     signed = accounts.open_session(
         s,
+        dep.keys,
         body.email,
         body.password,
         session_policy(request),

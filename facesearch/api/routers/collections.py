@@ -1,5 +1,6 @@
 """Collections of the caller's organisation: list (own and shared), create (legal basis and
-retention required), share read-only with a named organisation, delete. Management needs the
+retention required), share read-only with the organisation that handed out a share code (it
+accepts before the collection enters its search scope), delete. Management needs the
 `admin` scope of an organisation administrator; a shared collection is read-only for its holder
 (changing it answers 404, as for a missing id)."""
 
@@ -38,9 +39,31 @@ class CollectionIn(BaseModel):
 
 
 class ShareIn(BaseModel):
-    organisation: str = Field(
-        min_length=1, max_length=200, description="the exact name of the organisation to share with"
+    code: str = Field(
+        min_length=8,
+        max_length=200,
+        description="the one-time share code the receiving organisation handed out",
     )
+
+
+class ShareOut(BaseModel):
+    id: int
+    collection_id: int
+    collection: str | None
+    organisation: str | None = Field(description="the other organisation")
+    state: str = Field(description="offered (not searchable yet), accepted, or ended")
+    created_at: str
+
+
+class ShareList(BaseModel):
+    total: int
+    items: list[ShareOut]
+
+
+class ShareCodeOut(BaseModel):
+    id: int
+    code: str = Field(description="shown once; hand it to the organisation that will share")
+    expires_at: str
 
 
 class CollectionOut(BaseModel):
@@ -56,8 +79,9 @@ class CollectionOut(BaseModel):
     faces: int
     created_at: str
     shared_with: list[str] | None = Field(
-        default=None, description="organisations it is shared with (owner only)"
+        default=None, description="organisations that accepted a share (owner only)"
     )
+    shares: list[ShareOut] | None = Field(default=None, description="its shares (owner only)")
     owner: str | None = Field(default=None, description="the owner (shared collections only)")
 
 
@@ -128,23 +152,60 @@ def delete_collection(
 
 @router.post(
     "/api/v1/collections/{collection_id}/shares",
-    response_model=CollectionOut,
-    response_model_exclude_unset=True,
-    summary="Share a collection read-only with a named organisation",
+    response_model=ShareOut,
+    status_code=201,
+    summary="Offer a collection read-only to the organisation that handed out a share code",
 )
 def post_share(
     collection_id: Id, body: ShareIn, db: DbSession, principal: OrgAdmin
 ) -> dict[str, Any]:
-    return service.share_collection(db, principal, collection_id, body.organisation)
+    return service.share_collection(db, principal, collection_id, body.code)
 
 
 @router.delete(
-    "/api/v1/collections/{collection_id}/shares/{organisation}",
+    "/api/v1/collections/{collection_id}/shares/{share_id}",
     response_model=CollectionOut,
     response_model_exclude_unset=True,
-    summary="Stop sharing a collection with an organisation",
+    summary="Withdraw a share of a collection",
 )
 def delete_share(
-    collection_id: Id, organisation: str, db: DbSession, principal: OrgAdmin
+    collection_id: Id, share_id: Id, db: DbSession, principal: OrgAdmin
 ) -> dict[str, Any]:
-    return service.unshare_collection(db, principal, collection_id, organisation)
+    return service.unshare_collection(db, principal, collection_id, share_id)
+
+
+@router.post(
+    "/api/v1/share-codes",
+    response_model=ShareCodeOut,
+    status_code=201,
+    summary="A one-time code another organisation needs to share a collection with this one",
+)
+def post_share_code(db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+    return service.new_share_code(db, principal)
+
+
+@router.get(
+    "/api/v1/shares/incoming",
+    response_model=ShareList,
+    summary="Collections offered to or shared with this organisation",
+)
+def get_incoming(db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+    return service.list_incoming_shares(db, principal)
+
+
+@router.post(
+    "/api/v1/shares/{share_id}/accept",
+    response_model=ShareOut,
+    summary="Accept an offered share: the collection enters this organisation's search scope",
+)
+def accept_share(share_id: Id, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+    return service.accept_share(db, principal, share_id)
+
+
+@router.delete(
+    "/api/v1/shares/{share_id}",
+    response_model=ShareOut,
+    summary="Decline an offered share, or leave an accepted one",
+)
+def decline_share(share_id: Id, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+    return service.decline_share(db, principal, share_id)

@@ -64,7 +64,8 @@ class AcceptBody(BaseModel):
 
 
 class Accepted(BaseModel):
-    user_id: int
+    """The same answer whether or not the address already had an account."""
+
     email: str
     next: str
 
@@ -101,12 +102,11 @@ def accept(body: AcceptBody, request: Request, s: DbSession) -> Accepted:
     """Public: the invited person sets a password with the token from the link. Next: sign in
     and enrol the second factor."""
     enforce_rate_limit(request, "invitation:address", client_ip(request) or "unknown")
-    user = accounts.accept_invitation(
+    email = accounts.accept_invitation(
         s, body.token, body.password, display_name=body.display_name, ip=client_ip(request)
     )
     return Accepted(
-        user_id=user.id,
-        email=user.email,
+        email=email,
         next="sign in at /api/v1/auth/signin, then enrol the second factor at "
         "/api/v1/auth/mfa/enrol",
     )
