@@ -220,7 +220,15 @@ def search(
                 f"{where} {c.box}",
             )
         console.print(table)
-    used = "; ".join(f"model {m.model_id}, threshold {m.threshold}" for m in result.models)
+    used = "; ".join(
+        f"model {m.model_id}, threshold {m.threshold}, {m.gallery_faces} faces"
+        + (
+            f" (about {m.expected_false_candidates:g} unrelated faces expected above it)"
+            if m.expected_false_candidates is not None
+            else ""
+        )
+        for m in result.models
+    )
     console.print(f"{used}. Candidates are leads for a person to review, not identifications.")
 
 

@@ -21,6 +21,7 @@ from facesearch.store.gallery import Collection, Face, SourceFile
 from facesearch.vision.decode import DecodeLimits, decode_image
 from facesearch.vision.model import FaceModel, RGBImage
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
+from facesearch.vision.registry import expected_false_matches
 
 #: Most candidates per probe face, everywhere (API, CLI, client).
 MAX_TOP_K = 100
@@ -68,6 +69,12 @@ class ModelUsed:
     model_id: str
     threshold: float
     collection_ids: list[int]
+    #: Faces of this model in the searched collections.
+    gallery_faces: int = 0
+    #: Unrelated faces a search of someone absent is expected to raise at or above the threshold
+    #: in effect (the one asked for, else the model's), from the model's measured false-match
+    #: rate (docs/decisions/0008); None when the model has no measured rate.
+    expected_false_candidates: float | None = None
 
 
 @dataclass
@@ -202,8 +209,20 @@ class SearchEngine:
                 result = EngineResult(
                     model.model_id, model.default_threshold, [names[i] for i in ids], []
                 )
-            result.models.append(ModelUsed(model.model_id, model.default_threshold, cids))
-            hits = self.dep.index_for(model_id).search(vectors, top_k, cids) if faces else []
+            index = self.dep.index_for(model_id)
+            size = sum(index.state(cid).count for cid in cids)
+            effective = model.default_threshold if threshold is None else threshold
+            expected = expected_false_matches(model.model_id, effective, size)
+            result.models.append(
+                ModelUsed(
+                    model.model_id,
+                    model.default_threshold,
+                    cids,
+                    size,
+                    None if expected is None else float(f"{expected:.4g}"),
+                )
+            )
+            hits = index.search(vectors, top_k, cids) if faces else []
             rows = self._faces({h.face_id for per in hits for h in per})
             taken: set[int] = set()
             for face, per_face in zip(faces, hits, strict=True):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from facesearch.vision.model import FaceModel
@@ -75,6 +78,54 @@ MODEL_IDS = {"dlib": "dlib-resnet-v1", "dlib-onnx": "dlib-resnet-v1", "sface": "
 RUNTIME_FOR_ID = {"dlib-resnet-v1": "dlib-onnx", "sface-2021dec": "sface"}
 #: The default for new collections (and for `verify` and `eval`).
 DEFAULT_MODEL = "sface"
+
+
+@dataclass(frozen=True)
+class FalseMatchRate:
+    """Per-comparison false-match rate of a model's scores (measured on LFW DevTrain, all pairs of
+    images of two different people; docs/decisions/0008): measured points up to `u`, then an
+    exponential tail FMR(t) = fmr_u * exp(-(t - u) / beta)."""
+
+    points: tuple[tuple[float, float], ...]  # (score, FMR), increasing scores
+    u: float
+    fmr_u: float
+    beta: float
+
+    def at(self, score: float) -> float:
+        if score >= self.u:
+            return self.fmr_u * math.exp(-(score - self.u) / self.beta)
+        known = [*self.points, (self.u, self.fmr_u)]
+        if score <= known[0][0]:
+            return known[0][1]
+        for (s0, f0), (s1, f1) in itertools.pairwise(known):
+            if s0 <= score <= s1:  # log-linear between measured points
+                w = (score - s0) / (s1 - s0)
+                return math.exp(math.log(f0) * (1 - w) + math.log(f1) * w)
+        return self.fmr_u  # pragma: no cover - the points are increasing up to u
+
+
+#: From `python bench/threshold_bench.py` on `facesearch eval identify` caches (ADR 0008).
+FALSE_MATCH_RATES: dict[str, FalseMatchRate] = {
+    "sface-2021dec": FalseMatchRate(
+        points=(
+            (0.30, 0.8114),
+            (0.35, 0.2583),
+            (0.40, 0.01978),
+            (0.43, 2.341e-3),
+            (0.45, 4.968e-4),
+        ),
+        u=0.4726,
+        fmr_u=1.0e-4,
+        beta=0.01706,
+    ),
+}
+
+
+def expected_false_matches(model_id: str, threshold: float, gallery_faces: int) -> float | None:
+    """How many unrelated gallery faces a search is expected to raise at or above `threshold`
+    (None for a model without a measured false-match rate)."""
+    rates = FALSE_MATCH_RATES.get(model_id)
+    return None if rates is None else gallery_faces * rates.at(threshold)
 
 
 def model_id_of(name: str) -> str:

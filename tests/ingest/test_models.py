@@ -69,6 +69,13 @@ def test_a_dlib_and_an_sface_collection_are_each_searched_with_their_own_model(
         probe = faces_dir("small", "barack_obama", "obama2.jpg").read_bytes()
         result = SearchEngine(dep).search(probe, collection_ids=ids, top_k=6)
         assert {m.model_id for m in result.models} == {DLIB, SFACE}
+        used = {m.model_id: m for m in result.models}
+        assert used[SFACE].gallery_faces == per_model[SFACE]
+        assert used[DLIB].gallery_faces == per_model[DLIB]
+        # what the threshold means at this gallery size: faces x the measured false-match rate
+        assert used[SFACE].expected_false_candidates == pytest.approx(
+            per_model[SFACE] * 2.341e-3, rel=1e-3
+        )
         assert len(result.faces) == 1, "both models' faces of the probe are one probe face"
         cands = result.faces[0].candidates
         by_model = {c.model_id: c for c in reversed(cands)}  # the best of each model

@@ -65,8 +65,14 @@ class CollectionRef(BaseModel):
 
 class ModelUsed(BaseModel):
     model_id: str
-    threshold: float
+    threshold: float = Field(description="the model's 1:1 same-person threshold")
     collection_ids: list[int]
+    gallery_faces: int = Field(description="faces of this model in the searched collections")
+    expected_false_candidates: float | None = Field(
+        description="unrelated faces a search of someone absent is expected to raise at or "
+        "above the threshold in effect, from the model's measured false-match rate (null when "
+        "not measured); see docs/decisions/0008"
+    )
 
 
 class SearchOut(BaseModel):
