@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         "hog for dlib)",
     )
     probe_detection: Literal["quick", "thorough"] = Field(
-        default="quick",
+        default="thorough",
         description="how a probe photo is searched for faces: quick (one pass at up to 640 px, "
         "then every pass when it finds nothing) or thorough (as ingest does)",
     )
