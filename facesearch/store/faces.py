@@ -68,13 +68,13 @@ def embedding_chunks(
         select(Face.id, Face.file_id, Face.face_index, Face.embedding)
         .where(Face.model_id == model_id, Face.collection_id == collection_id, Face.id > after_id)
         .order_by(Face.id)
-        .execution_options(yield_per=5000)
     )
     ids = np.empty(chunk, np.int64)
     raw = bytearray()
     n = 0
     open_ = sealer.open
-    for face_id, file_id, face_index, sealed in session.execute(query):
+    rows = session.connection().execution_options(stream_results=True).execute(query)
+    for face_id, file_id, face_index, sealed in rows:  # Core rows: no ORM per row
         ids[n] = face_id
         raw += open_(sealed, embedding_aad(file_id, face_index, model_id))
         n += 1
