@@ -81,14 +81,15 @@ class Settings(BaseSettings):
     min_face_size: int = Field(
         default=60, ge=1, description="faces smaller than this (px) are marked low quality"
     )
-    exact_index_limit: int = Field(
-        default=20_000,
+    index_shortlist: int = Field(
+        default=1000,
         ge=1,
-        description="a collection with more faces than this uses the approximate index",
+        description="faces per index segment kept by the binary-code scan for re-ranking",
     )
-    index_nprobe: int = Field(default=32, ge=1, description="IVF lists probed per search")
-    rerank_factor: int = Field(
-        default=10, ge=1, description="short list size as a multiple of k for exact re-rank"
+    index_rerank: int = Field(
+        default=40,
+        ge=1,
+        description="best short-listed faces (by 8-bit codes) re-scored from the exact vectors",
     )
 
     # -- the service (facesearch serve) ----------------------------------------------------------

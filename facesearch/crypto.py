@@ -10,6 +10,7 @@ binds each ciphertext to what it is (a blob id, a face id), so ciphertexts canno
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -42,15 +43,22 @@ class Sealer:
 
     key: bytes
 
+    #: bytes a sealed value adds to its plaintext (magic, nonce, GCM tag)
+    OVERHEAD = len(_MAGIC) + NONCE_SIZE + 16
+
+    @functools.cached_property
+    def _aead(self) -> AESGCM:
+        return AESGCM(self.key)
+
     def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         nonce = os.urandom(NONCE_SIZE)
-        return _MAGIC + nonce + AESGCM(self.key).encrypt(nonce, plaintext, aad)
+        return _MAGIC + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes, aad: bytes = b"") -> bytes:
         if not sealed.startswith(_MAGIC):
             raise ValueError("not a facesearch sealed value")
         nonce = sealed[len(_MAGIC) : len(_MAGIC) + NONCE_SIZE]
-        return AESGCM(self.key).decrypt(nonce, sealed[len(_MAGIC) + NONCE_SIZE :], aad)
+        return self._aead.decrypt(nonce, sealed[len(_MAGIC) + NONCE_SIZE :], aad)
 
 
 class KeyRing:

@@ -15,7 +15,7 @@ from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.base import VectorIndex
-from facesearch.index.faiss_index import FaissIndex
+from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
 from facesearch.store.blobs import BlobStore
@@ -102,6 +102,8 @@ class Deployment:
         self._lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
+        #: the service compacts index segments in a background thread; a CLI run inline
+        self.background_compaction = False
 
     @classmethod
     def open(cls, settings: Settings) -> Deployment:
@@ -138,16 +140,17 @@ class Deployment:
 
     # -- vector indexes: one per model ------------------------------------------------------------
     def new_index(self, model_id: str | None = None) -> VectorIndex:
-        """An index object for one model's collections, loaded from disk as it is."""
-        model = self.model_for(model_id or self.default_model_id)
-        return FaissIndex(
+        """An index object for one model's collections as it is on disk (segments open lazily,
+        a collection's on its first search)."""
+        model_id = model_id or self.default_model_id
+        return SegmentIndex(
             self.settings.index_dir,
             self.keys.index,
-            model.model_id,
-            model.embedding_size,
-            exact_limit=self.settings.exact_index_limit,
-            nprobe=self.settings.index_nprobe,
-            rerank_factor=self.settings.rerank_factor,
+            model_id,
+            self.model_for(model_id).embedding_size,
+            shortlist=self.settings.index_shortlist,
+            rerank=self.settings.index_rerank,
+            background_compaction=self.background_compaction,
         )
 
     def index_for(self, model_id: str) -> VectorIndex:
@@ -164,6 +167,11 @@ class Deployment:
     def index(self) -> VectorIndex:
         """The index of the default model."""
         return self.index_for(self.default_model_id)
+
+    def drop_index_collection(self, model_id: str | None, collection_id: int) -> None:
+        """Remove a deleted collection's index files when no index of this process holds it."""
+        if model_id:
+            drop_collection_files(self.settings.index_dir, model_id, collection_id)
 
     def loaded_index(self, model_id: str) -> VectorIndex | None:
         """The index of `model_id` if something has already loaded it (nothing is loaded)."""
@@ -183,14 +191,28 @@ class Deployment:
             return reconcile(
                 index,
                 faces.counts_by_collection(s, model_id),
-                lambda cid, after: faces.embeddings(
+                lambda cid, after: faces.embedding_chunks(
                     s, sealer, cid, model_id, after, dim=dim, on_progress=on_progress
                 ),
                 lambda cid, after: faces.count_after(s, cid, model_id, after),
                 force=force,
             )
 
+    def warm(self) -> None:
+        """Load and reconcile the index of every model in use, and open all its segments (the
+        service does this before it answers, so no search pays for it)."""
+        with self.db.session() as s:
+            model_ids = faces.model_ids(s)
+        for model_id in model_ids:
+            try:
+                self.index_for(model_id).warm()
+            except ValueError:  # a model this installation does not compute
+                continue
+
     def close(self) -> None:
         for index in list(self._indexes.values()):
             index.save()
+            wait = getattr(index, "wait", None)
+            if wait is not None:
+                wait()
         self.db.dispose()

@@ -383,16 +383,27 @@ def reembed(
 
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context) -> None:
-    """Rebuild the vector index from the database (the source of truth)."""
+    """Rebuild the vector index from the database (the source of truth), every model in use.
+    New segments are written beside the old ones and switched to at once, so a search (or a
+    crash) meanwhile sees the old index whole."""
     from facesearch.deployment import Deployment
+    from facesearch.store import faces
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
-        index = dep.new_index()
-        report = dep.sync_index(index, force=True)
-        console.print(
-            f"rebuilt {report.rebuilt} collection shard(s); index holds {index.size()} vectors"
-        )
+        with dep.db.session() as s:
+            model_ids = sorted(set(faces.model_ids(s)) | {dep.default_model_id})
+        for model_id in model_ids:
+            try:
+                index = dep.new_index(model_id)
+            except ValueError as exc:
+                console_err.print(f"[yellow]skipped {model_id}:[/] {exc}")
+                continue
+            report = dep.sync_index(index, force=True)
+            console.print(
+                f"{model_id}: rebuilt {report.rebuilt} collection(s); "
+                f"index holds {index.size()} vectors"
+            )
     finally:
         dep.db.dispose()
 

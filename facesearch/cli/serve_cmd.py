@@ -65,6 +65,9 @@ def serve(
     for warning in check_bind(settings.host, debug=settings.debug, tls=tls):
         console_err.print(f"[yellow]warning:[/] {warning}")
     dep = Deployment.open(settings)
+    dep.background_compaction = True  # index segments merge off the request path
+    console.print("opening the vector index …")
+    dep.warm()  # before the port opens: no search pays for loading it
     app = create_app(dep)
     url = accounts.base_url(settings)
     console.print(f"facesearch API at [bold]{url}/api/v1[/] (OpenAPI: {url}/api/v1/openapi.json)")

@@ -30,6 +30,7 @@ from facesearch.security.tenancy import (
     searchable_collection,
     searchable_collection_ids,
 )
+from facesearch.store import faces as face_queries
 from facesearch.store.accounts import Organisation
 from facesearch.store.gallery import Collection, CollectionShare, Face, ShareCode, SourceFile
 from facesearch.store.jobs import Job, JobStatus
@@ -458,18 +459,14 @@ def delete_collection(
     session.commit()
     index = dep.loaded_index(model_id) if model_id else None
     if index is not None:
-        index.drop_collection(collection_id)
-        index.save()
+        index.drop_collection(collection_id)  # in memory and on disk, at once
+    else:
+        dep.drop_index_collection(model_id, collection_id)
     # Blobs are content-addressed: keep any that another collection still references.
     for blob in blobs:
         if blob is None:
             continue
-        still = session.scalar(select(Face.id).where(Face.crop_blob == blob).limit(1))
-        if still is None:
-            still = session.scalar(
-                select(SourceFile.id).where(SourceFile.image_blob == blob).limit(1)
-            )
-        if still is None:
+        if not face_queries.blob_in_use(session, blob):
             dep.blobs.delete(blob)
     return {"id": collection_id, "deleted": True, "files": counts[0], "faces": counts[1]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,13 @@ class ShardState:
 
     count: int
     max_id: int
+    #: the highest face id the index has durably covered (deleted or not): catching up fetches
+    #: only faces past it. None: same as max_id.
+    high_water: int | None = None
+
+    @property
+    def catch_up_from(self) -> int:
+        return self.max_id if self.high_water is None else max(self.high_water, self.max_id)
 
 
 class VectorIndex(Protocol):
@@ -40,6 +47,19 @@ class VectorIndex(Protocol):
     def replace_collection(
         self, collection_id: int, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
     ) -> None: ...
+
+    def rebuild_collection(
+        self,
+        collection_id: int,
+        chunks: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]],
+    ) -> None:
+        """Replace a collection's contents by `chunks` (streamed, so a rebuild never holds the
+        whole collection twice), switching atomically when all are in."""
+        ...
+
+    def warm(self) -> None:
+        """Load everything a search will need now rather than on the first search."""
+        ...
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int, collections: Sequence[int]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,15 @@ class FaissIndex:
             shard.add(ids, vectors)
             self._shards[collection_id] = shard
             self._dirty.add(collection_id)
+
+    def rebuild_collection(self, collection_id: int, chunks: Iterable[tuple[I64, F32]]) -> None:
+        parts = list(chunks)
+        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, self.dim))
+        self.replace_collection(collection_id, ids, vecs.astype(np.float32))
+
+    def warm(self) -> None:
+        pass
 
     def search(self, queries: F32, k: int, collections: Sequence[int]) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)

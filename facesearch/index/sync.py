@@ -2,14 +2,15 @@
 
 The index knows nothing of the database: the caller hands over what the database holds per
 collection (count and highest face id) and a function that fetches a collection's embeddings
-after a given face id. Collections whose count and highest id match are used as they are,
-collections that only lack newer faces are caught up, anything else is rebuilt, and collections
-the database no longer has are dropped.
+after a given face id, in chunks. Collections whose count and highest id match are used as they
+are, collections that only lack faces past the index's high-water mark are caught up (fetching
+only those faces), anything else is rebuilt (streamed chunk by chunk), and collections the
+database no longer has are dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ import numpy.typing as npt
 
 from facesearch.index.base import VectorIndex
 
-#: (collection id, after face id) -> (ids, vectors) of that collection's faces past the id.
-Fetch = Callable[[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
+Chunk = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+#: (collection id, after face id) -> chunks of (ids, vectors) of the collection's faces past the
+#: id, in id order.
+Fetch = Callable[[int, int], Iterable[Chunk]]
 #: (collection id, after face id) -> how many faces the collection has past the id.
 CountAfter = Callable[[int, int], int]
 
@@ -51,15 +54,14 @@ def reconcile(
         state = index.state(cid)
         if not force and state.count == count and state.max_id == max_id:
             continue
-        catch_up = (
-            not force and state.count > 0 and state.count + count_after(cid, state.max_id) == count
-        )
-        ids, vectors = fetch(cid, state.max_id if catch_up else 0)
+        after = state.catch_up_from
+        catch_up = not force and state.count > 0 and state.count + count_after(cid, after) == count
         if catch_up:
-            index.add(cid, ids, vectors)
-            report.caught_up += len(ids)
+            for ids, vectors in fetch(cid, after):
+                index.add(cid, ids, vectors)
+                report.caught_up += len(ids)
         else:
-            index.replace_collection(cid, ids, vectors)
+            index.rebuild_collection(cid, fetch(cid, 0))
             report.rebuilt += 1
     index.save()
     return report

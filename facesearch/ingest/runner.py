@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import select
 
 from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest, ModelMismatch, NotFound
 from facesearch.ingest.walker import FoundFile, Tree, protected_files
 from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
+from facesearch.store import faces
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import (
     Collection,
@@ -143,17 +143,19 @@ class FolderIngest:
         )
 
     # -- planning -----------------------------------------------------------------------------
-    def _known(self, collection_id: int) -> tuple[set[tuple[str, int, float | None]], set[str]]:
+    #: files looked up in the database at once when deciding what is new (indexed look-ups,
+    #: so a run costs in proportion to its folder, not to the collection)
+    LOOKUP_BATCH = 500
+
+    def _known_stat(
+        self, collection_id: int, batch: list[FoundFile]
+    ) -> set[tuple[str, int, float | None]]:
         with self.dep.db.session() as s:
-            rows = s.execute(
-                select(
-                    SourceFile.source,
-                    SourceFile.byte_size,
-                    SourceFile.mtime,
-                    SourceFile.content_hash,
-                ).where(SourceFile.collection_id == collection_id)
-            ).all()
-        return {(r[0], r[1], r[2]) for r in rows}, {r[3] for r in rows}
+            return faces.known_sources(s, collection_id, [f.source for f in batch])
+
+    def _known_hashes(self, collection_id: int, digests: list[str]) -> set[str]:
+        with self.dep.db.session() as s:
+            return faces.known_hashes(s, collection_id, digests)
 
     def run(self, root: Path | Tree) -> IngestSummary:
         tree = root if isinstance(root, Tree) else self._tree(root)
@@ -168,6 +170,7 @@ class FolderIngest:
             name = collection.name
         self.model = model
         self.config = self._worker_config(model.model_id)
+        started = time.perf_counter()  # the summary's seconds include the index's open and save
         # load and reconcile the model's index with the database before adding to it
         self.index = self.dep.index_for(model.model_id)
         with self.dep.db.session() as s:
@@ -181,15 +184,13 @@ class FolderIngest:
             s.flush()
             job_id = run.id
         summary = IngestSummary(name, job_id)
-        started = time.perf_counter()
         files = list(tree.walk())
         summary.files_seen = len(files)
-        known_stat, known_hashes = self._known(collection_id)
         self.progress.start(len(files))
         status = RunStatus.INTERRUPTED
         try:
             run_chunks(
-                self._chunks(files, known_stat, known_hashes, summary),
+                self._chunks(collection_id, files, summary),
                 lambda meta, results: self._commit(collection_id, job_id, meta, results, summary),
                 config=self.config,
                 workers=self.workers,
@@ -197,8 +198,8 @@ class FolderIngest:
             )
             status = RunStatus.DONE
         finally:
-            summary.seconds = time.perf_counter() - started
             self.index.save()
+            summary.seconds = time.perf_counter() - started
             with self.dep.db.session() as s:
                 job_row = s.get(IngestRun, job_id)
                 if job_row is not None:
@@ -210,39 +211,41 @@ class FolderIngest:
         return summary
 
     def _chunks(
-        self,
-        files: list[FoundFile],
-        known_stat: set[tuple[str, int, float | None]],
-        known_hashes: set[str],
-        summary: IngestSummary,
+        self, collection_id: int, files: list[FoundFile], summary: IngestSummary
     ) -> Iterator[tuple[dict[int, tuple[FoundFile, str, bytes]], list[tuple[int, bytes]]]]:
-        """Read and hash files in this process; yield chunks of new content for the workers."""
+        """Read and hash files in this process; yield chunks of new content for the workers.
+        Whether a file is already in the collection is asked batch by batch (by path, size and
+        time, then by keyed content hash), through indexes."""
         meta: dict[int, tuple[FoundFile, str, bytes]] = {}
         items: list[tuple[int, bytes]] = []
-        for key, found in enumerate(files):
-            source = found.source
-            if (source, found.size, found.mtime) in known_stat:
-                summary.skipped += 1
-                self.progress.advance(1, 0)
-                continue
-            try:
-                data = found.read(self.config.limits.max_file_bytes + 1)
-            except OSError as exc:
-                summary.rejected += 1
-                summary.rejected_files.append((source, f"unreadable: {exc.strerror}"))
-                self.progress.advance(1, 0)
-                continue
-            digest = self.dep.keys.content_hash(data)
-            if digest in known_hashes:
-                summary.duplicates += 1
-                self.progress.advance(1, 0)
-                continue
-            known_hashes.add(digest)
-            meta[key] = (found, digest, data)
-            items.append((key, data))
-            if len(items) >= CHUNK_FILES:
-                yield meta, items
-                meta, items = {}, []
+        seen_hashes: set[str] = set()
+        for start in range(0, len(files), self.LOOKUP_BATCH):
+            batch = files[start : start + self.LOOKUP_BATCH]
+            known_stat = self._known_stat(collection_id, batch)
+            for offset, found in enumerate(batch):
+                source = found.source
+                if (source, found.size, found.mtime) in known_stat:
+                    summary.skipped += 1
+                    self.progress.advance(1, 0)
+                    continue
+                try:
+                    data = found.read(self.config.limits.max_file_bytes + 1)
+                except OSError as exc:
+                    summary.rejected += 1
+                    summary.rejected_files.append((source, f"unreadable: {exc.strerror}"))
+                    self.progress.advance(1, 0)
+                    continue
+                digest = self.dep.keys.content_hash(data)
+                if digest in seen_hashes or self._known_hashes(collection_id, [digest]):
+                    summary.duplicates += 1
+                    self.progress.advance(1, 0)
+                    continue
+                seen_hashes.add(digest)
+                meta[start + offset] = (found, digest, data)
+                items.append((start + offset, data))
+                if len(items) >= CHUNK_FILES:
+                    yield meta, items
+                    meta, items = {}, []
         if items:
             yield meta, items
 

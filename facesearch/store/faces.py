@@ -1,9 +1,11 @@
 """Queries over faces that more than one service needs: per-collection counts and the sealed
-embeddings, opened in bulk (for the vector index, which is rebuilt from these)."""
+embeddings, opened in bulk (for the vector index, which is rebuilt from these); blob references
+and the file look-ups of a resumed ingest. Each is served by an index
+(tests/store/test_query_plans.py fails when one scans a whole table)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.crypto import Sealer
-from facesearch.store.gallery import Face, embedding_aad
+from facesearch.store.gallery import Collection, Face, SourceFile, embedding_aad
 
 
 def counts_by_collection(session: Session, model_id: str) -> dict[int, tuple[int, int]]:
@@ -24,12 +26,20 @@ def counts_by_collection(session: Session, model_id: str) -> dict[int, tuple[int
     return {int(cid): (int(n), int(mx)) for cid, n, mx in rows}
 
 
+def model_ids(session: Session) -> list[str]:
+    """The models whose descriptors the collections hold."""
+    rows = session.scalars(
+        select(Collection.model_id).where(Collection.model_id.is_not(None)).distinct()
+    )
+    return sorted(str(m) for m in rows)
+
+
 def count_after(session: Session, collection_id: int, model_id: str, after_id: int) -> int:
     return int(
         session.scalar(
             select(func.count(Face.id)).where(
-                Face.collection_id == collection_id,
                 Face.model_id == model_id,
+                Face.collection_id == collection_id,
                 Face.id > after_id,
             )
         )
@@ -39,6 +49,45 @@ def count_after(session: Session, collection_id: int, model_id: str, after_id: i
 
 def open_embedding(sealer: Sealer, face: Face) -> npt.NDArray[np.float32]:
     return np.frombuffer(sealer.open(face.embedding, face.embedding_aad), dtype=np.float32)
+
+
+def embedding_chunks(
+    session: Session,
+    sealer: Sealer,
+    collection_id: int,
+    model_id: str,
+    after_id: int = 0,
+    *,
+    dim: int = 128,
+    chunk: int = 50_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+    """Ids and opened embeddings of a collection's faces past `after_id`, in id order, in chunks
+    of `chunk` faces (so a rebuild of millions never holds them all twice)."""
+    query = (
+        select(Face.id, Face.file_id, Face.face_index, Face.embedding)
+        .where(Face.model_id == model_id, Face.collection_id == collection_id, Face.id > after_id)
+        .order_by(Face.id)
+    )
+    ids = np.empty(chunk, np.int64)
+    raw = bytearray()
+    n = 0
+    open_ = sealer.open
+    rows = session.connection().execution_options(stream_results=True).execute(query)
+    for face_id, file_id, face_index, sealed in rows:  # Core rows: no ORM per row
+        ids[n] = face_id
+        raw += open_(sealed, embedding_aad(file_id, face_index, model_id))
+        n += 1
+        if n == chunk:
+            yield ids.copy(), np.frombuffer(bytes(raw), np.float32).reshape(n, dim).copy()
+            if on_progress:
+                on_progress(n)
+            raw = bytearray()
+            n = 0
+    if n:
+        yield ids[:n].copy(), np.frombuffer(bytes(raw), np.float32).reshape(n, dim).copy()
+        if on_progress:
+            on_progress(n)
 
 
 def embeddings(
@@ -69,4 +118,38 @@ def embeddings(
     return (
         np.asarray(ids, dtype=np.int64),
         np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32),
+    )
+
+
+def blob_in_use(session: Session, blob: str) -> bool:
+    """Whether any face crop or stored image still references `blob` (two index look-ups)."""
+    if session.scalar(select(Face.id).where(Face.crop_blob == blob).limit(1)) is not None:
+        return True
+    return (
+        session.scalar(select(SourceFile.id).where(SourceFile.image_blob == blob).limit(1))
+        is not None
+    )
+
+
+def known_sources(
+    session: Session, collection_id: int, sources: Sequence[str]
+) -> set[tuple[str, int, float | None]]:
+    """(path, size, mtime) of those of `sources` the collection already has (resume)."""
+    rows = session.execute(
+        select(SourceFile.source, SourceFile.byte_size, SourceFile.mtime).where(
+            SourceFile.collection_id == collection_id, SourceFile.source.in_(list(sources))
+        )
+    ).all()
+    return {(r[0], r[1], r[2]) for r in rows}
+
+
+def known_hashes(session: Session, collection_id: int, hashes: Sequence[str]) -> set[str]:
+    """Those of the keyed content `hashes` the collection already holds (duplicates)."""
+    return set(
+        session.scalars(
+            select(SourceFile.content_hash).where(
+                SourceFile.collection_id == collection_id,
+                SourceFile.content_hash.in_(list(hashes)),
+            )
+        )
     )

@@ -113,14 +113,18 @@ class SourceFile(Base):
     """One ingested input (an image file, later a URL or a video frame) with its outcome."""
 
     __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("collection_id", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("collection_id", "content_hash"),
+        #: resume: is this (path, size, mtime) already in the collection?
+        Index("ix_files_collection_id_source", "collection_id", "source"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(
         ForeignKey("collections.id", ondelete="CASCADE"), index=True
     )
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_jobs.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("ingest_jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
     #: Provenance: the path (or page URL) where the image was found.
     source: Mapped[str] = mapped_column(Text)
@@ -138,7 +142,7 @@ class SourceFile(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     face_count: Mapped[int] = mapped_column(Integer, default=0)
-    image_blob: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    image_blob: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     collection: Mapped[Collection] = relationship(back_populates="files")
@@ -149,7 +153,11 @@ class Face(Base):
     """One detected face with its provenance, geometry, quality and sealed embedding."""
 
     __tablename__ = "faces"
-    __table_args__ = (Index("ix_faces_collection_id_id", "collection_id", "id"),)
+    __table_args__ = (
+        Index("ix_faces_collection_id_id", "collection_id", "id"),
+        #: the index's catch-up and counts: one model's faces of a collection, by id
+        Index("ix_faces_model_id_collection_id_id", "model_id", "collection_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
@@ -170,7 +178,7 @@ class Face(Base):
     #: Seconds from the start of a video for frames; None for still images.
     frame_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
-    crop_blob: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    crop_blob: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     file: Mapped[SourceFile] = relationship(back_populates="faces")

@@ -1,0 +1,204 @@
+"""A deployment of N faces built through the product's own store, measured with the real CLI.
+
+    python bench/scale_bench.py --faces 1000000 --work /tmp/scale   # ~15 min on 2 cores
+    python bench/scale_bench.py --faces 10000000 --work /big/disk   # the 10M run
+
+The big collection's faces are synthetic (`RealisticGallery`: identity sizes, spread and noise
+of real SFace descriptors), stored as ingest stores them: one file row per photo, face rows with
+embeddings sealed under the deployment's embedding key and bound to (file, face, model). Real
+LFW photos are then ingested on top (`../shared/faces/lfw-devtrain`). Each row of the issue's
+table is then measured from the outside, as a user would meet it:
+
+- `index rebuild` (wall, peak RSS of the process), then the CLI `search` of a real photo in the
+  big collection (wall, a fresh process: it opens the index as a user's shell would);
+- ingest 50 real photos into the big collection and into an empty one (wall of the CLI);
+- delete a 51-face collection and one face's tombstone (wall, in process).
+
+Not measured here yet: the service rows (first search after start, search p99 while an
+ingest runs, steady RAM), which need an enrolled account; see the README's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import insert
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "faces" / "lfw-devtrain"
+if not SHARED.exists():
+    SHARED = Path("/work/shared/faces/lfw-devtrain")
+
+
+def cli_rss(home: Path, key: Path, *args: str) -> tuple[float, int]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "facesearch", "--home", str(home), "--key-file", str(key), *args]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status:
+        raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, int(usage.ru_maxrss * 1024)
+
+
+def build(home: Path, key: Path, n: int, seed: int) -> dict[str, float]:
+    """N synthetic faces into collection 'big' through the store's models and sealing."""
+    from facesearch.config import Settings
+    from facesearch.deployment import Deployment, init_deployment
+    from facesearch.index.synthetic import RealisticGallery
+    from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile, embedding_aad
+
+    settings = Settings(home=home, key_file=key)
+    init_deployment(settings)
+    dep = Deployment.open(settings)
+    model_id = dep.default_model_id
+    t = time.perf_counter()
+    with dep.db.session() as s:
+        big = Collection(name="big", model_id=model_id, legal_basis="synthetic scale benchmark")
+        s.add(big)
+        s.commit()
+        cid = big.id
+    gen = RealisticGallery(seed=seed)
+    sealer = dep.keys.embeddings
+    next_id = 1
+    for _labels, vectors in gen.gallery(n, block=100_000):
+        files = []
+        faces = []
+        for row in range(vectors.shape[0]):
+            fid = next_id + row
+            files.append(
+                {
+                    "id": fid,
+                    "collection_id": cid,
+                    "source": f"/synthetic/{fid:09d}.jpg",
+                    "source_kind": "file",
+                    "content_hash": f"{fid:064x}",
+                    "byte_size": 40_000,
+                    "status": FileStatus.OK,
+                    "face_count": 1,
+                }
+            )
+            faces.append(
+                {
+                    "id": fid,
+                    "file_id": fid,
+                    "collection_id": cid,
+                    "face_index": 0,
+                    "model_id": model_id,
+                    "runtime": "synthetic",
+                    "detector": "synthetic",
+                    "left": 10,
+                    "top": 10,
+                    "right": 110,
+                    "bottom": 110,
+                    "landmarks": [],
+                    "confidence": 0.99,
+                    "quality": 0.8,
+                    "quality_detail": {"score": 0.8},
+                    "low_quality": False,
+                    "embedding": sealer.seal(
+                        vectors[row].tobytes(), embedding_aad(fid, 0, model_id)
+                    ),
+                }
+            )
+        with dep.db.engine.begin() as conn:
+            conn.execute(insert(SourceFile), files)
+            conn.execute(insert(Face), faces)
+        next_id += vectors.shape[0]
+        print(f"  stored {next_id - 1} faces ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    dep.db.dispose()
+    return {"store_s": round(time.perf_counter() - t, 1)}
+
+
+def photos(dest: Path, count: int, skip: int = 0) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted(SHARED.glob("*/*.jpg"))[skip : skip + count]
+    for f in files:
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--faces", type=int, default=1_000_000)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/facesearch-scale"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    home, key = args.work / "home", args.work / "keys" / "key.json"
+    out: dict[str, object] = {"faces": args.faces}
+    out.update(build(home, key, args.faces, args.seed))
+
+    wall, rss = cli_rss(home, key, "index", "rebuild")
+    out["index_rebuild_s"], out["index_rebuild_peak_rss_gb"] = round(wall, 1), round(rss / 1e9, 2)
+    print(json.dumps(out), file=sys.stderr)
+
+    seed_photos = photos(args.work / "seed", 20)
+    wall, _ = cli_rss(home, key, "ingest", str(seed_photos), "-c", "big", "--workers", "2")
+    probe = next(iter(sorted(seed_photos.iterdir())))
+    walls = []
+    for _ in range(3):
+        w, rss = cli_rss(home, key, "search", str(probe), "-c", "big", "--json")
+        walls.append(w)
+    out["cli_search_s"] = round(min(walls), 2)
+    out["cli_search_peak_rss_gb"] = round(rss / 1e9, 2)
+    print(json.dumps(out), file=sys.stderr)
+
+    fifty_a = photos(args.work / "fifty-a", 50, skip=100)
+    fifty_b = photos(args.work / "fifty-b", 50, skip=200)
+    big_s, _ = cli_rss(home, key, "ingest", str(fifty_a), "-c", "big", "--workers", "2")
+    empty_s, _ = cli_rss(
+        home,
+        key,
+        "ingest",
+        str(fifty_b),
+        "-c",
+        "small",
+        "--workers",
+        "2",
+        "--legal-basis",
+        "benchmark",
+    )
+    out["ingest_50_big_s"], out["ingest_50_empty_s"] = round(big_s, 1), round(empty_s, 1)
+    out["ingest_ratio"] = round(big_s / empty_s, 2)
+    print(json.dumps(out), file=sys.stderr)
+
+    from facesearch.config import Settings
+    from facesearch.deployment import Deployment
+    from facesearch.gallery.collections import delete_collection, ids_by_name
+    from facesearch.security.actor import system_actor
+
+    dep = Deployment.open(Settings(home=home, key_file=key))
+    try:
+        index = dep.index_for(dep.default_model_id)
+        with dep.db.session() as s:
+            (small,) = ids_by_name(s, ["small"])
+            (big,) = ids_by_name(s, ["big"])
+            t = time.perf_counter()
+            delete_collection(dep, s, system_actor(), small)
+            out["delete_collection_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        index.remove(big, [123])
+        out["remove_one_face_s"] = round(time.perf_counter() - t, 4)
+        out["index_ram_bytes_per_face"] = round(index.nbytes() / max(1, index.size()), 1)
+    finally:
+        dep.close()
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,864 @@
+"""Embedded segment index: per model and collection, immutable sealed segments + a small tail.
+
+Layout under `<index dir>/<model id>/c<collection id>/`:
+
+- `seg-<seq>.seg`: one immutable segment. A sealed header (ids, PQ codes, 8-bit scalar
+  codes and their ranges) followed by fixed-size sealed blocks of `BLOCK` float32 vectors, each
+  sealed on its own (AES-256-GCM; associated data binds model, collection, segment and block),
+  so a re-rank reads and opens only the blocks it needs and the float vectors never sit in RAM.
+- `manifest`: sealed JSON naming the live segments, each one's deleted ids (tombstones) and
+  the collection's high-water mark (the highest face id sealed into a segment). It is replaced
+  atomically (write, fsync, rename) after the segment files it names are on disk, so a crash
+  anywhere leaves the previous manifest or the new one; files no manifest names are removed
+  on the next open.
+
+Adding goes to the in-memory tail (cost ~ the batch); `save` seals the tail into a new segment.
+Removing adds tombstones; compaction (merging small segments, rewriting ones with many
+tombstones) runs off the search path and publishes its result atomically. Searches read an
+immutable snapshot (a tuple of segment views + the tail) and never take the writer lock, so
+they never wait behind a save or a compaction.
+
+Search (see docs/decisions/0006-segment-index.md): a 4-bit product-quantisation code per face
+(64 sub-spaces: 32 bytes, faiss IndexPQFastScan, trained per segment) is scanned in full for a
+short list of `shortlist` faces per segment; their 8-bit scalar codes give near-exact distances
+from which the best `rerank` are re-scored exactly from the sealed float vectors. Segments no
+larger than the short list (the tail of a small ingest) skip the PQ scan. RAM per face:
+8 (id) + 32 (PQ code) + 128 (scalar code) = 168 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import struct
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from facesearch.crypto import Sealer
+from facesearch.index.base import Hit, ShardState
+from facesearch.similarity import scores_from_squared_distances
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+MAGIC = b"FSSEG01\n"
+BLOCK = 16  # float vectors per sealed block
+PQ_BITS = 4
+PQ_TRAIN = 65_536  # training sample of a segment's PQ
+#: segments smaller than this are scanned by their 8-bit codes only
+MIN_PQ = 4096
+
+
+def pq_subspaces(dim: int) -> int:
+    """Sub-spaces of the PQ code: two dimensions each (64 for 128-d: 32 bytes a face)."""
+    m = dim // 2
+    while dim % m:
+        m -= 1
+    return m
+
+
+def train_pq(vectors: F32) -> Any:
+    n, dim = vectors.shape
+    pq = faiss.IndexPQFastScan(dim, pq_subspaces(dim), PQ_BITS)
+    sample = vectors
+    if n > PQ_TRAIN:
+        sample = vectors[np.random.default_rng(n).choice(n, PQ_TRAIN, replace=False)]
+    pq.train(np.ascontiguousarray(sample))
+    pq.add(vectors)
+    return pq
+
+
+def squared_l2(queries: F32, vectors: F32) -> F32:
+    q = queries.astype(np.float32, copy=False)
+    d = (q * q).sum(1)[:, None] - 2 * q @ vectors.T + (vectors * vectors).sum(1)[None, :]
+    return np.asarray(np.maximum(d, 0), dtype=np.float32)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+class Segment:
+    """One immutable sealed segment: codes in RAM, float vectors in sealed blocks on disk."""
+
+    def __init__(
+        self,
+        seq: int,
+        path: Path,
+        ids: I64,
+        pq: Any,
+        sq: U8,
+        lo: F32,
+        step: F32,
+        centre: F32,
+        data_offset: int,
+        sealer: Sealer,
+        aad: bytes,
+    ) -> None:
+        self.seq = seq
+        self.path = path
+        self.ids = ids
+        self.sq = sq
+        self.lo = lo
+        self.step = step
+        self.centre = centre
+        self.dim = int(lo.shape[0])
+        self.data_offset = data_offset
+        self.block_bytes = BLOCK * self.dim * 4 + Sealer.OVERHEAD
+        self._sealer = sealer
+        self._aad = aad
+        self.pq = pq
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    @property
+    def count(self) -> int:
+        return int(self.ids.shape[0])
+
+    def nbytes(self) -> int:
+        pq = self.count * pq_subspaces(self.dim) * PQ_BITS // 8 if self.pq is not None else 0
+        return int(self.ids.nbytes + pq + self.sq.nbytes)
+
+    # -- writing -------------------------------------------------------------------------------
+    @classmethod
+    def write(
+        cls, path: Path, seq: int, ids: I64, vectors: F32, sealer: Sealer, aad: bytes
+    ) -> Segment:
+        """Seal `vectors` (sorted by id) into a new segment file and open it."""
+        n, dim = vectors.shape
+        centre = vectors.mean(axis=0).astype(np.float32) if n else np.zeros(dim, np.float32)
+        pq = train_pq(vectors) if n >= MIN_PQ else None
+        pq_bytes = faiss.serialize_index(pq) if pq is not None else np.zeros(0, np.uint8)
+        lo = vectors.min(axis=0) if n else np.zeros(dim, np.float32)
+        hi = vectors.max(axis=0) if n else np.ones(dim, np.float32)
+        step = np.maximum((hi - lo) / 255.0, 1e-12).astype(np.float32)
+        sq = np.clip(np.rint((vectors - lo) / step), 0, 255).astype(np.uint8)
+        header = _pack_header(
+            {"seq": seq, "count": n, "dim": dim},
+            ids=ids,
+            pq=pq_bytes,
+            sq=sq,
+            lo=lo.astype(np.float32),
+            step=step,
+            centre=centre,
+        )
+        sealed_header = sealer.seal(header, aad + b":header")
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
+            fh.write(sealed_header)
+            padded = np.zeros((((n + BLOCK - 1) // BLOCK) * BLOCK, dim), np.float32)
+            padded[:n] = vectors
+            raw = padded.tobytes()
+            size = BLOCK * dim * 4
+            for b in range(padded.shape[0] // BLOCK):
+                fh.write(sealer.seal(raw[b * size : (b + 1) * size], aad + b":%d" % b))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        data_offset = len(MAGIC) + 8 + len(sealed_header)
+        return cls(seq, path, ids, pq, sq, lo, step, centre, data_offset, sealer, aad)
+
+    @classmethod
+    def open(cls, path: Path, seq: int, sealer: Sealer, aad: bytes) -> Segment:
+        with open(path, "rb") as fh:
+            if fh.read(len(MAGIC)) != MAGIC:
+                raise ValueError(f"{path.name} is not a facesearch segment")
+            (hlen,) = struct.unpack("<Q", fh.read(8))
+            header = sealer.open(fh.read(hlen), aad + b":header")
+        meta, arrays = _unpack_header(header)
+        del header
+        pq_bytes = arrays["pq"]
+        pq = faiss.deserialize_index(pq_bytes) if pq_bytes.size else None
+        if meta["seq"] != seq:
+            raise ValueError(f"{path.name} holds segment {meta['seq']}, not {seq}")
+        return cls(
+            seq,
+            path,
+            arrays["ids"],
+            pq,
+            arrays["sq"],
+            arrays["lo"],
+            arrays["step"],
+            arrays["centre"],
+            len(MAGIC) + 8 + hlen,
+            sealer,
+            aad,
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+    def vectors_at(self, rows: npt.NDArray[np.int64]) -> F32:
+        """The exact float vectors at `rows`, read and opened block by block."""
+        out = np.empty((rows.shape[0], self.dim), np.float32)
+        blocks: dict[int, F32] = {}
+        for i, row in enumerate(rows.tolist()):
+            b = row // BLOCK
+            block = blocks.get(b)
+            if block is None:
+                sealed = os.pread(
+                    self._fd, self.block_bytes, self.data_offset + b * self.block_bytes
+                )
+                raw = self._sealer.open(sealed, self._aad + b":%d" % b)
+                block = blocks[b] = np.frombuffer(raw, np.float32).reshape(BLOCK, self.dim)
+            out[i] = block[row % BLOCK]
+        return out
+
+    def all_vectors(self) -> F32:
+        n = self.count
+        out = np.empty((n, self.dim), np.float32)
+        nblocks = (n + BLOCK - 1) // BLOCK
+        with open(self.path, "rb") as fh:
+            fh.seek(self.data_offset)
+            for b in range(nblocks):
+                raw = self._sealer.open(fh.read(self.block_bytes), self._aad + b":%d" % b)
+                stop = min(n, (b + 1) * BLOCK)
+                out[b * BLOCK : stop] = np.frombuffer(raw, np.float32).reshape(BLOCK, self.dim)[
+                    : stop - b * BLOCK
+                ]
+        return out
+
+    def approx_distances(self, query: F32, rows: npt.NDArray[np.int64]) -> F32:
+        """Squared distances from the 8-bit codes (error ~ step/2 per dimension)."""
+        approx = self.sq[rows].astype(np.float32) * self.step + self.lo
+        diff = approx - query
+        return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float32)
+
+    def shortlist(self, queries: F32, n: int) -> npt.NDArray[np.int64]:
+        """Rows of the best `n` faces per query by PQ distance (-1 where fewer)."""
+        assert self.pq is not None
+        _, rows = self.pq.search(queries, min(n, self.count))
+        return np.asarray(rows, dtype=np.int64)
+
+
+def _pack_header(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> bytes:
+    parts: list[bytes] = []
+    spec = []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        spec.append([name, arr.dtype.str, list(arr.shape)])
+        parts.append(arr.tobytes())
+    head = json.dumps({"meta": meta, "arrays": spec}).encode()
+    return struct.pack("<I", len(head)) + head + b"".join(parts)
+
+
+def _unpack_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    (hlen,) = struct.unpack_from("<I", data)
+    head = json.loads(data[4 : 4 + hlen])
+    offset = 4 + hlen
+    arrays: dict[str, Any] = {}
+    for name, dtype, shape in head["arrays"]:
+        dt = np.dtype(dtype)
+        size = int(np.prod(shape)) * dt.itemsize
+        arrays[name] = (
+            np.frombuffer(data, dt, count=int(np.prod(shape)), offset=offset).reshape(shape).copy()
+        )
+        offset += size
+    return head["meta"], arrays
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """A segment with the ids deleted from it (sorted): immutable, replaced on every delete."""
+
+    segment: Segment
+    deleted: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def live(self) -> int:
+        return self.segment.count - int(self.deleted.shape[0])
+
+    def live_mask(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        if not self.deleted.shape[0]:
+            return np.ones(rows.shape[0], bool)
+        ids = self.segment.ids[rows]
+        pos = np.searchsorted(self.deleted, ids)
+        pos = np.minimum(pos, self.deleted.shape[0] - 1)
+        return np.asarray(self.deleted[pos] != ids)
+
+    def holds(self, ids: I64) -> npt.NDArray[np.bool_]:
+        """Which of `ids` are live in this segment."""
+        seg_ids = self.segment.ids
+        if not seg_ids.shape[0]:
+            return np.zeros(ids.shape[0], bool)
+        pos = np.minimum(np.searchsorted(seg_ids, ids), seg_ids.shape[0] - 1)
+        found = seg_ids[pos] == ids
+        if self.deleted.shape[0]:
+            found &= ~np.isin(ids, self.deleted)
+        return np.asarray(found)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one collection holds at one moment: immutable, published atomically."""
+
+    views: tuple[SegmentView, ...] = ()
+    tail_ids: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    tail_vectors: F32 | None = None
+    high_water: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(v.live for v in self.views) + int(self.tail_ids.shape[0])
+
+    def max_id(self) -> int:
+        """The highest live face id."""
+        best = int(self.tail_ids.max()) if self.tail_ids.shape[0] else 0
+        for view in self.views:
+            ids = view.segment.ids
+            if view.deleted.shape[0]:
+                ids = ids[~np.isin(ids, view.deleted)]
+            if ids.shape[0]:
+                best = max(best, int(ids[-1]))
+        return best
+
+
+class CollectionSegments:
+    """The segments and tail of one collection; writers serialise on `lock`, readers don't."""
+
+    def __init__(self, owner: SegmentIndex, collection_id: int) -> None:
+        self.owner = owner
+        self.collection_id = collection_id
+        self.directory = owner.directory / f"c{collection_id}"
+        self.lock = threading.RLock()
+        self.compacting = threading.Lock()
+        self.snapshot = Snapshot(tail_vectors=np.zeros((0, owner.dim), np.float32))
+        self.next_seq = 1
+        self.dirty = False
+        self.loaded = False
+        self._manifest: dict[str, Any] | None = None
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _aad(self, what: str) -> bytes:
+        return f"index:{self.owner.model_id}:{self.collection_id}:{what}".encode()
+
+    def seg_path(self, seq: int) -> Path:
+        return self.directory / f"seg-{seq:08d}.seg"
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if self._manifest is None:
+            path = self.directory / "manifest"
+            if not path.exists():
+                return None
+            self._manifest = json.loads(
+                self.owner.sealer.open(path.read_bytes(), self._aad("manifest"))
+            )
+        return self._manifest
+
+    def load(self) -> None:
+        """Open the segments the manifest names (on first use) and remove any orphan file."""
+        with self.lock:
+            if self.loaded:
+                return
+            manifest = self.read_manifest()
+            views: list[SegmentView] = []
+            if manifest is not None:
+                for entry in manifest["segments"]:
+                    seq = int(entry["seq"])
+                    seg = Segment.open(
+                        self.seg_path(seq), seq, self.owner.sealer, self._aad(f"seg:{seq}")
+                    )
+                    deleted = np.asarray(entry.get("deleted", []), dtype=np.int64)
+                    views.append(SegmentView(seg, np.sort(deleted)))
+                self.next_seq = int(manifest["next_seq"])
+            named = {self.seg_path(v.segment.seq).name for v in views} | {"manifest"}
+            if self.directory.exists():
+                for path in self.directory.iterdir():
+                    if path.name not in named:
+                        path.unlink(missing_ok=True)
+            self.snapshot = Snapshot(
+                tuple(views),
+                self.snapshot.tail_ids,
+                self.snapshot.tail_vectors,
+                int(manifest["high_water"]) if manifest else 0,
+            )
+            self.loaded = True
+
+    def write_manifest(self, snap: Snapshot) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        doc = {
+            "version": 1,
+            "model_id": self.owner.model_id,
+            "collection_id": self.collection_id,
+            "next_seq": self.next_seq,
+            "high_water": snap.high_water,
+            "count": snap.count - int(snap.tail_ids.shape[0]),
+            "max_id": Snapshot(snap.views).max_id(),
+            "segments": [
+                {
+                    "seq": v.segment.seq,
+                    "count": v.segment.count,
+                    "deleted": v.deleted.tolist(),
+                }
+                for v in snap.views
+            ],
+        }
+        self._manifest = doc
+        _write_atomic(
+            self.directory / "manifest",
+            self.owner.sealer.seal(json.dumps(doc).encode(), self._aad("manifest")),
+        )
+
+    def new_segment(self, ids: I64, vectors: F32) -> Segment:
+        """Write a segment (under the writer lock only to take its number)."""
+        with self.lock:
+            seq = self.next_seq
+            self.next_seq += 1
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        order = np.argsort(ids, kind="stable")
+        return Segment.write(
+            self.seg_path(seq),
+            seq,
+            np.ascontiguousarray(ids[order], dtype=np.int64),
+            np.ascontiguousarray(vectors[order], dtype=np.float32),
+            self.owner.sealer,
+            self._aad(f"seg:{seq}"),
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> ShardState:
+        if not self.loaded:
+            manifest = self.read_manifest()
+            if manifest is None:
+                return ShardState(0, 0)
+            tail = self.snapshot.tail_ids
+            count = int(manifest["count"]) + int(tail.shape[0])
+            max_id = max(int(manifest["max_id"]), int(tail.max()) if tail.shape[0] else 0)
+            return ShardState(count, max_id, int(manifest["high_water"]))
+        snap = self.snapshot
+        return ShardState(snap.count, snap.max_id(), snap.high_water)
+
+
+class SegmentIndex:
+    """The segment index of one model: one `CollectionSegments` per collection."""
+
+    def __init__(
+        self,
+        directory: Path,
+        sealer: Sealer,
+        model_id: str,
+        dim: int,
+        *,
+        shortlist: int = 1000,
+        rerank: int = 40,
+        tail_limit: int = 8192,
+        max_segments: int = 8,
+        background_compaction: bool = False,
+    ) -> None:
+        self.directory = directory / model_id
+        self.sealer = sealer
+        self.model_id = model_id
+        self.dim = dim
+        self.shortlist = shortlist
+        self.rerank = rerank
+        self.tail_limit = tail_limit
+        self.max_segments = max_segments
+        self.background_compaction = background_compaction
+        self._lock = threading.RLock()
+        self._collections: dict[int, CollectionSegments] = {}
+        self._threads: list[threading.Thread] = []
+        if self.directory.exists():
+            for path in sorted(self.directory.glob("c*")):
+                if path.is_dir() and path.name[1:].isdigit():
+                    cs = CollectionSegments(self, int(path.name[1:]))
+                    try:
+                        if cs.read_manifest() is None:
+                            shutil.rmtree(path, ignore_errors=True)
+                            continue
+                    except Exception as exc:  # unreadable: rebuilt from the database
+                        log.warning("ignoring unreadable index manifest %s: %s", path, exc)
+                        continue
+                    self._collections[cs.collection_id] = cs
+            for path in self.directory.glob("*.trash"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _get(self, collection_id: int, *, create: bool = False) -> CollectionSegments | None:
+        with self._lock:
+            cs = self._collections.get(collection_id)
+            if cs is None and create:
+                cs = self._collections[collection_id] = CollectionSegments(self, collection_id)
+                cs.loaded = True
+        if cs is not None and not cs.loaded:
+            try:
+                cs.load()
+            except Exception as exc:
+                log.warning(
+                    "index of collection %s unreadable (%s): starting it empty", collection_id, exc
+                )
+                cs.snapshot = Snapshot(tail_vectors=np.zeros((0, self.dim), np.float32))
+                cs.loaded = True
+                cs._manifest = None
+        return cs
+
+    def warm(self) -> None:
+        """Open every collection's segments now (the service does this at start-up)."""
+        for cid in self.collections():
+            self._get(cid)
+
+    # -- VectorIndex ---------------------------------------------------------------------------
+    def add(self, collection_id: int, ids: I64, vectors: F32) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim}")
+        if ids.size == 0:
+            return
+        cs = self._get(collection_id, create=True)
+        assert cs is not None
+        with cs.lock:
+            snap = cs.snapshot
+            _, first = np.unique(ids, return_index=True)
+            keep = np.zeros(ids.shape[0], bool)
+            keep[first] = True
+            keep &= ~np.isin(ids, snap.tail_ids)
+            for view in snap.views:
+                keep &= ~view.holds(ids)
+            ids, vectors = ids[keep], vectors[keep]
+            if not ids.size:
+                return
+            assert snap.tail_vectors is not None
+            cs.snapshot = Snapshot(
+                snap.views,
+                np.concatenate([snap.tail_ids, ids]),
+                np.concatenate([snap.tail_vectors, vectors]),
+                snap.high_water,
+            )
+            cs.dirty = True
+            if cs.snapshot.tail_ids.shape[0] >= self.tail_limit:
+                self._seal_tail(cs)
+
+    def _seal_tail(self, cs: CollectionSegments) -> None:
+        """Seal the tail into a new segment and publish a manifest naming it."""
+        with cs.lock:
+            snap = cs.snapshot
+            if snap.tail_ids.shape[0]:
+                assert snap.tail_vectors is not None
+                seg = cs.new_segment(snap.tail_ids, snap.tail_vectors)
+                new = Snapshot(
+                    (*snap.views, SegmentView(seg)),
+                    np.zeros(0, np.int64),
+                    np.zeros((0, self.dim), np.float32),
+                    max(snap.high_water, int(seg.ids[-1])),
+                )
+            else:
+                new = snap
+            cs.write_manifest(new)
+            cs.snapshot = new
+            cs.dirty = False
+
+    def remove(self, collection_id: int, ids: Sequence[int]) -> None:
+        cs = self._get(collection_id)
+        if cs is None or not len(ids):
+            return
+        drop = np.unique(np.asarray(list(ids), dtype=np.int64))
+        with cs.lock:
+            snap = cs.snapshot
+            views = []
+            for view in snap.views:
+                hit = drop[view.holds(drop)]
+                views.append(
+                    SegmentView(view.segment, np.union1d(view.deleted, hit)) if hit.size else view
+                )
+            keep = ~np.isin(snap.tail_ids, drop)
+            assert snap.tail_vectors is not None
+            new = Snapshot(
+                tuple(views), snap.tail_ids[keep], snap.tail_vectors[keep], snap.high_water
+            )
+            cs.snapshot = new
+            if any(a is not b for a, b in zip(views, snap.views, strict=True)):
+                cs.write_manifest(new)  # tombstones are durable at once
+        self._maybe_compact(cs)
+
+    def drop_collection(self, collection_id: int) -> None:
+        with self._lock:
+            cs = self._collections.pop(collection_id, None)
+        directory = self.directory / f"c{collection_id}"
+        if cs is not None:
+            with cs.lock:
+                cs.snapshot = Snapshot(tail_vectors=np.zeros((0, self.dim), np.float32))
+        if directory.exists():
+            trash = directory.with_name(directory.name + ".trash")
+            shutil.rmtree(trash, ignore_errors=True)
+            directory.replace(trash)
+            _fsync_dir(self.directory)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def replace_collection(self, collection_id: int, ids: I64, vectors: F32) -> None:
+        self.rebuild_collection(collection_id, [(ids, vectors)])
+
+    def rebuild_collection(
+        self, collection_id: int, chunks: Iterable[tuple[I64, F32]], *, segment_size: int = 0
+    ) -> None:
+        """Replace a collection's contents by `chunks` (ids ascending across chunks). New
+        segments are written first; one manifest switch publishes them all."""
+        with self._lock:  # the old segments are never opened: they are only replaced
+            cs = self._collections.get(collection_id)
+            if cs is None:
+                cs = self._collections[collection_id] = CollectionSegments(self, collection_id)
+        if not cs.loaded:
+            try:
+                manifest = cs.read_manifest()
+            except Exception:  # unreadable: replaced all the same
+                manifest = None
+            if manifest is not None:
+                cs.next_seq = max(cs.next_seq, int(manifest["next_seq"]))
+        limit = segment_size or 1 << 62
+        segs: list[Segment] = []
+        pend_ids: list[I64] = []
+        pend_vecs: list[F32] = []
+        pending = 0
+        for ids, vectors in chunks:
+            if not len(ids):
+                continue
+            pend_ids.append(np.asarray(ids, np.int64))
+            pend_vecs.append(np.asarray(vectors, np.float32))
+            pending += len(ids)
+            if pending >= limit:
+                segs.append(cs.new_segment(np.concatenate(pend_ids), np.concatenate(pend_vecs)))
+                pend_ids, pend_vecs, pending = [], [], 0
+        if pending:
+            all_ids = np.concatenate(pend_ids)
+            del pend_ids
+            all_vecs = np.concatenate(pend_vecs)
+            del pend_vecs
+            keep = np.ones(all_ids.shape[0], bool)
+            _, first = np.unique(all_ids, return_index=True)
+            keep[:] = False
+            keep[first] = True
+            segs.append(cs.new_segment(all_ids[keep], all_vecs[keep]))
+            del all_vecs
+        with cs.lock:
+            high = max((int(s.ids[-1]) for s in segs if s.count), default=0)
+            new = Snapshot(
+                tuple(SegmentView(s) for s in segs),
+                np.zeros(0, np.int64),
+                np.zeros((0, self.dim), np.float32),
+                high,
+            )
+            cs.write_manifest(new)
+            cs.snapshot = new
+            cs.dirty = False
+            cs.loaded = True
+            named = {s.path.name for s in segs} | {"manifest"}
+            for path in cs.directory.iterdir():
+                if path.name not in named:
+                    path.unlink(missing_ok=True)
+
+    def search(self, queries: F32, k: int, collections: Sequence[int]) -> list[list[Hit]]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        nq = queries.shape[0]
+        results: list[list[Hit]] = [[] for _ in range(nq)]
+        if k <= 0:
+            return results
+        for collection_id in collections:
+            cs = self._get(collection_id)
+            if cs is None:
+                continue
+            snap = cs.snapshot  # one atomic read: later writes do not change it
+            for qi, hits in enumerate(self._search_snapshot(snap, queries, k)):
+                results[qi].extend(Hit(int(fid), float(s), collection_id) for fid, s in hits)
+        return [sorted(hits, key=lambda h: (-h.score, h.face_id))[:k] for hits in results]
+
+    def _search_snapshot(
+        self, snap: Snapshot, queries: F32, k: int
+    ) -> list[list[tuple[int, float]]]:
+        nq = queries.shape[0]
+        out: list[list[tuple[int, float]]] = [[] for _ in range(nq)]
+        big = [
+            v for v in snap.views if v.segment.pq is not None and v.segment.count > self.shortlist
+        ]
+        short = {id(v): v.segment.shortlist(queries, self.shortlist) for v in big}
+        rerank = max(self.rerank, k)
+        for qi in range(nq):
+            q = queries[qi]
+            cand_d: list[F32] = []
+            cand_v: list[int] = []
+            cand_r: list[npt.NDArray[np.int64]] = []
+            for vi, view in enumerate(snap.views):
+                seg = view.segment
+                if not seg.count:
+                    continue
+                if id(view) in short:
+                    rows = short[id(view)][qi]
+                    rows = rows[rows >= 0]
+                else:
+                    rows = np.arange(seg.count, dtype=np.int64)
+                rows = rows[view.live_mask(rows)]
+                if not rows.size:
+                    continue
+                d = seg.approx_distances(q, rows)
+                if d.shape[0] > rerank:
+                    top = np.argpartition(d, rerank - 1)[:rerank]
+                    rows, d = rows[top], d[top]
+                cand_d.append(d)
+                cand_r.append(rows)
+                cand_v.extend([vi] * rows.shape[0])
+            exact_ids: list[I64] = []
+            exact_d: list[F32] = []
+            if cand_d:
+                d_all = np.concatenate(cand_d)
+                r_all = np.concatenate(cand_r)
+                v_all = np.asarray(cand_v)
+                if d_all.shape[0] > rerank:
+                    top = np.argpartition(d_all, rerank - 1)[:rerank]
+                    r_all, v_all = r_all[top], v_all[top]
+                for vi in np.unique(v_all).tolist():
+                    seg = snap.views[vi].segment
+                    rows = np.sort(r_all[v_all == vi])
+                    vecs = seg.vectors_at(rows)
+                    exact_ids.append(seg.ids[rows])
+                    exact_d.append(squared_l2(q[None, :], vecs)[0])
+            if snap.tail_ids.shape[0]:
+                assert snap.tail_vectors is not None
+                exact_ids.append(snap.tail_ids)
+                exact_d.append(squared_l2(q[None, :], snap.tail_vectors)[0])
+            if not exact_ids:
+                continue
+            ids_all = np.concatenate(exact_ids)
+            d_all = np.concatenate(exact_d)
+            order = np.lexsort((ids_all, d_all))[:k]
+            scores = scores_from_squared_distances(d_all[order])
+            out[qi] = [(int(f), float(s)) for f, s in zip(ids_all[order], scores, strict=True)]
+        return out
+
+    def state(self, collection_id: int) -> ShardState:
+        cs = self._collections.get(collection_id)
+        return cs.state() if cs is not None else ShardState(0, 0)
+
+    def collections(self) -> list[int]:
+        return sorted(self._collections)
+
+    def size(self) -> int:
+        return sum(self.state(cid).count for cid in self.collections())
+
+    def nbytes(self) -> int:
+        total = 0
+        for cs in list(self._collections.values()):
+            snap = cs.snapshot
+            total += sum(v.segment.nbytes() + v.deleted.nbytes for v in snap.views)
+            total += snap.tail_ids.nbytes + (
+                snap.tail_vectors.nbytes if snap.tail_vectors is not None else 0
+            )
+        return int(total)
+
+    def save(self) -> None:
+        """Seal every dirty tail into a segment; then compact where segments pile up."""
+        for cs in list(self._collections.values()):
+            if cs.dirty:
+                self._seal_tail(cs)
+            self._maybe_compact(cs)
+
+    # -- compaction ----------------------------------------------------------------------------
+    def _plan(self, snap: Snapshot) -> list[SegmentView]:
+        views = list(snap.views)
+        heavy = [v for v in views if v.deleted.shape[0] > max(16, v.segment.count // 4)]
+        if heavy:
+            return heavy
+        if len(views) <= self.max_segments:
+            return []
+        by_size = sorted(views, key=lambda v: v.live)
+        return by_size[: len(views) - self.max_segments // 2 + 1]
+
+    def _maybe_compact(self, cs: CollectionSegments) -> None:
+        if not cs.loaded or not self._plan(cs.snapshot):
+            return
+        if self.background_compaction:
+            thread = threading.Thread(
+                target=self.compact, args=(cs.collection_id,), name="index-compaction", daemon=True
+            )
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+        else:
+            self.compact(cs.collection_id)
+
+    def wait(self) -> None:
+        """Wait for background compactions (close does)."""
+        for thread in list(self._threads):
+            thread.join()
+
+    def compact(self, collection_id: int) -> bool:
+        """Merge what `_plan` picks into one segment, off the search path; returns whether it
+        changed anything. Deletes that arrive meanwhile are carried over at the switch."""
+        cs = self._get(collection_id)
+        if cs is None or not cs.compacting.acquire(blocking=False):
+            return False
+        try:
+            picked = self._plan(cs.snapshot)
+            if not picked:
+                return False
+            ids_parts, vec_parts = [], []
+            for view in picked:
+                vecs = view.segment.all_vectors()
+                keep = ~np.isin(view.segment.ids, view.deleted)
+                ids_parts.append(view.segment.ids[keep])
+                vec_parts.append(vecs[keep])
+            ids = np.concatenate(ids_parts)
+            merged = cs.new_segment(ids, np.concatenate(vec_parts))
+            del vec_parts
+            seqs = {v.segment.seq for v in picked}
+            with cs.lock:
+                snap = cs.snapshot
+                late: list[I64] = []  # deleted from a picked segment while we merged
+                for view in snap.views:
+                    if view.segment.seq in seqs:
+                        late.append(view.deleted)
+                late_ids = np.unique(np.concatenate(late)) if late else np.zeros(0, np.int64)
+                late_ids = late_ids[np.isin(late_ids, merged.ids)]
+                kept = [v for v in snap.views if v.segment.seq not in seqs]
+                new = Snapshot(
+                    (*kept, SegmentView(merged, late_ids)) if merged.count else tuple(kept),
+                    snap.tail_ids,
+                    snap.tail_vectors,
+                    snap.high_water,
+                )
+                cs.write_manifest(new)
+                cs.snapshot = new
+            for seq in seqs:
+                cs.seg_path(seq).unlink(missing_ok=True)
+            if not merged.count:
+                merged.path.unlink(missing_ok=True)
+            return True
+        finally:
+            cs.compacting.release()
+
+    def segment_counts(self, collection_id: int) -> list[int]:
+        cs = self._get(collection_id)
+        return [v.live for v in cs.snapshot.views] if cs is not None else []
+
+
+def drop_collection_files(index_dir: Path, model_id: str, collection_id: int) -> None:
+    """Remove one collection's segments from disk without opening the index (a process that
+    has not loaded it deletes a collection)."""
+    directory = index_dir / model_id / f"c{collection_id}"
+    if directory.exists():
+        trash = directory.with_name(directory.name + ".trash")
+        shutil.rmtree(trash, ignore_errors=True)
+        directory.replace(trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""The segment index: sealed immutable segments + tail, tombstones, compaction, crash safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.crypto import Sealer
+from facesearch.index import segments
+from facesearch.index.segments import SegmentIndex
+from facesearch.index.synthetic import RealisticGallery
+from facesearch.similarity import score_matrix
+
+KEY = b"k" * 32
+
+
+def _gallery(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    gen = RealisticGallery(seed=seed)
+    vecs = np.concatenate([b[1] for b in gen.gallery(n)])
+    _, queries = gen.queries(40)
+    return vecs, queries
+
+
+def _index(path: Path, **kw: int) -> SegmentIndex:
+    return SegmentIndex(path, Sealer(KEY), "m", 128, **kw)
+
+
+def _ids(hits: list[list[segments.Hit]]) -> list[list[int]]:
+    return [[h.face_id for h in row] for row in hits]
+
+
+def _exact(vecs: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray) -> list[list[int]]:
+    order = np.argsort(-score_matrix(queries, vecs), axis=1, kind="stable")[:, :k]
+    return ids[order].tolist()
+
+
+def test_matches_exact_search_and_scores_are_exact(tmp_path: Path) -> None:
+    vecs, queries = _gallery(30_000)
+    ids = np.arange(1, 30_001)
+    index = _index(tmp_path, shortlist=1000, rerank=40)
+    index.rebuild_collection(1, [(ids[:15_000], vecs[:15_000]), (ids[15_000:], vecs[15_000:])])
+    index.add(1, np.arange(30_001, 30_101), _gallery(100, seed=3)[0])  # a tail
+    all_vecs = np.vstack([vecs, _gallery(100, seed=3)[0]])
+    all_ids = np.arange(1, 30_101)
+    hits = index.search(queries, 10, [1])
+    truth = _exact(all_vecs, queries, 10, all_ids)
+    found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(_ids(hits), truth, strict=True)])
+    assert found >= 0.99
+    top = hits[0][0]
+    exact = score_matrix(queries[:1], all_vecs[top.face_id - 1 : top.face_id])[0, 0]
+    assert abs(top.score - exact) < 1e-5
+
+
+def test_add_is_idempotent_and_save_reopen_gives_the_same_results(tmp_path: Path) -> None:
+    vecs, queries = _gallery(6000)
+    index = _index(tmp_path)
+    index.add(5, np.arange(1, 4001), vecs[:4000])
+    index.save()
+    index.add(5, np.arange(3001, 6001), vecs[3000:])  # 3001..4000 again: no duplicates
+    assert index.state(5).count == 6000
+    before = _ids(index.search(queries, 10, [5]))
+    index.save()
+    again = _index(tmp_path)
+    assert again.state(5).count == 6000 and again.state(5).high_water == 6000
+    assert _ids(again.search(queries, 10, [5])) == before
+
+
+def test_deletes_leave_every_segment_and_search_at_once(tmp_path: Path) -> None:
+    vecs, _ = _gallery(9000)
+    index = _index(tmp_path, max_segments=100)
+    for start in range(0, 9000, 3000):  # three segments and a tail
+        index.add(2, np.arange(start + 1, start + 3001), vecs[start : start + 3000])
+        index.save()
+    index.add(3, np.arange(20_001, 20_011), vecs[:10])
+    probe = vecs[[10, 3010, 6010]]  # one face of each segment, searched for by itself
+    assert [row[0].face_id for row in index.search(probe, 1, [2])] == [11, 3011, 6011]
+    index.remove(2, [11, 3011, 6011])
+    assert 11 not in {h.face_id for row in index.search(probe, 10, [2]) for h in row}
+    assert {11, 3011, 6011}.isdisjoint(
+        h.face_id for row in _index(tmp_path).search(probe, 10, [2]) for h in row
+    )  # tombstones are durable at once
+    index.drop_collection(3)
+    assert index.search(vecs[:1], 5, [3]) == [[]]
+    assert not (tmp_path / "m" / "c3").exists()
+    assert _index(tmp_path).collections() == [2]
+
+
+def test_a_search_during_compaction_returns_what_it_returned_before(tmp_path: Path) -> None:
+    vecs, queries = _gallery(12_000)
+    index = _index(tmp_path, max_segments=4)
+    index.max_segments = 100
+    for start in range(0, 12_000, 1000):
+        index.add(4, np.arange(start + 1, start + 1001), vecs[start : start + 1000])
+        index.save()
+    index.remove(4, [5, 6, 7])
+    assert len(index.segment_counts(4)) == 12
+    before = _ids(index.search(queries, 10, [4]))
+    index.max_segments = 4
+    seen: list[list[list[int]]] = []
+    stop = threading.Event()
+
+    def searcher() -> None:
+        while not stop.is_set():
+            seen.append(_ids(index.search(queries, 10, [4])))
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    try:
+        assert index.compact(4)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(index.segment_counts(4)) < 12
+    assert seen and all(s == before for s in seen)
+    assert _ids(index.search(queries, 10, [4])) == before
+    assert _ids(_index(tmp_path).search(queries, 10, [4])) == before
+    assert sorted(p.name for p in (tmp_path / "m" / "c4").iterdir()) == sorted(
+        [f"seg-{v.segment.seq:08d}.seg" for v in index._get(4).snapshot.views] + ["manifest"]
+    )
+
+
+def test_the_index_directory_holds_no_plaintext_vector(tmp_path: Path) -> None:
+    vecs, _ = _gallery(5000)
+    index = _index(tmp_path)
+    index.add(1, np.arange(1, 5001), vecs)
+    index.save()
+    blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for row in vecs[::250]:
+        assert row.tobytes()[:64] not in blob
+        assert row.astype(np.float16).tobytes()[:32] not in blob
+    other = SegmentIndex(tmp_path, Sealer(os.urandom(32)), "m", 128)
+    assert other.size() == 0  # another key opens nothing
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys, numpy as np
+    from pathlib import Path
+    from facesearch.crypto import Sealer
+    from facesearch.index.segments import SegmentIndex
+    from facesearch.index import segments
+    from facesearch.index.synthetic import RealisticGallery
+    path, step = Path(sys.argv[1]), sys.argv[2]
+    vecs = np.concatenate([b[1] for b in RealisticGallery(seed=0).gallery(12000)])
+    index = SegmentIndex(path, Sealer(b"k" * 32), "m", 128, max_segments=100)
+    if step == "ingest":
+        for start in range(0, 12000, 1000):
+            index.add(1, np.arange(start + 1, start + 1001), vecs[start : start + 1000])
+            index.save()
+            if start == 6000:
+                os.kill(os.getpid(), 9)
+    elif step == "compact":
+        real = segments._write_atomic
+        def crash(p, data):
+            if p.name == "manifest":
+                os.kill(os.getpid(), 9)
+            real(p, data)
+        index.max_segments = 2
+        segments._write_atomic = crash
+        index.compact(1)
+    elif step == "rebuild":
+        segments._write_atomic = lambda p, d: os.kill(os.getpid(), 9)
+        index.rebuild_collection(1, [(np.arange(1, 12001), vecs)])
+    """
+)
+
+
+def _run_killed(path: Path, step: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), step], env=env)
+    assert proc.returncode == -9
+
+
+def _resume(path: Path, vecs: np.ndarray) -> SegmentIndex:
+    """What reconcile does: catch up from the high-water mark with what the database holds."""
+    index = _index(path, max_segments=100)
+    after = index.state(1).catch_up_from
+    index.add(1, np.arange(after + 1, 12_001), vecs[after:])
+    index.save()
+    return index
+
+
+def test_kill_9_during_ingest_compaction_and_rebuild_loses_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    vecs, queries = _gallery(12_000)
+    clean = _index(tmp_path / "clean")
+    clean.add(1, np.arange(1, 12_001), vecs)
+    want = _ids(clean.search(queries, 10, [1]))
+
+    crashed = tmp_path / "crashed"
+    _run_killed(crashed, "ingest")  # killed after 7 of 12 chunks were sealed
+    assert _index(crashed).state(1).high_water == 7000
+    index = _resume(crashed, vecs)
+    assert index.state(1).count == 12_000
+    assert _ids(index.search(queries, 10, [1])) == want
+
+    _run_killed(crashed, "compact")  # merged segment written, manifest never switched
+    index = _index(crashed, max_segments=100)
+    assert len(index.segment_counts(1)) == 8 and index.state(1).count == 12_000  # 7 + resume
+    assert _ids(index.search(queries, 10, [1])) == want
+    assert len(list((crashed / "m" / "c1").iterdir())) == 9  # orphan removed
+
+    _run_killed(crashed, "rebuild")
+    index = _resume(crashed, vecs)
+    assert index.state(1).count == 12_000
+    assert _ids(index.search(queries, 10, [1])) == want
