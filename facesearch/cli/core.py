@@ -229,7 +229,8 @@ def search(
         )
         for m in result.models
     )
-    console.print(f"{used}. Candidates are leads for a person to review, not identifications.")
+    console.print(f"{used}.")
+    console.print("Candidates are leads for a person to review, not identifications.")
 
 
 def verify(
