@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     )
     session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
     session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
+    reauth_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=24 * 60,
+        description="sensitive actions need a password and second factor proved this recently",
+    )
     max_platform_admins: int = Field(
         default=2, ge=1, description="the doctor warns above this many platform administrators"
     )

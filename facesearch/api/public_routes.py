@@ -20,6 +20,8 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/auth/signout"),
         # an invited person sets a password with the one-time token from the link
         ("POST", "/api/v1/invitations/accept"),
+        # a user sets a new password with the one-time token of an administrator's reset link
+        ("POST", "/api/v1/auth/password-reset/accept"),
     }
 )
 

@@ -50,6 +50,9 @@ class User(Base):
     )
     #: Last TOTP time step accepted, so a code cannot be replayed within its window.
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: A second-factor re-enrolment in progress (sealed like `totp_secret`): the enrolled secret
+    #: stays valid until a code of this one is confirmed.
+    totp_pending_secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     #: Consecutive wrong second-factor codes, kept apart from password failures: only a correct
     #: second factor resets it (a correct password does not).
@@ -110,6 +113,29 @@ class UserSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    #: When the session last proved the password and the second factor (sign-in or
+    #: re-authentication); sensitive actions need this within `reauth_minutes`.
+    reauth_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PasswordReset(Base):
+    """An administrator-issued, single-use, expiring link with which a user sets a new
+    password (only the token's SHA-256 is stored)."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The administrator also cleared the second factor: the user enrols a new one.
+    reset_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ApiKey(Base):

@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 from facesearch.api.deps import (
     CurrentPrincipal,
     DbSession,
+    DeploymentDep,
     Id,
     Principal,
     require_session,
     session_policy,
 )
-from facesearch.security import api_keys, self_service
+from facesearch.security import api_keys, lifecycle, self_service
 from facesearch.security.roles import SCOPES
 
 router = APIRouter(tags=["account"])
@@ -106,3 +107,63 @@ def create_key(
 def revoke_key(key_id: Id, principal: CurrentPrincipal, s: DbSession) -> Response:
     self_service.revoke_key(s, principal, key_id)
     return Response(status_code=204)
+
+
+FreshSession = Annotated[Principal, require_session(fresh=True)]
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChanged(BaseModel):
+    other_sessions_ended: int
+
+
+class ReenrolReply(BaseModel):
+    otpauth_uri: str
+    secret: str
+    qr_svg: str
+    next: str = "confirm a code of the new secret at /api/v1/me/mfa/confirm"
+
+
+class ConfirmBody(BaseModel):
+    code: str = Field(min_length=6, max_length=12)
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]  # shown once
+
+
+@router.post("/api/v1/me/password", response_model=PasswordChanged)
+def change_password(
+    body: PasswordChange, s: DbSession, principal: Annotated[Principal, require_session()]
+) -> PasswordChanged:
+    """Change your password: the current one, and a new one that meets the policy. Every other
+    session of yours ends."""
+    ended = lifecycle.change_password(s, principal, body.current_password, body.new_password)
+    return PasswordChanged(other_sessions_ended=ended)
+
+
+@router.post("/api/v1/me/mfa/enrol", response_model=ReenrolReply)
+def reenrol(s: DbSession, dep: DeploymentDep, principal: FreshSession) -> ReenrolReply:
+    """Re-enrol the second factor (needs a fresh re-authentication): a new TOTP secret, pending
+    until confirmed; the current one keeps working meanwhile."""
+    new = lifecycle.start_reenrolment(s, dep.keys.secrets, principal)
+    return ReenrolReply(otpauth_uri=new.uri, secret=new.secret, qr_svg=new.qr_svg)
+
+
+@router.post("/api/v1/me/mfa/confirm", response_model=RecoveryCodes)
+def confirm_reenrolment(
+    body: ConfirmBody, s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> RecoveryCodes:
+    """A code of the new secret replaces the old one; ten new recovery codes, shown once."""
+    codes = lifecycle.confirm_reenrolment(s, dep.keys.secrets, principal, body.code)
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.post("/api/v1/me/recovery-codes", response_model=RecoveryCodes)
+def regenerate_recovery_codes(s: DbSession, principal: FreshSession) -> RecoveryCodes:
+    """Ten new recovery codes (needs a fresh re-authentication); the old ones stop working."""
+    return RecoveryCodes(recovery_codes=lifecycle.regenerate_recovery_codes(s, principal))

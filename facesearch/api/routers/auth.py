@@ -6,6 +6,7 @@ session token, so a token seen before the second factor is useless afterwards.""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
@@ -21,11 +22,12 @@ from facesearch.api.deps import (
     cookie_session,
     enforce_rate_limit,
     is_https,
+    reauth_window,
     require_session,
     session_policy,
 )
 from facesearch.errors import Unauthenticated
-from facesearch.security import accounts
+from facesearch.security import accounts, lifecycle
 
 router = APIRouter(tags=["auth"])
 SessionPrincipal = Annotated[Principal, require_session()]
@@ -155,3 +157,53 @@ def sign_out_everywhere(s: DbSession, principal: SessionPrincipal) -> Response:
     response = Response(status_code=204)
     _clear_cookies(response)
     return response
+
+
+class ReauthBody(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+    code: str = Field(min_length=6, max_length=40, description="a TOTP or recovery code")
+
+
+class ReauthReply(BaseModel):
+    reauthenticated_at: datetime
+    fresh_until: datetime
+
+
+@router.post("/api/v1/auth/reauth", response_model=ReauthReply)
+def reauthenticate(
+    body: ReauthBody,
+    request: Request,
+    s: DbSession,
+    dep: DeploymentDep,
+    principal: SessionPrincipal,
+) -> ReauthReply:
+    """Prove the password and second factor again before a sensitive action (password change,
+    second-factor re-enrolment, recovery codes, admin-scoped keys, role changes, invitations,
+    password resets, unlocks); the session stays fresh for `reauth_minutes`."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    at = lifecycle.reauthenticate(s, dep.keys.secrets, principal, body.password, body.code)
+    window: timedelta = reauth_window(request)
+    return ReauthReply(reauthenticated_at=at, fresh_until=at + window)
+
+
+class ResetAcceptBody(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ResetAccepted(BaseModel):
+    email: str
+    next: str
+
+
+@router.post("/api/v1/auth/password-reset/accept", response_model=ResetAccepted)
+def accept_password_reset(body: ResetAcceptBody, request: Request, s: DbSession) -> ResetAccepted:
+    """Public: set a new password with the one-time link an administrator issued. Every session
+    of the account ends; sign in again and verify (or, when the administrator also cleared it,
+    enrol) the second factor."""
+    ip = client_ip(request)
+    enforce_rate_limit(request, "reset:address", ip or "unknown")
+    email = lifecycle.accept_reset(s, body.token, body.password, ip=ip)
+    return ResetAccepted(
+        email=email, next="sign in at /api/v1/auth/signin and verify the second factor"
+    )
