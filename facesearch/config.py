@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         le=24 * 60,
         description="sensitive actions need a password and second factor proved this recently",
     )
+    inactive_days: int = Field(
+        default=90,
+        ge=0,
+        description="accounts unused for this many days are disabled by the sweep (0: never)",
+    )
+    system_use_banner: str = Field(
+        default="",
+        max_length=4000,
+        description="system-use notice shown before sign-in (GET /api/v1/banner) and on sign-in",
+    )
     max_platform_admins: int = Field(
         default=2, ge=1, description="the doctor warns above this many platform administrators"
     )

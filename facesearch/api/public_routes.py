@@ -12,6 +12,8 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/health"),
         ("GET", "/api/v1/ready"),
         ("GET", "/api/v1/openapi.json"),
+        # the system-use notice is shown before anyone signs in
+        ("GET", "/api/v1/banner"),
         # sign-in and the second factor (need, respectively, nothing or a password-only session)
         ("POST", "/api/v1/auth/signin"),
         ("POST", "/api/v1/auth/mfa/enrol"),

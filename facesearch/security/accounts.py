@@ -26,6 +26,7 @@ from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenti
 from facesearch.security import (
     api_keys,
     audit,
+    notices,
     passwords,
     recovery,
     sessions,
@@ -234,6 +235,7 @@ def open_session(
     """Sign in with a password: a new session that can do nothing until the second factor is
     verified."""
     user = sign_in(session, keys, email, password, ip=ip)
+    notices.signed_in(session, user.id, ip, user_agent)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
     return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)

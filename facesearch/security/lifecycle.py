@@ -18,10 +18,20 @@ from sqlalchemy.orm import Session
 from facesearch import clock
 from facesearch.crypto import Sealer
 from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
-from facesearch.security import accounts, audit, passwords, recovery, sessions, totp
-from facesearch.security.actor import Principal
+from facesearch.security import (
+    accounts,
+    api_keys,
+    audit,
+    notices,
+    passwords,
+    recovery,
+    sessions,
+    totp,
+)
+from facesearch.security.actor import Actor, Principal
+from facesearch.security.roles import Role
 from facesearch.security.tenancy import org_of, org_user
-from facesearch.store.accounts import PasswordReset, RecoveryCode, User, UserSession
+from facesearch.store.accounts import ApiKey, PasswordReset, RecoveryCode, User, UserSession
 
 RESET_HOURS = 24
 MAX_RESET_HOURS = 72
@@ -114,6 +124,13 @@ def change_password(
         target_type="user",
         target_id=user.id,
         details={"other_sessions_ended": ended},
+    )
+    notices.notify(
+        session,
+        user.id,
+        "password.changed",
+        "your password was changed and your other sessions were ended",
+        {"other_sessions_ended": ended},
     )
     session.commit()
     return ended
@@ -326,6 +343,13 @@ def accept_reset(session: Session, token: str, password: str, *, ip: str | None)
             "second_factor_cleared": row.reset_second_factor,
         },
     )
+    notices.notify(
+        session,
+        user.id,
+        "password.reset",
+        "your password was reset with an administrator's link; every session was ended",
+        {"second_factor_cleared": row.reset_second_factor},
+    )
     session.commit()
     return user.email
 
@@ -350,3 +374,67 @@ def unlock(session: Session, principal: Principal, user_id: int) -> User:
     )
     session.commit()
     return user
+
+
+# -- accounts unused for too long -----------------------------------------------------------------
+def last_activity(session: Session, user: User) -> datetime:
+    """The latest of: created, signed in, one of its API keys used."""
+    times = [clock.aware(user.created_at)]
+    if user.last_login_at is not None:
+        times.append(clock.aware(user.last_login_at))
+    used = session.scalars(
+        select(ApiKey.last_used_at).where(
+            ApiKey.user_id == user.id, ApiKey.last_used_at.is_not(None)
+        )
+    ).all()
+    times.extend(clock.aware(t) for t in used if t is not None)
+    return max(times)
+
+
+def disable_inactive(session: Session, actor: Actor, days: int) -> list[int]:
+    """Disable every enabled account unused for `days` (0: never), ending its sessions and
+    revoking its keys; each is audited as `user.disabled_inactive`. The last enabled platform
+    administrator is spared (nobody could re-invite anyone otherwise) and reported in the
+    log. Returns the ids disabled."""
+    if days <= 0:
+        return []
+    cutoff = clock.now() - timedelta(days=days)
+    users = session.scalars(select(User).where(User.disabled.is_(False)).order_by(User.id)).all()
+    stale = [u for u in users if last_activity(session, u) < cutoff]
+    admins_left = accounts.platform_admin_count(session)
+    disabled: list[int] = []
+    for user in stale:
+        is_platform_admin = user.org_id is None and Role.PLATFORM_ADMIN in (user.roles or [])
+        if is_platform_admin and admins_left <= 1:
+            audit.record_for(
+                session,
+                actor,
+                "user.inactive_spared",
+                org_id=None,
+                target_type="user",
+                target_id=user.id,
+                details={"days": days, "reason": "last platform administrator"},
+            )
+            continue
+        user.disabled = True
+        if is_platform_admin:
+            admins_left -= 1
+        ended = sessions.revoke_all(session, user.id)
+        keys = api_keys.revoke_all(session, user.id)
+        audit.record_for(
+            session,
+            actor,
+            "user.disabled_inactive",
+            org_id=user.org_id,
+            target_type="user",
+            target_id=user.id,
+            details={
+                "days": days,
+                "last_activity": last_activity(session, user).isoformat(),
+                "sessions_ended": ended,
+                "api_keys_revoked": keys,
+            },
+        )
+        disabled.append(user.id)
+    session.commit()
+    return disabled

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.errors import NotFound
-from facesearch.security import api_keys, audit, reauth, recovery, sessions
+from facesearch.security import api_keys, audit, notices, reauth, recovery, sessions
 from facesearch.security.actor import Principal
 from facesearch.security.roles import Scope
 from facesearch.security.tenancy import own_api_key, own_session
@@ -120,6 +120,14 @@ def create_key(
             "scopes": list(new.row.scopes),
             "expires_at": new.row.expires_at.isoformat() if new.row.expires_at else None,
         },
+    )
+    notices.notify(
+        session,
+        user.id,
+        "apikey.created",
+        f"a new API key {new.row.name!r} ({new.row.prefix}) with the scopes "
+        f"{', '.join(new.row.scopes)}; if you did not create it, revoke it",
+        {"api_key_id": new.row.id, "prefix": new.row.prefix, "scopes": list(new.row.scopes)},
     )
     session.commit()
     return {**key_view(new.row), "key": new.key}

@@ -17,7 +17,7 @@ from facesearch.api.deps import (
     require_session,
     session_policy,
 )
-from facesearch.security import api_keys, lifecycle, self_service
+from facesearch.security import api_keys, lifecycle, notices, self_service
 from facesearch.security.roles import SCOPES
 
 router = APIRouter(tags=["account"])
@@ -167,3 +167,21 @@ def confirm_reenrolment(
 def regenerate_recovery_codes(s: DbSession, principal: FreshSession) -> RecoveryCodes:
     """Ten new recovery codes (needs a fresh re-authentication); the old ones stop working."""
     return RecoveryCodes(recovery_codes=lifecycle.regenerate_recovery_codes(s, principal))
+
+
+class NoticeOut(BaseModel):
+    id: int
+    kind: str  # signin.new_device, apikey.created, password.changed, password.reset, ...
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+@router.get("/api/v1/me/notices", response_model=list[NoticeOut])
+def my_notices(
+    s: DbSession, principal: Annotated[Principal, require_session()]
+) -> list[dict[str, Any]]:
+    """What you should know about your account, newest first: sign-ins from a new address or
+    browser, new API keys, password changes and resets, a replaced second factor. (Not sent by
+    e-mail: facesearch sends no mail.)"""
+    return notices.list_mine(s, principal)

@@ -43,6 +43,7 @@ class SignInReply(BaseModel):
     mfa_enrolled: bool
     next: str
     csrf_token: str
+    banner: str | None = None  # the system-use notice (`system_use_banner`)
 
 
 class EnrolReply(BaseModel):
@@ -103,6 +104,7 @@ def sign_in(
         mfa_enrolled=signed.mfa_enrolled,
         next="/api/v1/auth/mfa/verify" if signed.mfa_enrolled else "/api/v1/auth/mfa/enrol",
         csrf_token=signed.csrf_token,
+        banner=dep.settings.system_use_banner or None,
     )
 
 
