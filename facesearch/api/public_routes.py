@@ -18,6 +18,9 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/auth/signin"),
         ("POST", "/api/v1/auth/mfa/enrol"),
         ("POST", "/api/v1/auth/mfa/verify"),
+        # the second factor by passkey (needs the password-only session, like mfa/verify)
+        ("POST", "/api/v1/auth/passkey/options"),
+        ("POST", "/api/v1/auth/passkey/verify"),
         # ends whatever session the cookie names, verified or not
         ("POST", "/api/v1/auth/signout"),
         # an invited person sets a password with the one-time token from the link

@@ -17,7 +17,7 @@ from facesearch.api.deps import (
     require_session,
     session_policy,
 )
-from facesearch.security import api_keys, lifecycle, notices, self_service
+from facesearch.security import api_keys, lifecycle, notices, passkeys, self_service
 from facesearch.security.roles import SCOPES
 
 router = APIRouter(tags=["account"])
@@ -185,3 +185,54 @@ def my_notices(
     browser, new API keys, password changes and resets, a replaced second factor. (Not sent by
     e-mail: facesearch sends no mail.)"""
     return notices.list_mine(s, principal)
+
+
+class PasskeyOptionsOut(BaseModel):
+    """WebAuthn creation options for `navigator.credentials.create` (JSON, base64url fields)."""
+
+    options: dict[str, Any]
+
+
+class PasskeyRegistration(BaseModel):
+    name: str = Field(default="passkey", max_length=200)
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+class PasskeyOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@router.post("/api/v1/me/passkeys/options", response_model=PasskeyOptionsOut)
+def passkey_registration_options(
+    s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> PasskeyOptionsOut:
+    """Register a passkey, step 1 (needs a fresh re-authentication): creation options with a
+    single-use challenge that expires in five minutes."""
+    return PasskeyOptionsOut(options=passkeys.registration_options(s, dep.settings, principal))
+
+
+@router.post("/api/v1/me/passkeys", response_model=PasskeyOut, status_code=201)
+def register_passkey(
+    body: PasskeyRegistration, s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> dict[str, Any]:
+    """Register a passkey, step 2: the browser's answer, verified (origin, RP id, challenge,
+    user verification) before the public key is kept."""
+    row = passkeys.register(s, dep.settings, principal, body.credential, body.name)
+    return passkeys.passkey_view(row)
+
+
+@router.get("/api/v1/me/passkeys", response_model=list[PasskeyOut])
+def my_passkeys(
+    s: DbSession, principal: Annotated[Principal, require_session()]
+) -> list[dict[str, Any]]:
+    return passkeys.list_mine(s, principal)
+
+
+@router.delete("/api/v1/me/passkeys/{passkey_id}", status_code=204, response_class=Response)
+def remove_passkey(passkey_id: Id, s: DbSession, principal: FreshSession) -> Response:
+    """Remove a passkey (needs a fresh re-authentication)."""
+    passkeys.remove(s, principal, passkey_id)
+    return Response(status_code=204)

@@ -7,7 +7,7 @@ session token, so a token seen before the second factor is useless afterwards.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
@@ -27,7 +27,7 @@ from facesearch.api.deps import (
     session_policy,
 )
 from facesearch.errors import Unauthenticated
-from facesearch.security import accounts, lifecycle
+from facesearch.security import accounts, lifecycle, passkeys
 
 router = APIRouter(tags=["auth"])
 SessionPrincipal = Annotated[Principal, require_session()]
@@ -208,4 +208,44 @@ def accept_password_reset(body: ResetAcceptBody, request: Request, s: DbSession)
     email = lifecycle.accept_reset(s, body.token, body.password, ip=ip)
     return ResetAccepted(
         email=email, next="sign in at /api/v1/auth/signin and verify the second factor"
+    )
+
+
+class PasskeyOptions(BaseModel):
+    """WebAuthn options for `navigator.credentials.get` / `.create` (JSON, base64url fields;
+    `PublicKeyCredential.parse*OptionsFromJSON` reads them)."""
+
+    options: dict[str, Any]
+
+
+class PasskeyAssertion(BaseModel):
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+@router.post("/api/v1/auth/passkey/options", response_model=PasskeyOptions)
+def passkey_options(request: Request, s: DbSession, dep: DeploymentDep) -> PasskeyOptions:
+    """Second factor by passkey: request options (a single-use, expiring challenge kept on the
+    server) for the password-only session."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    return PasskeyOptions(options=passkeys.authentication_options(s, dep.settings, row, user))
+
+
+@router.post("/api/v1/auth/passkey/verify", response_model=VerifyReply)
+def passkey_verify(
+    body: PasskeyAssertion,
+    request: Request,
+    response: Response,
+    s: DbSession,
+    dep: DeploymentDep,
+) -> VerifyReply:
+    """Second factor by passkey: the browser's assertion. Like a TOTP code, it verifies the
+    session and rotates its token."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    verified = passkeys.verify(s, dep.settings, row, user, body.credential, ip=client_ip(request))
+    _set_cookies(request, response, verified.token, verified.csrf_token)
+    return VerifyReply(
+        csrf_token=verified.csrf_token,
+        recovery_codes_remaining=verified.recovery_codes_remaining,
     )
