@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -107,6 +108,40 @@ def test_admin_sweep_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "disabled 1 account" in result.output
+    dep = Deployment.open(dep.settings)
+    try:
+        with dep.db.session() as s:
+            row = s.get(User, user_id)
+            assert row is not None and row.disabled
+    finally:
+        dep.close()
+
+
+def test_serve_sweeps_unused_accounts_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    dep = new_deployment(tmp_path)
+    try:
+        user_id = create_user(dep, "Acme", ["investigator"])[0]
+        with dep.db.session() as s:
+            row = s.get(User, user_id)
+            assert row is not None
+            row.created_at = row.created_at.replace(year=row.created_at.year - 1)
+    finally:
+        dep.close()
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    base = [
+        "--home",
+        str(tmp_path / "home"),
+        "--key-file",
+        str(tmp_path / "keys" / "deployment.key"),
+    ]
+    result = CliRunner().invoke(cli_app, [*base, "serve", "--port", "8999"])
+    assert result.exit_code == 0, result.output
+    assert started and "disabled 1 account(s) unused for 90 days" in result.output
     dep = Deployment.open(dep.settings)
     try:
         with dep.db.session() as s:
