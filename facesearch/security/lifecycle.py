@@ -52,7 +52,7 @@ def _session_row(session: Session, principal: Principal) -> UserSession:
     return row
 
 
-def _check_password(
+def check_password(
     session: Session, user: User, password: str, *, ip: str | None, action: str
 ) -> None:
     """A wrong password counts towards the lockout like a wrong sign-in (committed first)."""
@@ -82,7 +82,7 @@ def reauthenticate(
     `reauth_minutes` from now. Returns the time recorded."""
     user = _user(session, principal)
     row = _session_row(session, principal)
-    _check_password(session, user, password, ip=principal.ip, action="auth.reauth.failure")
+    check_password(session, user, password, ip=principal.ip, action="auth.reauth.failure")
     accounts.verify_second_factor(session, sealer, user, code, ip=principal.ip)
     now = clock.now()
     row.reauth_at = now
@@ -105,7 +105,7 @@ def change_password(
     """Replace the password (the current one is required; the new one meets the policy and
     differs). Every other session of the user ends; returns how many."""
     user = _user(session, principal)
-    _check_password(
+    check_password(
         session, user, current_password, ip=principal.ip, action="auth.password_change.failure"
     )
     if new_password == current_password:

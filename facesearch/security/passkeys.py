@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webauthn import (
+    base64url_to_bytes,
     generate_authentication_options,
     generate_registration_options,
     options_to_json,
@@ -40,7 +41,7 @@ from webauthn.helpers.structs import (
 
 from facesearch import clock
 from facesearch.errors import Conflict, InvalidRequest, Locked, Unauthenticated
-from facesearch.security import accounts, audit, notices, recovery, sessions
+from facesearch.security import accounts, audit, lifecycle, notices, recovery, sessions
 from facesearch.security.actor import Principal
 from facesearch.security.tenancy import own_passkey
 from facesearch.store.accounts import Passkey, User, UserSession, WebAuthnChallenge
@@ -221,16 +222,18 @@ def remove(session: Session, principal: Principal, passkey_id: int) -> None:
 
 # -- authentication (the second factor of a password-only session) --------------------------------
 def authentication_options(
-    session: Session, settings: Any, row: UserSession, user: User
+    session: Session, settings: Any, row: UserSession, user: User, *, purpose: str = "authenticate"
 ) -> dict[str, Any]:
+    """Request options for the user's passkeys: `authenticate` (the second factor of a
+    password-only session) or `reauth` (re-authentication of a verified one)."""
     until = accounts.locked_until(user)
     if until is not None:
         raise Locked(until, clock.now())
     allowed = _descriptors(session, user.id)
     if not allowed:
-        raise Conflict("no passkey registered: verify a TOTP code instead")
+        raise Conflict("no passkey registered: use a TOTP code instead")
     rp_id, _origin = relying_party(settings)
-    challenge = _new_challenge(session, row.id, "authenticate")
+    challenge = _new_challenge(session, row.id, purpose)
     options = generate_authentication_options(
         rp_id=rp_id,
         challenge=challenge,
@@ -241,37 +244,33 @@ def authentication_options(
     return _json(options)
 
 
-def verify(
+def _check_assertion(
     session: Session,
     settings: Any,
     row: UserSession,
     user: User,
     credential: dict[str, Any],
     *,
+    purpose: str,
     ip: str | None,
-) -> accounts.Verified:
-    """A passkey assertion completes sign-in like a TOTP code: the session is verified, fresh
-    and gets a new token. A bad assertion counts as a second-factor failure."""
+) -> Passkey:
+    """The passkey that made a valid assertion for the session's live challenge of `purpose`;
+    anything else counts as a second-factor failure (committed) and raises."""
     until = accounts.locked_until(user)
     if until is not None:
         raise Locked(until, clock.now())
-    challenge = _spend_challenge(session, row.id, "authenticate")
+    challenge = _spend_challenge(session, row.id, purpose)
     rp_id, origin = relying_party(settings)
-    raw_id = (
-        credential.get("rawId") or credential.get("id") if isinstance(credential, dict) else None
-    )
+    raw_id = credential.get("rawId") or credential.get("id")
     key = None
     if isinstance(raw_id, str):
-        from webauthn import base64url_to_bytes
-
         try:
-            key = session.scalar(
-                select(Passkey).where(
-                    Passkey.user_id == user.id, Passkey.credential_id == base64url_to_bytes(raw_id)
-                )
-            )
+            wanted = base64url_to_bytes(raw_id)
         except (ValueError, TypeError):
-            key = None
+            wanted = b""
+        key = session.scalar(
+            select(Passkey).where(Passkey.user_id == user.id, Passkey.credential_id == wanted)
+        )
     verified = None
     if key is not None:
         try:
@@ -293,10 +292,24 @@ def verify(
         if until is not None:
             raise accounts.fail(session, Locked(until, clock.now()))
         raise accounts.fail(session, Unauthenticated("the passkey could not be verified"))
-    now = clock.now()
     key.sign_count = verified.new_sign_count
-    key.last_used_at = now
+    key.last_used_at = clock.now()
     user.mfa_failures = 0
+    return key
+
+
+def verify(
+    session: Session,
+    settings: Any,
+    row: UserSession,
+    user: User,
+    credential: dict[str, Any],
+    *,
+    ip: str | None,
+) -> accounts.Verified:
+    """A passkey assertion completes sign-in like a TOTP code: the session is verified, fresh
+    and gets a new token. A bad assertion counts as a second-factor failure."""
+    key = _check_assertion(session, settings, row, user, credential, purpose="authenticate", ip=ip)
     audit.record(
         session,
         action="mfa.verified",
@@ -308,9 +321,46 @@ def verify(
         details={"method": "passkey", "passkey": key.id},
     )
     row.mfa_verified = True
-    row.reauth_at = now
+    row.reauth_at = clock.now()
     token = sessions.rotate(session, row)
     session.commit()
     return accounts.Verified(
         token, row.csrf_token, None, recovery.remaining(session, user.id), False
     )
+
+
+def reauth_options(session: Session, settings: Any, principal: Principal) -> dict[str, Any]:
+    row, user = _verified(session, principal)
+    return authentication_options(session, settings, row, user, purpose="reauth")
+
+
+def reauthenticate(
+    session: Session, settings: Any, principal: Principal, password: str, credential: dict[str, Any]
+) -> datetime:
+    """Re-authentication with the password and a passkey instead of a code."""
+    row, user = _verified(session, principal)
+    lifecycle.check_password(session, user, password, ip=principal.ip, action="auth.reauth.failure")
+    key = _check_assertion(
+        session, settings, row, user, credential, purpose="reauth", ip=principal.ip
+    )
+    now = clock.now()
+    row.reauth_at = now
+    audit.record_for(
+        session,
+        principal,
+        "auth.reauth",
+        org_id=user.org_id,
+        target_type="session",
+        target_id=row.id,
+        details={"method": "passkey", "passkey": key.id},
+    )
+    session.commit()
+    return now
+
+
+def _verified(session: Session, principal: Principal) -> tuple[UserSession, User]:
+    row = session.get(UserSession, principal.session_id) if principal.session_id else None
+    user = session.get(User, principal.user_id)
+    if row is None or user is None:  # pragma: no cover - routes ask for a session
+        raise Unauthenticated("this needs a signed-in session")
+    return row, user

@@ -21,10 +21,12 @@ import pytest
 from sqlalchemy import select
 
 from facesearch import clock
+from facesearch.api.app import create_app
 from facesearch.deployment import Deployment
 from facesearch.security import totp
+from facesearch.security.ratelimit import Limit
 from facesearch.store.audit import AuditEntry
-from tests.api.conftest import create_user, make_app, new_deployment
+from tests.api.conftest import create_user, fast_limiter, new_deployment
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
@@ -59,8 +61,8 @@ async function registerPasskey(csrf, name) {
   const cred = await navigator.credentials.create({publicKey});
   return await api("POST", "/api/v1/me/passkeys", {name, credential: cred.toJSON()}, csrf);
 }
-async function passkeyAssertion(csrf) {
-  const o = await api("POST", "/api/v1/auth/passkey/options", {}, csrf);
+async function passkeyAssertion(csrf, path) {
+  const o = await api("POST", path || "/api/v1/auth/passkey/options", {}, csrf);
   if (o.status !== 200) return {options: o};
   const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(o.body.options);
   const cred = await navigator.credentials.get({publicKey});
@@ -94,7 +96,10 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     dep = new_deployment(tmp_path, public_url=f"http://localhost:{port}", port=port)
-    config = uvicorn.Config(make_app(dep), host="127.0.0.1", port=port, log_level="warning")
+    limiter = fast_limiter()
+    limiter.limits["mfa:account"] = Limit(1000, 300.0)  # one test runs many ceremonies
+    app = create_app(dep, limiter=limiter)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -219,7 +224,30 @@ def test_passkey_registers_and_satisfies_the_second_factor(
     notices = call(page, "GET", "/api/v1/me/notices")["body"]
     assert "passkey.registered" in [n["kind"] for n in notices]
 
-    # removing it (the passkey sign-in made the session fresh)
+    # re-authentication with the password and the passkey once the session is no longer fresh
+    stale = datetime.now(UTC) + timedelta(minutes=served.dep.settings.reauth_minutes + 1)
+    clock.set_clock(lambda: stale)
+    try:
+        r = call(page, "POST", "/api/v1/me/recovery-codes", {}, csrf)
+        assert r["status"] == 401 and "re-authentication" in r["body"]["detail"], r
+        got = page.evaluate(
+            "([c]) => passkeyAssertion(c, '/api/v1/auth/reauth/passkey/options')", [csrf]
+        )
+        assert got["options"]["status"] == 200, got
+        body = {"password": "not the password", "credential": got["credential"]}
+        r = call(page, "POST", "/api/v1/auth/reauth/passkey", body, csrf)
+        assert r["status"] == 401, r
+        got = page.evaluate(
+            "([c]) => passkeyAssertion(c, '/api/v1/auth/reauth/passkey/options')", [csrf]
+        )
+        body = {"password": password, "credential": got["credential"]}
+        r = call(page, "POST", "/api/v1/auth/reauth/passkey", body, csrf)
+        assert r["status"] == 200, r
+        assert call(page, "POST", "/api/v1/me/recovery-codes", {}, csrf)["status"] == 200
+    finally:
+        clock.set_clock(None)
+
+    # removing it (the session is fresh)
     passkey_id = listed["body"][0]["id"]
     r = call(page, "DELETE", f"/api/v1/me/passkeys/{passkey_id}", None, csrf)
     assert r["status"] == 204, r

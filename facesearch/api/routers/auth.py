@@ -249,3 +249,31 @@ def passkey_verify(
         csrf_token=verified.csrf_token,
         recovery_codes_remaining=verified.recovery_codes_remaining,
     )
+
+
+class PasskeyReauthBody(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+@router.post("/api/v1/auth/reauth/passkey/options", response_model=PasskeyOptions)
+def reauth_passkey_options(
+    request: Request, s: DbSession, dep: DeploymentDep, principal: SessionPrincipal
+) -> PasskeyOptions:
+    """Re-authentication with a passkey, step 1: request options (single-use challenge)."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    return PasskeyOptions(options=passkeys.reauth_options(s, dep.settings, principal))
+
+
+@router.post("/api/v1/auth/reauth/passkey", response_model=ReauthReply)
+def reauth_passkey(
+    body: PasskeyReauthBody,
+    request: Request,
+    s: DbSession,
+    dep: DeploymentDep,
+    principal: SessionPrincipal,
+) -> ReauthReply:
+    """Re-authentication with the password and a passkey assertion instead of a code."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    at = passkeys.reauthenticate(s, dep.settings, principal, body.password, body.credential)
+    return ReauthReply(reauthenticated_at=at, fresh_until=at + reauth_window(request))
