@@ -80,6 +80,24 @@ def sweep(ctx: typer.Context) -> None:
         dep.close()
 
 
+@admin_app.command("unlock")
+def unlock(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Option("--email", help="The locked account's email.")],
+) -> None:
+    """Clear an account's lockout and failure counts (audited as `user.unlocked`)."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import lifecycle
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        with dep.db.session() as s:
+            user = lifecycle.unlock_by_email(s, system_actor(), email)
+            console.print(f"[green]unlocked[/] account {user.id}")
+    finally:
+        dep.close()
+
+
 @admin_app.command("create-org")
 def create_org(
     ctx: typer.Context,

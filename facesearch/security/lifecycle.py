@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.crypto import Sealer
-from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenticated
+from facesearch.errors import (
+    Conflict,
+    Gone,
+    InvalidRequest,
+    Locked,
+    NotFound,
+    Unauthenticated,
+)
 from facesearch.security import (
     accounts,
     api_keys,
@@ -355,17 +362,31 @@ def accept_reset(session: Session, token: str, password: str, *, ip: str | None)
 
 
 def unlock(session: Session, principal: Principal, user_id: int) -> User:
-    """Clear a user's lockout and failure counters (password and second factor)."""
+    """An organisation administrator clears a user's lockout and failure counters (password
+    and second factor)."""
     user = org_user(session, org_of(principal), user_id)
     if user.id == principal.user_id:
         raise Conflict("another administrator must unlock your account")
+    return _unlock(session, principal, user)
+
+
+def unlock_by_email(session: Session, actor: Actor, email: str) -> User:
+    """The operator at the command line unlocks any account (platform administrators have no
+    organisation administrator to do it)."""
+    user = session.scalar(select(User).where(User.email == accounts.normalise_email(email)))
+    if user is None:
+        raise NotFound("no account with that email")
+    return _unlock(session, actor, user)
+
+
+def _unlock(session: Session, actor: Actor, user: User) -> User:
     was = accounts.locked_until(user)
     user.locked_until = None
     user.failed_logins = 0
     user.mfa_failures = 0
     audit.record_for(
         session,
-        principal,
+        actor,
         "user.unlocked",
         org_id=user.org_id,
         target_type="user",

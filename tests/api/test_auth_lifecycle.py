@@ -4,14 +4,26 @@ regeneration, and re-authentication before sensitive actions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from facesearch.api.deps import CSRF_HEADER
+from facesearch.cli import app as cli_app
 from facesearch.deployment import Deployment
 from facesearch.security import totp
 from facesearch.store.accounts import User
-from tests.api.conftest import MakeUser, SignedIn, key_client, sign_in
+from tests.api.conftest import (
+    MakeUser,
+    SignedIn,
+    create_user,
+    key_client,
+    make_app,
+    new_deployment,
+    sign_in,
+)
 from tests.api.test_auth import GOOD_PASSWORD, FakeClock, actions, fake_clock, sign_in_password
 
 __all__ = ["fake_clock"]  # the fixture, shared with test_auth
@@ -313,3 +325,32 @@ def test_recovery_codes_regenerate(app: FastAPI, make_user: MakeUser) -> None:
     half, _ = sign_in_password(app, user.email, user.password)
     assert half.post("/api/v1/auth/mfa/verify", json={"code": old[0]}).status_code == 401
     assert half.post("/api/v1/auth/mfa/verify", json={"code": new[0]}).status_code == 200
+
+
+def test_operator_unlocks_a_platform_administrator(tmp_path: Path) -> None:
+    dep = new_deployment(tmp_path)
+    try:
+        app = make_app(dep)
+        _, _, email, password, _, _ = create_user(dep, None, ["platform_admin"])
+        for _ in range(5):
+            sign_in_password(app, email, "wrong wrong wrong")
+        assert sign_in_password(app, email, password)[1] == 423
+    finally:
+        dep.close()
+    base = [
+        "--home",
+        str(tmp_path / "home"),
+        "--key-file",
+        str(tmp_path / "keys" / "deployment.key"),
+    ]
+    result = CliRunner().invoke(cli_app, [*base, "admin", "unlock", "--email", email])
+    assert result.exit_code == 0, result.output
+    assert "unlocked" in result.output
+    dep = Deployment.open(dep.settings)
+    try:
+        assert sign_in_password(make_app(dep), email, password)[1] == 200
+        assert "user.unlocked" in actions(dep)
+    finally:
+        dep.close()
+    result = CliRunner().invoke(cli_app, [*base, "admin", "unlock", "--email", "nobody@x.test"])
+    assert result.exit_code != 0
