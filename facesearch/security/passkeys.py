@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 from webauthn import (
     base64url_to_bytes,
@@ -63,8 +63,16 @@ def relying_party(settings: Any) -> tuple[str, str]:
 
 
 def _new_challenge(session: Session, session_id: int, purpose: str) -> bytes:
+    """A fresh challenge for the session; its spent and expired ones are dropped, so the table
+    holds at most the live challenges of live ceremonies."""
     challenge = secrets.token_bytes(32)
     now = clock.now()
+    session.execute(
+        delete(WebAuthnChallenge).where(
+            WebAuthnChallenge.session_id == session_id,
+            or_(WebAuthnChallenge.used_at.is_not(None), WebAuthnChallenge.expires_at <= now),
+        )
+    )
     session.add(
         WebAuthnChallenge(
             session_id=session_id,
