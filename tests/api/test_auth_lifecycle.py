@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.cli import app as cli_app
 from facesearch.deployment import Deployment
+from facesearch.search import review
 from facesearch.security import totp
 from facesearch.store.accounts import User
 from tests.api.conftest import (
@@ -354,3 +355,32 @@ def test_operator_unlocks_a_platform_administrator(tmp_path: Path) -> None:
         dep.close()
     result = CliRunner().invoke(cli_app, [*base, "admin", "unlock", "--email", "nobody@x.test"])
     assert result.exit_code != 0
+
+
+def test_a_reset_that_clears_the_second_factor_counts_as_an_invitation(
+    make_user: MakeUser, deployment: Deployment, client: TestClient
+) -> None:
+    """Separation of duties: whoever holds such a link can take the account over, so for the
+    independence of two-person review the resetting administrator is the account's inviter."""
+    boss = make_user("Acme", ["org_admin"])
+    reviewer = make_user("Acme", ["reviewer"])
+    with deployment.db.session() as s:
+        assert review._invited(s, reviewer.user_id) == (None, None)
+    r = boss.client.post(
+        f"/api/v1/users/{reviewer.user_id}/password-reset", json={"reset_second_factor": False}
+    )
+    token = r.json()["token"]
+    client.post(
+        "/api/v1/auth/password-reset/accept", json={"token": token, "password": NEW_PASSWORD}
+    )
+    with deployment.db.session() as s:
+        assert review._invited(s, reviewer.user_id)[0] is None  # the user's own factor stays
+    r = boss.client.post(
+        f"/api/v1/users/{reviewer.user_id}/password-reset", json={"reset_second_factor": True}
+    )
+    token = r.json()["token"]
+    client.post(
+        "/api/v1/auth/password-reset/accept", json={"token": token, "password": GOOD_PASSWORD}
+    )
+    with deployment.db.session() as s:
+        assert review._invited(s, reviewer.user_id)[0] == boss.user_id
