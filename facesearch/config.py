@@ -113,6 +113,22 @@ class Settings(BaseSettings):
     )
     session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
     session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
+    reauth_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=24 * 60,
+        description="sensitive actions need a password and second factor proved this recently",
+    )
+    inactive_days: int = Field(
+        default=90,
+        ge=0,
+        description="accounts unused for this many days are disabled by the sweep (0: never)",
+    )
+    system_use_banner: str = Field(
+        default="",
+        max_length=4000,
+        description="system-use notice shown before sign-in (GET /api/v1/banner) and on sign-in",
+    )
     max_platform_admins: int = Field(
         default=2, ge=1, description="the doctor warns above this many platform administrators"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from facesearch.api.public_routes import PUBLIC_ROUTES
 from facesearch.deployment import Deployment
 from facesearch.errors import Forbidden, TooManyRequests, Unauthenticated
-from facesearch.security import api_keys, sessions
+from facesearch.security import api_keys, reauth, sessions
 from facesearch.security.accounts import active_user, locked_until
 from facesearch.security.actor import Principal as Principal  # re-exported for routers
 from facesearch.security.ratelimit import RateLimiter
@@ -87,6 +88,10 @@ def session_policy(request: Request) -> sessions.SessionPolicy:
     )
 
 
+def reauth_window(request: Request) -> timedelta:
+    return timedelta(minutes=get_deployment(request).settings.reauth_minutes)
+
+
 def _unauthorised(detail: str) -> Unauthenticated:
     return Unauthenticated(detail)
 
@@ -149,7 +154,8 @@ def _authenticate(request: Request) -> Principal:
             raise _unauthorised("second factor required: verify a code at /api/v1/auth/mfa/verify")
         check_csrf(request, row)
         roles = frozenset(user.roles)
-        return Principal(user.id, user.org_id, roles, scopes_for(roles), None, row.id, ip)
+        fresh = reauth.is_fresh(row, reauth_window(request))
+        return Principal(user.id, user.org_id, roles, scopes_for(roles), None, row.id, ip, fresh)
 
 
 def authenticate(request: Request) -> Principal:
@@ -197,11 +203,17 @@ class _Require(fastapi_params.Depends):
 
 
 def require(
-    scope: str, *, roles: frozenset[str] | set[str] | None = None, session_only: bool = False
+    scope: str,
+    *,
+    roles: frozenset[str] | set[str] | None = None,
+    session_only: bool = False,
+    fresh: bool = False,
 ) -> Any:
     """Dependency: the principal, which must hold `scope` (and, when given, one of `roles`;
-    with `session_only`, be a signed-in person rather than an API key). 401 when there is no
-    MFA-verified principal, 403 when it lacks the scope, role or kind."""
+    with `session_only`, be a signed-in person rather than an API key; with `fresh`, a session
+    must have proved its password and second factor within `reauth_minutes`). 401 when there is
+    no MFA-verified principal or the session is not fresh, 403 when it lacks the scope, role or
+    kind."""
     wanted_roles = frozenset(roles or ())
 
     def check(principal: CurrentPrincipal) -> Principal:
@@ -211,6 +223,8 @@ def require(
             raise Forbidden("your role does not allow this")
         if session_only and principal.api_key_id is not None:
             raise Forbidden("this needs a signed-in session, not an API key")
+        if fresh:
+            reauth.require_fresh(principal)
         return principal
 
     check.__facesearch_scope__ = scope or ("session" if session_only else "")  # type: ignore[attr-defined]
@@ -221,9 +235,10 @@ def require(
     return dep
 
 
-def require_session() -> Any:
-    """Dependency: a signed-in person (not an API key) with a verified second factor."""
-    return require("", session_only=True)
+def require_session(*, fresh: bool = False) -> Any:
+    """Dependency: a signed-in person (not an API key) with a verified second factor (and, with
+    `fresh`, one proved within `reauth_minutes`)."""
+    return require("", session_only=True, fresh=fresh)
 
 
 def need_any(principal: Principal, *scopes: str) -> Principal:

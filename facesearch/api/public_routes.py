@@ -12,14 +12,21 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/health"),
         ("GET", "/api/v1/ready"),
         ("GET", "/api/v1/openapi.json"),
+        # the system-use notice is shown before anyone signs in
+        ("GET", "/api/v1/banner"),
         # sign-in and the second factor (need, respectively, nothing or a password-only session)
         ("POST", "/api/v1/auth/signin"),
         ("POST", "/api/v1/auth/mfa/enrol"),
         ("POST", "/api/v1/auth/mfa/verify"),
+        # the second factor by passkey (needs the password-only session, like mfa/verify)
+        ("POST", "/api/v1/auth/passkey/options"),
+        ("POST", "/api/v1/auth/passkey/verify"),
         # ends whatever session the cookie names, verified or not
         ("POST", "/api/v1/auth/signout"),
         # an invited person sets a password with the one-time token from the link
         ("POST", "/api/v1/invitations/accept"),
+        # a user sets a new password with the one-time token of an administrator's reset link
+        ("POST", "/api/v1/auth/password-reset/accept"),
     }
 )
 

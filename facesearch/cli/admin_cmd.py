@@ -58,6 +58,46 @@ def bootstrap(
         dep.close()
 
 
+@admin_app.command("sweep")
+def sweep(ctx: typer.Context) -> None:
+    """Disable accounts unused for `inactive_days` (also run when `serve` starts); audited."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import lifecycle
+
+    settings = state_of(ctx).settings()
+    dep = Deployment.open(settings)
+    try:
+        with dep.db.session() as s:
+            ids = lifecycle.disable_inactive(s, system_actor(), settings.inactive_days)
+        if settings.inactive_days <= 0:
+            console.print("inactive_days is 0: no account is disabled for being unused")
+        else:
+            console.print(
+                f"disabled {len(ids)} account(s) unused for {settings.inactive_days} days"
+                + (f": ids {', '.join(map(str, ids))}" if ids else "")
+            )
+    finally:
+        dep.close()
+
+
+@admin_app.command("unlock")
+def unlock(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Option("--email", help="The locked account's email.")],
+) -> None:
+    """Clear an account's lockout and failure counts (audited as `user.unlocked`)."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import lifecycle
+
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        with dep.db.session() as s:
+            user = lifecycle.unlock_by_email(s, system_actor(), email)
+            console.print(f"[green]unlocked[/] account {user.id}")
+    finally:
+        dep.close()
+
+
 @admin_app.command("create-org")
 def create_org(
     ctx: typer.Context,

@@ -56,7 +56,8 @@ def serve(
 
     from facesearch.api.app import create_app
     from facesearch.deployment import Deployment
-    from facesearch.security import accounts
+    from facesearch.security import accounts, lifecycle
+    from facesearch.security.actor import system_actor
 
     settings = state_of(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     tls = bool(settings.tls_cert and settings.tls_key)
@@ -71,6 +72,13 @@ def serve(
     app = create_app(dep)
     url = accounts.base_url(settings)
     console.print(f"facesearch API at [bold]{url}/api/v1[/] (OpenAPI: {url}/api/v1/openapi.json)")
+    with dep.db.session() as s:
+        swept = lifecycle.disable_inactive(s, system_actor(), settings.inactive_days)
+    if swept:
+        console.print(
+            f"disabled {len(swept)} account(s) unused for {settings.inactive_days} days "
+            "(audited as user.disabled_inactive)"
+        )
     with dep.db.session() as s:
         admins = accounts.platform_admin_count(s)
     if admins == 0:

@@ -30,7 +30,7 @@ from facesearch.security import audit
 from facesearch.security.actor import Actor
 from facesearch.security.roles import Role
 from facesearch.security.tenancy import org_lead, org_of, org_user
-from facesearch.store.accounts import Invitation, User
+from facesearch.store.accounts import Invitation, PasswordReset, User
 from facesearch.store.casework import Case, Decision, Lead, LeadStatus, Review, Search
 
 DECISIONS: tuple[str, ...] = tuple(Decision)
@@ -42,9 +42,23 @@ CASE_WINDOW = timedelta(days=30)
 
 
 def _invited(session: Session, user_id: int | None) -> tuple[int | None, datetime | None]:
-    """Who invited a user, and when (None for accounts made otherwise)."""
+    """Who invited a user, and when (None for accounts made otherwise). An administrator's
+    password reset that also cleared the second factor re-provisions the account (whoever
+    holds the link can take it over), so the latest such reset counts as the invitation."""
     if user_id is None:
         return None, None
+    reset = session.scalar(
+        select(PasswordReset)
+        .where(
+            PasswordReset.user_id == user_id,
+            PasswordReset.reset_second_factor.is_(True),
+            PasswordReset.used_at.is_not(None),
+        )
+        .order_by(PasswordReset.id.desc())
+        .limit(1)
+    )
+    if reset is not None:
+        return reset.created_by, clock.aware(reset.created_at)
     row = session.scalar(select(Invitation).where(Invitation.used_by == user_id))
     if row is None:
         return None, None

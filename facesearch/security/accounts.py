@@ -26,6 +26,7 @@ from facesearch.errors import Conflict, Gone, InvalidRequest, Locked, Unauthenti
 from facesearch.security import (
     api_keys,
     audit,
+    notices,
     passwords,
     recovery,
     sessions,
@@ -76,7 +77,7 @@ def active_org(session: Session, user: User) -> bool:
     return org is not None and not org.disabled
 
 
-def _register_failure(
+def register_failure(
     session: Session, user: User, *, ip: str | None, action: str, details: dict[str, Any]
 ) -> datetime | None:
     """Count a failed password or second-factor attempt; locks at MAX_FAILURES. Returns the lock
@@ -140,7 +141,7 @@ def _locked(until: datetime) -> Locked:
     return Locked(until, clock.now())
 
 
-def _fail(session: Session, error: Exception) -> Exception:
+def fail(session: Session, error: Exception) -> Exception:
     """Keep what a refused attempt changed (failure count, lockout, audit) and give the error
     back to raise: the caller's unit of work would otherwise roll it back."""
     session.commit()
@@ -168,13 +169,13 @@ def sign_in(session: Session, keys: KeyRing, email: str, password: str, *, ip: s
             details={"email": norm, "reason": "locked" if until else "unknown"},
         )
         if until is not None:
-            raise _fail(session, _locked(until))
+            raise fail(session, _locked(until))
         until = throttle.ghost_fail(
             session, keys, norm, max_failures=MAX_FAILURES, lock_for=LOCK_FOR
         )
         if until is not None:
-            raise _fail(session, _locked(until))
-        raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
+            raise fail(session, _locked(until))
+        raise fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
     until = locked_until(user)
     if until is not None:
         passwords.burn_verify(password)
@@ -188,14 +189,14 @@ def sign_in(session: Session, keys: KeyRing, email: str, password: str, *, ip: s
             ip=ip,
             details={"reason": "locked"},
         )
-        raise _fail(session, _locked(until))
+        raise fail(session, _locked(until))
     if not passwords.verify_password(user.password_hash, password):
-        until = _register_failure(
+        until = register_failure(
             session, user, ip=ip, action="auth.signin.failure", details={"reason": "password"}
         )
         if until is not None:
-            raise _fail(session, _locked(until))
-        raise _fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
+            raise fail(session, _locked(until))
+        raise fail(session, Unauthenticated(GENERIC_SIGNIN_FAILURE))
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
     user.failed_logins = 0
@@ -234,6 +235,7 @@ def open_session(
     """Sign in with a password: a new session that can do nothing until the second factor is
     verified."""
     user = sign_in(session, keys, email, password, ip=ip)
+    notices.signed_in(session, user.id, ip, user_agent)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
     return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
@@ -255,6 +257,7 @@ def verify_session(
     a token seen before verification is worthless afterwards."""
     outcome = verify_second_factor(session, sealer, user, code, ip=ip)
     row.mfa_verified = True
+    row.reauth_at = clock.now()  # password and second factor proved just now
     token = sessions.rotate(session, row)
     session.commit()
     return Verified(
@@ -310,7 +313,11 @@ def seal_totp_secret(sealer: Sealer, user: User, secret: str) -> bytes:
 def open_totp_secret(sealer: Sealer, user: User) -> str | None:
     if user.totp_secret is None:
         return None
-    return sealer.open(user.totp_secret, _totp_aad(user)).decode()
+    return open_sealed_totp(sealer, user, user.totp_secret)
+
+
+def open_sealed_totp(sealer: Sealer, user: User, sealed: bytes) -> str:
+    return sealer.open(sealed, _totp_aad(user)).decode()
 
 
 @dataclass(frozen=True)
@@ -408,12 +415,12 @@ def verify_second_factor(
             details={"remaining": recovery.remaining(session, user.id)},
         )
         return MfaOutcome(used_recovery_code=True)
-    until = _register_failure(
+    until = register_failure(
         session, user, ip=ip, action="mfa.failure", details={"enrolled": enrolled}
     )
     if until is not None:
-        raise _fail(session, _locked(until))
-    raise _fail(session, Unauthenticated("wrong or already used code"))
+        raise fail(session, _locked(until))
+    raise fail(session, Unauthenticated("wrong or already used code"))
 
 
 # -- invitations: creating and accepting ----------------------------------------------------------

@@ -36,6 +36,9 @@ class Principal:
     api_key_id: int | None
     session_id: int | None
     ip: str | None
+    #: The session proved its password and second factor within `reauth_minutes` (sign-in or
+    #: re-authentication). Always False for API keys.
+    fresh: bool = False
 
     @property
     def is_platform_admin(self) -> bool:

@@ -26,6 +26,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "signin:address": Limit(30, 300.0),
     "mfa:account": Limit(10, 300.0),
     "invitation:address": Limit(20, 300.0),
+    "reset:address": Limit(20, 300.0),
     "search:account": Limit(60, 60.0),
     "search:address": Limit(120, 60.0),
 }
@@ -33,7 +34,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 
 #: Policies counted in the database when the limiter has a store.
 PERSISTENT_POLICIES = frozenset(
-    {"signin:account", "signin:address", "mfa:account", "invitation:address"}
+    {"signin:account", "signin:address", "mfa:account", "invitation:address", "reset:address"}
 )
 
 

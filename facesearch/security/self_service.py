@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.errors import NotFound
-from facesearch.security import api_keys, audit, recovery, sessions
+from facesearch.security import api_keys, audit, notices, reauth, recovery, sessions
 from facesearch.security.actor import Principal
+from facesearch.security.roles import Scope
 from facesearch.security.tenancy import own_api_key, own_session
 from facesearch.store.accounts import ApiKey, Organisation, User, UserSession
 
@@ -100,7 +101,10 @@ def my_keys(session: Session, principal: Principal) -> list[dict[str, Any]]:
 def create_key(
     session: Session, principal: Principal, *, name: str, scopes: list[str], days: int
 ) -> dict[str, Any]:
-    """A key with scopes the caller's roles grant; the secret is in this answer only."""
+    """A key with scopes the caller's roles grant; the secret is in this answer only. A key
+    with the `admin` scope needs a session that re-authenticated recently."""
+    if Scope.ADMIN in scopes:
+        reauth.require_fresh(principal)
     user = _user(session, principal)
     new = api_keys.create(session, user, name=name, scopes=scopes, days=days)
     audit.record_for(
@@ -116,6 +120,14 @@ def create_key(
             "scopes": list(new.row.scopes),
             "expires_at": new.row.expires_at.isoformat() if new.row.expires_at else None,
         },
+    )
+    notices.notify(
+        session,
+        user.id,
+        "apikey.created",
+        f"a new API key {new.row.name!r} ({new.row.prefix}) with the scopes "
+        f"{', '.join(new.row.scopes)}; if you did not create it, revoke it",
+        {"api_key_id": new.row.id, "prefix": new.row.prefix, "scopes": list(new.row.scopes)},
     )
     session.commit()
     return {**key_view(new.row), "key": new.key}

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from facesearch.errors import NoOrganisation, NotFound
 from facesearch.security.actor import Actor, Principal
-from facesearch.store.accounts import ApiKey, Invitation, Organisation, User, UserSession
+from facesearch.store.accounts import (
+    ApiKey,
+    Invitation,
+    Organisation,
+    Passkey,
+    User,
+    UserSession,
+)
 from facesearch.store.audit import AuditEntry
 from facesearch.store.casework import Case, Lead, Search
 from facesearch.store.gallery import Collection, CollectionShare, Face
@@ -171,6 +178,14 @@ def own_api_key(session: Session, actor: Actor, key_id: int) -> ApiKey:
     row = session.get(ApiKey, key_id)
     if row is None or row.user_id != actor.user_id:
         raise NotFound(f"no API key {key_id}")
+    return row
+
+
+def own_passkey(session: Session, actor: Actor, passkey_id: int) -> Passkey:
+    """One of the caller's own passkeys."""
+    row = session.get(Passkey, passkey_id)
+    if row is None or row.user_id != actor.user_id:
+        raise NotFound(f"no passkey {passkey_id}")
     return row
 
 

@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 from facesearch.api.deps import (
     CurrentPrincipal,
     DbSession,
+    DeploymentDep,
     Id,
     Principal,
     require_session,
     session_policy,
 )
-from facesearch.security import api_keys, self_service
+from facesearch.security import api_keys, lifecycle, notices, passkeys, self_service
 from facesearch.security.roles import SCOPES
 
 router = APIRouter(tags=["account"])
@@ -105,4 +106,133 @@ def create_key(
 @router.delete("/api/v1/me/api-keys/{key_id}", status_code=204, response_class=Response)
 def revoke_key(key_id: Id, principal: CurrentPrincipal, s: DbSession) -> Response:
     self_service.revoke_key(s, principal, key_id)
+    return Response(status_code=204)
+
+
+FreshSession = Annotated[Principal, require_session(fresh=True)]
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChanged(BaseModel):
+    other_sessions_ended: int
+
+
+class ReenrolReply(BaseModel):
+    otpauth_uri: str
+    secret: str
+    qr_svg: str
+    next: str = "confirm a code of the new secret at /api/v1/me/mfa/confirm"
+
+
+class ConfirmBody(BaseModel):
+    code: str = Field(min_length=6, max_length=12)
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]  # shown once
+
+
+@router.post("/api/v1/me/password", response_model=PasswordChanged)
+def change_password(
+    body: PasswordChange, s: DbSession, principal: Annotated[Principal, require_session()]
+) -> PasswordChanged:
+    """Change your password: the current one, and a new one that meets the policy. Every other
+    session of yours ends."""
+    ended = lifecycle.change_password(s, principal, body.current_password, body.new_password)
+    return PasswordChanged(other_sessions_ended=ended)
+
+
+@router.post("/api/v1/me/mfa/enrol", response_model=ReenrolReply)
+def reenrol(s: DbSession, dep: DeploymentDep, principal: FreshSession) -> ReenrolReply:
+    """Re-enrol the second factor (needs a fresh re-authentication): a new TOTP secret, pending
+    until confirmed; the current one keeps working meanwhile."""
+    new = lifecycle.start_reenrolment(s, dep.keys.secrets, principal)
+    return ReenrolReply(otpauth_uri=new.uri, secret=new.secret, qr_svg=new.qr_svg)
+
+
+@router.post("/api/v1/me/mfa/confirm", response_model=RecoveryCodes)
+def confirm_reenrolment(
+    body: ConfirmBody, s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> RecoveryCodes:
+    """A code of the new secret replaces the old one; ten new recovery codes, shown once."""
+    codes = lifecycle.confirm_reenrolment(s, dep.keys.secrets, principal, body.code)
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.post("/api/v1/me/recovery-codes", response_model=RecoveryCodes)
+def regenerate_recovery_codes(s: DbSession, principal: FreshSession) -> RecoveryCodes:
+    """Ten new recovery codes (needs a fresh re-authentication); the old ones stop working."""
+    return RecoveryCodes(recovery_codes=lifecycle.regenerate_recovery_codes(s, principal))
+
+
+class NoticeOut(BaseModel):
+    id: int
+    kind: str  # signin.new_device, apikey.created, password.changed, password.reset, ...
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+@router.get("/api/v1/me/notices", response_model=list[NoticeOut])
+def my_notices(
+    s: DbSession, principal: Annotated[Principal, require_session()]
+) -> list[dict[str, Any]]:
+    """What you should know about your account, newest first: sign-ins from a new address or
+    browser, new API keys, password changes and resets, a replaced second factor. (Not sent by
+    e-mail: facesearch sends no mail.)"""
+    return notices.list_mine(s, principal)
+
+
+class PasskeyOptionsOut(BaseModel):
+    """WebAuthn creation options for `navigator.credentials.create` (JSON, base64url fields)."""
+
+    options: dict[str, Any]
+
+
+class PasskeyRegistration(BaseModel):
+    name: str = Field(default="passkey", max_length=200)
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+class PasskeyOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@router.post("/api/v1/me/passkeys/options", response_model=PasskeyOptionsOut)
+def passkey_registration_options(
+    s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> PasskeyOptionsOut:
+    """Register a passkey, step 1 (needs a fresh re-authentication): creation options with a
+    single-use challenge that expires in five minutes."""
+    return PasskeyOptionsOut(options=passkeys.registration_options(s, dep.settings, principal))
+
+
+@router.post("/api/v1/me/passkeys", response_model=PasskeyOut, status_code=201)
+def register_passkey(
+    body: PasskeyRegistration, s: DbSession, dep: DeploymentDep, principal: FreshSession
+) -> dict[str, Any]:
+    """Register a passkey, step 2: the browser's answer, verified (origin, RP id, challenge,
+    user verification) before the public key is kept."""
+    row = passkeys.register(s, dep.settings, principal, body.credential, body.name)
+    return passkeys.passkey_view(row)
+
+
+@router.get("/api/v1/me/passkeys", response_model=list[PasskeyOut])
+def my_passkeys(
+    s: DbSession, principal: Annotated[Principal, require_session()]
+) -> list[dict[str, Any]]:
+    return passkeys.list_mine(s, principal)
+
+
+@router.delete("/api/v1/me/passkeys/{passkey_id}", status_code=204, response_class=Response)
+def remove_passkey(passkey_id: Id, s: DbSession, principal: FreshSession) -> Response:
+    """Remove a passkey (needs a fresh re-authentication)."""
+    passkeys.remove(s, principal, passkey_id)
     return Response(status_code=204)

@@ -6,7 +6,8 @@ session token, so a token seen before the second factor is useless afterwards.""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
@@ -21,11 +22,12 @@ from facesearch.api.deps import (
     cookie_session,
     enforce_rate_limit,
     is_https,
+    reauth_window,
     require_session,
     session_policy,
 )
 from facesearch.errors import Unauthenticated
-from facesearch.security import accounts
+from facesearch.security import accounts, lifecycle, passkeys
 
 router = APIRouter(tags=["auth"])
 SessionPrincipal = Annotated[Principal, require_session()]
@@ -41,6 +43,7 @@ class SignInReply(BaseModel):
     mfa_enrolled: bool
     next: str
     csrf_token: str
+    banner: str | None = None  # the system-use notice (`system_use_banner`)
 
 
 class EnrolReply(BaseModel):
@@ -101,6 +104,7 @@ def sign_in(
         mfa_enrolled=signed.mfa_enrolled,
         next="/api/v1/auth/mfa/verify" if signed.mfa_enrolled else "/api/v1/auth/mfa/enrol",
         csrf_token=signed.csrf_token,
+        banner=dep.settings.system_use_banner or None,
     )
 
 
@@ -155,3 +159,121 @@ def sign_out_everywhere(s: DbSession, principal: SessionPrincipal) -> Response:
     response = Response(status_code=204)
     _clear_cookies(response)
     return response
+
+
+class ReauthBody(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+    code: str = Field(min_length=6, max_length=40, description="a TOTP or recovery code")
+
+
+class ReauthReply(BaseModel):
+    reauthenticated_at: datetime
+    fresh_until: datetime
+
+
+@router.post("/api/v1/auth/reauth", response_model=ReauthReply)
+def reauthenticate(
+    body: ReauthBody,
+    request: Request,
+    s: DbSession,
+    dep: DeploymentDep,
+    principal: SessionPrincipal,
+) -> ReauthReply:
+    """Prove the password and second factor again before a sensitive action (password change,
+    second-factor re-enrolment, recovery codes, admin-scoped keys, role changes, invitations,
+    password resets, unlocks); the session stays fresh for `reauth_minutes`."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    at = lifecycle.reauthenticate(s, dep.keys.secrets, principal, body.password, body.code)
+    window: timedelta = reauth_window(request)
+    return ReauthReply(reauthenticated_at=at, fresh_until=at + window)
+
+
+class ResetAcceptBody(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ResetAccepted(BaseModel):
+    email: str
+    next: str
+
+
+@router.post("/api/v1/auth/password-reset/accept", response_model=ResetAccepted)
+def accept_password_reset(body: ResetAcceptBody, request: Request, s: DbSession) -> ResetAccepted:
+    """Public: set a new password with the one-time link an administrator issued. Every session
+    of the account ends; sign in again and verify (or, when the administrator also cleared it,
+    enrol) the second factor."""
+    ip = client_ip(request)
+    enforce_rate_limit(request, "reset:address", ip or "unknown")
+    email = lifecycle.accept_reset(s, body.token, body.password, ip=ip)
+    return ResetAccepted(
+        email=email, next="sign in at /api/v1/auth/signin and verify the second factor"
+    )
+
+
+class PasskeyOptions(BaseModel):
+    """WebAuthn options for `navigator.credentials.get` / `.create` (JSON, base64url fields;
+    `PublicKeyCredential.parse*OptionsFromJSON` reads them)."""
+
+    options: dict[str, Any]
+
+
+class PasskeyAssertion(BaseModel):
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+@router.post("/api/v1/auth/passkey/options", response_model=PasskeyOptions)
+def passkey_options(request: Request, s: DbSession, dep: DeploymentDep) -> PasskeyOptions:
+    """Second factor by passkey: request options (a single-use, expiring challenge kept on the
+    server) for the password-only session."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    return PasskeyOptions(options=passkeys.authentication_options(s, dep.settings, row, user))
+
+
+@router.post("/api/v1/auth/passkey/verify", response_model=VerifyReply)
+def passkey_verify(
+    body: PasskeyAssertion,
+    request: Request,
+    response: Response,
+    s: DbSession,
+    dep: DeploymentDep,
+) -> VerifyReply:
+    """Second factor by passkey: the browser's assertion. Like a TOTP code, it verifies the
+    session and rotates its token."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    verified = passkeys.verify(s, dep.settings, row, user, body.credential, ip=client_ip(request))
+    _set_cookies(request, response, verified.token, verified.csrf_token)
+    return VerifyReply(
+        csrf_token=verified.csrf_token,
+        recovery_codes_remaining=verified.recovery_codes_remaining,
+    )
+
+
+class PasskeyReauthBody(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+@router.post("/api/v1/auth/reauth/passkey/options", response_model=PasskeyOptions)
+def reauth_passkey_options(
+    request: Request, s: DbSession, dep: DeploymentDep, principal: SessionPrincipal
+) -> PasskeyOptions:
+    """Re-authentication with a passkey, step 1: request options (single-use challenge)."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    return PasskeyOptions(options=passkeys.reauth_options(s, dep.settings, principal))
+
+
+@router.post("/api/v1/auth/reauth/passkey", response_model=ReauthReply)
+def reauth_passkey(
+    body: PasskeyReauthBody,
+    request: Request,
+    s: DbSession,
+    dep: DeploymentDep,
+    principal: SessionPrincipal,
+) -> ReauthReply:
+    """Re-authentication with the password and a passkey assertion instead of a code."""
+    enforce_rate_limit(request, "mfa:account", str(principal.user_id))
+    at = passkeys.reauthenticate(s, dep.settings, principal, body.password, body.credential)
+    return ReauthReply(reauthenticated_at=at, fresh_until=at + reauth_window(request))

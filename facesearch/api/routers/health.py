@@ -1,4 +1,5 @@
-"""Liveness and readiness (public; they reveal nothing but up/down)."""
+"""Liveness and readiness (public; they reveal nothing but up/down) and the system-use banner
+(public: it is shown before anyone signs in)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def ready(dep: DeploymentDep) -> JSONResponse:
     if ok:
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "not ready"}, status_code=503)
+
+
+class BannerOut(BaseModel):
+    banner: str | None
+
+
+@router.get("/api/v1/banner", response_model=BannerOut)
+def banner(dep: DeploymentDep) -> BannerOut:
+    """The system-use notice to show before sign-in (`system_use_banner`), or null."""
+    return BannerOut(banner=dep.settings.system_use_banner or None)

@@ -29,6 +29,11 @@ from facesearch.security.roles import Role, Scope
 router = APIRouter(tags=["invitations"])
 
 Admin = Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN, Role.PLATFORM_ADMIN})]
+#: Inviting is sensitive: a session must have re-authenticated within `reauth_minutes`.
+FreshAdmin = Annotated[
+    Principal,
+    require(Scope.ADMIN, roles={Role.ORG_ADMIN, Role.PLATFORM_ADMIN}, fresh=True),
+]
 
 
 class InviteBody(BaseModel):
@@ -71,7 +76,9 @@ class Accepted(BaseModel):
 
 
 @router.post("/api/v1/invitations", response_model=InvitationCreated, status_code=201)
-def invite(body: InviteBody, principal: Admin, s: DbSession, dep: DeploymentDep) -> dict[str, Any]:
+def invite(
+    body: InviteBody, principal: FreshAdmin, s: DbSession, dep: DeploymentDep
+) -> dict[str, Any]:
     new = admin.invite(
         s,
         principal,

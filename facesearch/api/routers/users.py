@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, Id, Principal, require
-from facesearch.security import admin
+from facesearch.api.deps import DbSession, DeploymentDep, Id, Principal, require
+from facesearch.security import admin, lifecycle
 from facesearch.security.roles import Role, Scope
 
 router = APIRouter(tags=["users"])
 
 OrgAdmin = Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN})]
+#: Sensitive: a session must have re-authenticated within `reauth_minutes`.
+FreshOrgAdmin = Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN}, fresh=True)]
 
 
 class UserOut(BaseModel):
@@ -45,10 +47,55 @@ def get_user(user_id: Id, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
 
 
 @router.put("/api/v1/users/{user_id}/roles", response_model=UserOut)
-def set_roles(user_id: Id, body: RolesBody, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
+def set_roles(
+    user_id: Id, body: RolesBody, principal: FreshOrgAdmin, s: DbSession
+) -> dict[str, Any]:
     return admin.set_roles(s, principal, user_id, body.roles)
 
 
 @router.post("/api/v1/users/{user_id}/disable", response_model=UserOut)
 def disable(user_id: Id, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
     return admin.disable_user(s, principal, user_id)
+
+
+class ResetBody(BaseModel):
+    expires_in_hours: int = Field(default=lifecycle.RESET_HOURS, ge=1, le=lifecycle.MAX_RESET_HOURS)
+    reset_second_factor: bool = Field(
+        default=False, description="also clear the second factor: the user enrols a new one"
+    )
+
+
+class ResetIssued(BaseModel):
+    user_id: int
+    expires_at: datetime
+    reset_second_factor: bool
+    token: str  # shown once
+    link: str
+
+
+@router.post("/api/v1/users/{user_id}/password-reset", response_model=ResetIssued, status_code=201)
+def issue_password_reset(
+    user_id: Id, body: ResetBody, principal: FreshOrgAdmin, s: DbSession, dep: DeploymentDep
+) -> ResetIssued:
+    """A one-time, expiring link for the user to set a new password (hand it over yourself;
+    facesearch sends no e-mail). Using it ends the user's sessions."""
+    new = lifecycle.issue_reset(
+        s,
+        principal,
+        user_id,
+        hours=body.expires_in_hours,
+        reset_second_factor=body.reset_second_factor,
+    )
+    return ResetIssued(
+        user_id=new.row.user_id,
+        expires_at=new.row.expires_at,
+        reset_second_factor=new.row.reset_second_factor,
+        token=new.token,
+        link=lifecycle.reset_link(dep.settings, new.token),
+    )
+
+
+@router.post("/api/v1/users/{user_id}/unlock", response_model=UserOut)
+def unlock(user_id: Id, principal: FreshOrgAdmin, s: DbSession) -> dict[str, Any]:
+    """Clear the user's lockout and failure counts."""
+    return admin.user_view(lifecycle.unlock(s, principal, user_id))
