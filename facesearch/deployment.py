@@ -23,6 +23,7 @@ from facesearch.store.db import Database, migrate
 from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
+from facesearch.workqueue import FairQueue
 
 MARKER = "deployment"
 
@@ -102,6 +103,13 @@ class Deployment:
         self._lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
+        #: Model work of searches waits here: bounded, a fair share per organisation.
+        self.model_queue = FairQueue(
+            slots=settings.model_slots,
+            queue_size=settings.model_queue_size,
+            per_key=settings.model_queue_per_org,
+            wait_seconds=settings.model_queue_wait_seconds,
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> Deployment:

@@ -9,7 +9,10 @@ A server-side folder job (organisation administrators only) may read only below 
 organisation's drop folder `<home>/imports/org<id>/`: an administrator of one tenant can never make
 the server read another tenant's files or anything else on the machine.
 
-Jobs run one at a time on one worker thread (the face model is shared with searches). Progress
+Jobs run one at a time on one worker thread (the face model is shared with searches). The queue
+is bounded: an organisation may have `ingest_queue_per_org` jobs queued or running (more: 429
+with Retry-After), all organisations together `ingest_queue_size` (more: 503), and one upload
+request at most `max_request_pixels` pixels by its files' headers (more: 413). Progress
 (`files_done` of `files_total`, faces, status) is written to the `ingest_tasks` row as chunks
 commit, so any request can read it.
 """
@@ -33,7 +36,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import Conflict, FacesearchError, InvalidRequest, NotFound
+from facesearch.errors import (
+    Conflict,
+    FacesearchError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+)
 from facesearch.ingest.runner import FolderIngest
 from facesearch.ingest.walker import MAX_DEPTH, Refused, Tree, check_name, protected_files
 from facesearch.security import audit
@@ -42,7 +53,7 @@ from facesearch.security.tenancy import managed_collection, org_job, org_of
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import Collection, SourceFile
 from facesearch.store.jobs import Job, JobKind, JobStatus
-from facesearch.vision.decode import IMAGE_SUFFIXES
+from facesearch.vision.decode import IMAGE_SUFFIXES, header_pixels
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +140,21 @@ class JobRunner:
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._per_org: dict[int, int] = {}  # jobs queued or running, by organisation
 
-    def submit(self, task_id: int, folder: Path | Tree, *, temporary: bool) -> None:
+    def admit(self, org_id: int) -> None:
+        """Refuse a new job of `org_id` when it holds its share of the queue (429) or the queue
+        is full (503)."""
+        settings = self.dep.settings
+        with self._lock:
+            if self._per_org.get(org_id, 0) >= settings.ingest_queue_per_org:
+                raise TooManyRequests(60)
+            if sum(self._per_org.values()) >= settings.ingest_queue_size:
+                raise Unavailable(60)
+
+    def submit(
+        self, task_id: int, folder: Path | Tree, *, temporary: bool, org_id: int | None = None
+    ) -> None:
         """Queue the ingest of a folder (deleted afterwards when `temporary`)."""
 
         def work() -> None:
@@ -140,13 +164,30 @@ class JobRunner:
                 if temporary and isinstance(folder, Path):
                     shutil.rmtree(folder, ignore_errors=True)
 
-        self.submit_work(task_id, work)
+        self.submit_work(task_id, work, org_id=org_id)
 
-    def submit_work(self, task_id: int, work: Callable[[], None]) -> None:
+    def submit_work(
+        self, task_id: int, work: Callable[[], None], *, org_id: int | None = None
+    ) -> None:
         """Queue any job's work; the worker thread runs one job at a time, in order."""
         with self._lock:
             self._idle.clear()
-            self._queue.put((task_id, work))
+            if org_id is not None:
+                self._per_org[org_id] = self._per_org.get(org_id, 0) + 1
+
+            def counted() -> None:
+                try:
+                    work()
+                finally:
+                    if org_id is not None:
+                        with self._lock:
+                            left = self._per_org.get(org_id, 0) - 1
+                            if left > 0:
+                                self._per_org[org_id] = left
+                            else:
+                                self._per_org.pop(org_id, None)
+
+            self._queue.put((task_id, counted))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="facesearch-ingest", daemon=True
@@ -278,6 +319,14 @@ def start_upload(
         raise InvalidRequest("upload at least one non-empty image file", field="files")
     if len(files) > MAX_UPLOAD_FILES:
         raise InvalidRequest(f"at most {MAX_UPLOAD_FILES} files per upload", field="files")
+    pixels = sum(header_pixels(f.data) for f in files)
+    if pixels > dep.settings.max_request_pixels:
+        raise PayloadTooLarge(
+            f"the files hold {pixels} pixels; one request may bring at most "
+            f"{dep.settings.max_request_pixels}"
+        )
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     task = Job(
         org_id=org_id,
         user_id=actor.user_id,
@@ -311,7 +360,7 @@ def start_upload(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    (runner or runner_for(dep)).submit(task.id, folder, temporary=True)
+    runner.submit(task.id, folder, temporary=True, org_id=org_id)
     return job_view(task)
 
 
@@ -372,6 +421,8 @@ def start_folder(
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
     tree = drop_tree(dep, org_id, folder)
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     try:
         tree.exists()
     except Refused as exc:
@@ -405,7 +456,7 @@ def start_folder(
         details={"kind": "folder", "collection_id": collection.id, "folder": tree.label},
     )
     session.commit()
-    (runner or runner_for(dep)).submit(task.id, tree, temporary=False)
+    runner.submit(task.id, tree, temporary=False, org_id=org_id)
     return job_view(task)
 
 
@@ -484,6 +535,8 @@ def start_reembed(
     )
     if busy is not None:
         raise Conflict(f"job {busy} is still working on this collection; wait for it")
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     task = Job(
         org_id=org_id,
         user_id=actor.user_id,
@@ -509,8 +562,8 @@ def start_reembed(
     )
     session.commit()
     job_id = task.id
-    (runner or runner_for(dep)).submit_work(
-        job_id, lambda: run_reembed_job(dep, job_id, target_name(target))
+    runner.submit_work(
+        job_id, lambda: run_reembed_job(dep, job_id, target_name(target)), org_id=org_id
     )
     return job_view(task)
 

@@ -110,7 +110,12 @@ def test_a_folder_swapped_for_a_link_after_submission_is_not_walked(
     submitted: list[tuple[int, Any]] = []
 
     class Held:
-        def submit(self, task_id: int, folder: Any, *, temporary: bool) -> None:
+        def admit(self, org_id: int) -> None:
+            pass
+
+        def submit(
+            self, task_id: int, folder: Any, *, temporary: bool, org_id: int | None = None
+        ) -> None:
             submitted.append((task_id, folder))
 
     actor = Principal(
