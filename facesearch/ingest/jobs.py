@@ -1,9 +1,11 @@
 """Background ingest for the API: uploads and server-side folders, with readable progress.
 
 An upload is written to a private temporary folder inside the data directory
-(`<home>/uploads/task-<id>-*`, mode 0700), ingested there by `FolderIngest` in a background
-thread, and deleted afterwards whatever the outcome. The provenance of each uploaded file is
-rewritten from the temporary path to `upload:<task id>/<original file name>`.
+(`<home>/uploads/task-<id>-*`, mode 0700), each file sealed with the blobs key (AES-256-GCM,
+bound to its staged name: no plaintext photo waits on disk, ADR 0010), ingested there by
+`FolderIngest` in a background thread, and deleted afterwards whatever the outcome. The
+provenance of each uploaded file is rewritten from the temporary path to
+`upload:<task id>/<original file name>`.
 
 A server-side folder job (organisation administrators only) may read only below the
 organisation's drop folder `<home>/imports/org<id>/`: an administrator of one tenant can never make
@@ -46,7 +48,14 @@ from facesearch.errors import (
     Unavailable,
 )
 from facesearch.ingest.runner import FolderIngest
-from facesearch.ingest.walker import MAX_DEPTH, Refused, Tree, check_name, protected_files
+from facesearch.ingest.walker import (
+    MAX_DEPTH,
+    Refused,
+    Tree,
+    check_name,
+    protected_files,
+    upload_aad,
+)
 from facesearch.security import audit
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.tenancy import managed_collection, org_job, org_of
@@ -250,7 +259,13 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
     status, error = JobStatus.FAILED, None
     summary: dict[str, Any] = {}
     try:
-        result = FolderIngest(dep, collection_id, workers=workers, progress=progress).run(folder)
+        result = FolderIngest(
+            dep,
+            collection_id,
+            workers=workers,
+            progress=progress,
+            sealed=kind == JobKind.UPLOAD,  # staged uploads are sealed (ADR 0010)
+        ).run(folder)
         summary = result.as_dict()
         status = JobStatus.DONE
         if kind == JobKind.UPLOAD and isinstance(folder, Path):
@@ -341,8 +356,11 @@ def start_upload(
     session.flush()
     folder = Path(tempfile.mkdtemp(prefix=f"task-{task.id}-", dir=uploads_root(dep)))
     try:
-        for i, f in enumerate(files):
-            (folder / safe_filename(f.filename, i)).write_bytes(f.data)
+        for i, f in enumerate(files):  # sealed while staged: no plaintext photo on disk
+            name = safe_filename(f.filename, i)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(dep.keys.blobs.seal(f.data, upload_aad(name)))
         audit.record_for(
             session,
             actor,
