@@ -75,6 +75,32 @@ class Settings(BaseSettings):
         default=60_000_000, ge=1, description="largest accepted image (pixels)"
     )
     max_image_side: int = Field(default=20_000, ge=1, description="largest accepted image side")
+    max_decode_pixels: int = Field(
+        default=12_000_000,
+        ge=10_000,
+        description="larger images are decoded reduced to at most this many pixels",
+    )
+    max_request_pixels: int = Field(
+        default=200_000_000, ge=1, description="most image pixels (by their headers) per request"
+    )
+    model_slots: int = Field(
+        default=2, ge=1, le=64, description="searches analysed by the model at the same time"
+    )
+    model_queue_size: int = Field(
+        default=16, ge=0, description="searches waiting for a model slot, all organisations"
+    )
+    model_queue_per_org: int = Field(
+        default=4, ge=1, description="searches one organisation may have running or waiting"
+    )
+    model_queue_wait_seconds: float = Field(
+        default=30.0, gt=0, description="longest wait for a model slot before 503"
+    )
+    ingest_queue_per_org: int = Field(
+        default=4, ge=1, description="ingest jobs one organisation may have queued or running"
+    )
+    ingest_queue_size: int = Field(
+        default=32, ge=1, description="ingest jobs queued or running, all organisations"
+    )
     store_images: bool = Field(
         default=True, description="keep an encrypted copy of each ingested image"
     )

@@ -75,6 +75,8 @@ class KeyRing:
         self._hash_key = _derive(master, "facesearch/content-hash/v1")
         self._index_key = _derive(master, "facesearch/blind-index/v1")
         self._check = _derive(master, "facesearch/key-check/v1")
+        #: SQLCipher's raw key for the SQLite database (ADR 0010)
+        self.database_key = _derive(master, "facesearch/database/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""

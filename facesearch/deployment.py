@@ -19,10 +19,11 @@ from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
 from facesearch.store.blobs import BlobStore
-from facesearch.store.db import Database, migrate
+from facesearch.store.db import Database, encrypt_plaintext, migrate
 from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
+from facesearch.workqueue import FairQueue
 
 MARKER = "deployment"
 
@@ -57,7 +58,7 @@ def init_deployment(settings: Settings) -> Path:
     keyring = KeyRing.create(key_file)
     settings.blobs_dir.mkdir(exist_ok=True, mode=0o700)
     settings.index_dir.mkdir(exist_ok=True, mode=0o700)
-    db = Database(settings.sqlalchemy_url)
+    db = Database(settings.sqlalchemy_url, database_key(settings, keyring))
     try:
         migrate(db.engine)
     finally:
@@ -73,6 +74,11 @@ def init_deployment(settings: Settings) -> Path:
     )
     os.chmod(settings.settings_file, 0o600)
     return key_file
+
+
+def database_key(settings: Settings, keys: KeyRing) -> bytes | None:
+    """SQLCipher's key for a SQLite database (ADR 0010); None for other databases."""
+    return keys.database_key if settings.sqlalchemy_url.startswith("sqlite") else None
 
 
 class Deployment:
@@ -96,7 +102,10 @@ class Deployment:
             raise KeyMismatchError(
                 f"the key file {self.key_file} does not belong to {settings.home}"
             )
-        self.db = Database(settings.sqlalchemy_url)
+        key = database_key(settings, self.keys)
+        if key is not None and settings.database_url is None:
+            encrypt_plaintext(settings.db_path, key)  # a database of before ADR 0010
+        self.db = Database(settings.sqlalchemy_url, key)
         migrate(self.db.engine)
         self.blobs = BlobStore(settings.blobs_dir, self.keys)
         self._lock = threading.RLock()
@@ -104,6 +113,13 @@ class Deployment:
         self._indexes: dict[str, VectorIndex] = {}
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
+        #: Model work of searches waits here: bounded, a fair share per organisation.
+        self.model_queue = FairQueue(
+            slots=settings.model_slots,
+            queue_size=settings.model_queue_size,
+            per_key=settings.model_queue_per_org,
+            wait_seconds=settings.model_queue_wait_seconds,
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> Deployment:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.config import Settings
+from facesearch.crypto import KeyRing
 from facesearch.deployment import is_inside
 from facesearch.ingest.walker import open_checked, protected_files
 from facesearch.security.roles import Role
@@ -178,14 +179,13 @@ def _others_can_access(path: Path) -> bool:
     return bool(_mode(path) & 0o077)
 
 
-def _readonly_sqlite_engine(db_file: Path) -> Engine:
-    """An engine that cannot write (SQLite URI mode=ro) and never creates a missing file."""
-    import sqlite3
+def _readonly_sqlite_engine(db_file: Path, key: bytes | None) -> Engine:
+    """An engine that cannot write (SQLite URI mode=ro) and never creates a missing file;
+    SQLCipher with the deployment's database key (ADR 0010)."""
+    from facesearch.store.db import connect_sqlite
 
-    uri = db_file.resolve().as_uri() + "?mode=ro"
-
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+    def connect() -> Any:
+        return connect_sqlite(db_file, key, readonly=True)
 
     return create_engine("sqlite://", creator=connect)
 
@@ -238,7 +238,10 @@ class Context:
             if self.settings.database_url is None:
                 if not self.settings.db_path.exists():
                     raise FileNotFoundError(f"{self.settings.db_path} does not exist")
-                engine = _readonly_sqlite_engine(self.settings.db_path)
+                if self.master_key is None:  # SQLCipher (ADR 0010): nothing to read without it
+                    raise FileNotFoundError("the database cannot be read without the key file")
+                key = KeyRing(*self.master_key).database_key
+                engine = _readonly_sqlite_engine(self.settings.db_path, key)
             else:
                 url = make_url(self.settings.database_url)
                 extra: dict[str, Any] = {}
@@ -247,7 +250,11 @@ class Context:
                     extra["execution_options"] = {"postgresql_readonly": True}
                 engine = create_engine(url, pool_pre_ping=True, **extra)
             with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM sqlite_master"
+                    if self.settings.database_url is None
+                    else "SELECT 1"
+                )
             self._engine = engine
         return self._engine
 

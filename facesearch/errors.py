@@ -84,6 +84,16 @@ class TooManyRequests(FacesearchError):
         self.retry_after = int(retry_after)
 
 
+class Unavailable(FacesearchError):
+    """The service is too busy to take the request now (API 503 with Retry-After)."""
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(
+            message or f"the service is busy; try again in {max(1, int(retry_after))} seconds"
+        )
+        self.retry_after = max(1, int(retry_after))
+
+
 class PayloadTooLarge(FacesearchError):
     """An uploaded file or body is over the configured limit (API 413)."""
 

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "clock": 0,
     "config": 1,
     "crypto": 1,
+    "workqueue": 1,
     # the engines: peers
     "store": 2,
     "index": 2,

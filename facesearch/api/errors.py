@@ -30,6 +30,7 @@ from facesearch.errors import (
     PayloadTooLarge,
     TooManyRequests,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger("facesearch.api")
@@ -46,6 +47,7 @@ STATUS: dict[type[FacesearchError], int] = {
     Locked: 423,
     TooManyRequests: 429,
     ConfigError: 500,
+    Unavailable: 503,
     FacesearchError: 400,
 }
 
@@ -89,7 +91,7 @@ def error_response(request: Request, exc: FacesearchError) -> JSONResponse:
         }
     else:
         body = {"detail": scrub(str(exc))}
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"

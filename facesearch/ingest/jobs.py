@@ -1,15 +1,20 @@
 """Background ingest for the API: uploads and server-side folders, with readable progress.
 
 An upload is written to a private temporary folder inside the data directory
-(`<home>/uploads/task-<id>-*`, mode 0700), ingested there by `FolderIngest` in a background
-thread, and deleted afterwards whatever the outcome. The provenance of each uploaded file is
-rewritten from the temporary path to `upload:<task id>/<original file name>`.
+(`<home>/uploads/task-<id>-*`, mode 0700), each file sealed with the blobs key (AES-256-GCM,
+bound to its staged name: no plaintext photo waits on disk, ADR 0010), ingested there by
+`FolderIngest` in a background thread, and deleted afterwards whatever the outcome. The
+provenance of each uploaded file is rewritten from the temporary path to
+`upload:<task id>/<original file name>`.
 
 A server-side folder job (organisation administrators only) may read only below the
 organisation's drop folder `<home>/imports/org<id>/`: an administrator of one tenant can never make
 the server read another tenant's files or anything else on the machine.
 
-Jobs run one at a time on one worker thread (the face model is shared with searches). Progress
+Jobs run one at a time on one worker thread (the face model is shared with searches). The queue
+is bounded: an organisation may have `ingest_queue_per_org` jobs queued or running (more: 429
+with Retry-After), all organisations together `ingest_queue_size` (more: 503), and one upload
+request at most `max_request_pixels` pixels by its files' headers (more: 413). Progress
 (`files_done` of `files_total`, faces, status) is written to the `ingest_tasks` row as chunks
 commit, so any request can read it.
 """
@@ -33,16 +38,31 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import Conflict, FacesearchError, InvalidRequest, NotFound
+from facesearch.errors import (
+    Conflict,
+    FacesearchError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+)
 from facesearch.ingest.runner import FolderIngest
-from facesearch.ingest.walker import MAX_DEPTH, Refused, Tree, check_name, protected_files
+from facesearch.ingest.walker import (
+    MAX_DEPTH,
+    Refused,
+    Tree,
+    check_name,
+    protected_files,
+    upload_aad,
+)
 from facesearch.security import audit
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.tenancy import managed_collection, org_job, org_of
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import Collection, SourceFile
 from facesearch.store.jobs import Job, JobKind, JobStatus
-from facesearch.vision.decode import IMAGE_SUFFIXES
+from facesearch.vision.decode import IMAGE_SUFFIXES, header_pixels
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +149,21 @@ class JobRunner:
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._per_org: dict[int, int] = {}  # jobs queued or running, by organisation
 
-    def submit(self, task_id: int, folder: Path | Tree, *, temporary: bool) -> None:
+    def admit(self, org_id: int) -> None:
+        """Refuse a new job of `org_id` when it holds its share of the queue (429) or the queue
+        is full (503)."""
+        settings = self.dep.settings
+        with self._lock:
+            if self._per_org.get(org_id, 0) >= settings.ingest_queue_per_org:
+                raise TooManyRequests(60)
+            if sum(self._per_org.values()) >= settings.ingest_queue_size:
+                raise Unavailable(60)
+
+    def submit(
+        self, task_id: int, folder: Path | Tree, *, temporary: bool, org_id: int | None = None
+    ) -> None:
         """Queue the ingest of a folder (deleted afterwards when `temporary`)."""
 
         def work() -> None:
@@ -140,13 +173,30 @@ class JobRunner:
                 if temporary and isinstance(folder, Path):
                     shutil.rmtree(folder, ignore_errors=True)
 
-        self.submit_work(task_id, work)
+        self.submit_work(task_id, work, org_id=org_id)
 
-    def submit_work(self, task_id: int, work: Callable[[], None]) -> None:
+    def submit_work(
+        self, task_id: int, work: Callable[[], None], *, org_id: int | None = None
+    ) -> None:
         """Queue any job's work; the worker thread runs one job at a time, in order."""
         with self._lock:
             self._idle.clear()
-            self._queue.put((task_id, work))
+            if org_id is not None:
+                self._per_org[org_id] = self._per_org.get(org_id, 0) + 1
+
+            def counted() -> None:
+                try:
+                    work()
+                finally:
+                    if org_id is not None:
+                        with self._lock:
+                            left = self._per_org.get(org_id, 0) - 1
+                            if left > 0:
+                                self._per_org[org_id] = left
+                            else:
+                                self._per_org.pop(org_id, None)
+
+            self._queue.put((task_id, counted))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="facesearch-ingest", daemon=True
@@ -209,7 +259,13 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
     status, error = JobStatus.FAILED, None
     summary: dict[str, Any] = {}
     try:
-        result = FolderIngest(dep, collection_id, workers=workers, progress=progress).run(folder)
+        result = FolderIngest(
+            dep,
+            collection_id,
+            workers=workers,
+            progress=progress,
+            sealed=kind == JobKind.UPLOAD,  # staged uploads are sealed (ADR 0010)
+        ).run(folder)
         summary = result.as_dict()
         status = JobStatus.DONE
         if kind == JobKind.UPLOAD and isinstance(folder, Path):
@@ -278,6 +334,14 @@ def start_upload(
         raise InvalidRequest("upload at least one non-empty image file", field="files")
     if len(files) > MAX_UPLOAD_FILES:
         raise InvalidRequest(f"at most {MAX_UPLOAD_FILES} files per upload", field="files")
+    pixels = sum(header_pixels(f.data) for f in files)
+    if pixels > dep.settings.max_request_pixels:
+        raise PayloadTooLarge(
+            f"the files hold {pixels} pixels; one request may bring at most "
+            f"{dep.settings.max_request_pixels}"
+        )
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     task = Job(
         org_id=org_id,
         user_id=actor.user_id,
@@ -292,8 +356,11 @@ def start_upload(
     session.flush()
     folder = Path(tempfile.mkdtemp(prefix=f"task-{task.id}-", dir=uploads_root(dep)))
     try:
-        for i, f in enumerate(files):
-            (folder / safe_filename(f.filename, i)).write_bytes(f.data)
+        for i, f in enumerate(files):  # sealed while staged: no plaintext photo on disk
+            name = safe_filename(f.filename, i)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(dep.keys.blobs.seal(f.data, upload_aad(name)))
         audit.record_for(
             session,
             actor,
@@ -311,7 +378,7 @@ def start_upload(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    (runner or runner_for(dep)).submit(task.id, folder, temporary=True)
+    runner.submit(task.id, folder, temporary=True, org_id=org_id)
     return job_view(task)
 
 
@@ -372,6 +439,8 @@ def start_folder(
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
     tree = drop_tree(dep, org_id, folder)
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     try:
         tree.exists()
     except Refused as exc:
@@ -405,7 +474,7 @@ def start_folder(
         details={"kind": "folder", "collection_id": collection.id, "folder": tree.label},
     )
     session.commit()
-    (runner or runner_for(dep)).submit(task.id, tree, temporary=False)
+    runner.submit(task.id, tree, temporary=False, org_id=org_id)
     return job_view(task)
 
 
@@ -484,6 +553,8 @@ def start_reembed(
     )
     if busy is not None:
         raise Conflict(f"job {busy} is still working on this collection; wait for it")
+    runner = runner or runner_for(dep)
+    runner.admit(org_id)
     task = Job(
         org_id=org_id,
         user_id=actor.user_id,
@@ -509,8 +580,8 @@ def start_reembed(
     )
     session.commit()
     job_id = task.id
-    (runner or runner_for(dep)).submit_work(
-        job_id, lambda: run_reembed_job(dep, job_id, target_name(target))
+    runner.submit_work(
+        job_id, lambda: run_reembed_job(dep, job_id, target_name(target)), org_id=org_id
     )
     return job_view(task)
 

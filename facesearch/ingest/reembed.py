@@ -129,7 +129,10 @@ class Reembed:
             model=runtime,
             detector=detector,
             limits=DecodeLimits(
-                settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
+                settings.max_file_bytes,
+                settings.max_image_pixels,
+                settings.max_image_side,
+                settings.max_decode_pixels,
             ),
             min_face_size=settings.min_face_size,
             batch_size=settings.embed_batch_size,

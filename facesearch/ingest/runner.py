@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -101,9 +101,11 @@ class FolderIngest:
         *,
         workers: int | None = None,
         progress: IngestProgress | None = None,
+        sealed: bool = False,
     ) -> None:
         self.dep = dep
         self.collection_id = collection_id
+        self.sealed = sealed  # the folder's files are sealed uploads
         self.workers = workers if workers is not None else dep.settings.worker_count
         self.progress = progress or NoProgress()
 
@@ -114,7 +116,10 @@ class FolderIngest:
             model=runtime,
             detector=detector,
             limits=DecodeLimits(
-                settings.max_file_bytes, settings.max_image_pixels, settings.max_image_side
+                settings.max_file_bytes,
+                settings.max_image_pixels,
+                settings.max_image_side,
+                settings.max_decode_pixels,
             ),
             min_face_size=settings.min_face_size,
             batch_size=settings.embed_batch_size,
@@ -137,10 +142,11 @@ class FolderIngest:
         if not root.exists():
             raise InvalidRequest(f"{root} does not exist")
         settings = self.dep.settings
-        return Tree.at(
+        tree = Tree.at(
             root,
             protected=protected_files(settings.db_path, settings.settings_file, self.dep.key_file),
         )
+        return replace(tree, sealer=self.dep.keys.blobs) if self.sealed else tree
 
     # -- planning -----------------------------------------------------------------------------
     #: files looked up in the database at once when deciding what is new (indexed look-ups,

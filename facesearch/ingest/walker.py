@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from facesearch.crypto import Sealer
 from facesearch.vision.decode import IMAGE_SUFFIXES
+
+#: Sealed files carry at most this many bytes more than their plaintext (magic, nonce, tag).
+SEAL_OVERHEAD = 64
+
+
+def upload_aad(name: str) -> bytes:
+    """What a staged upload is bound to: its file name in the staging folder."""
+    return b"facesearch/upload/v1\x00" + name.encode("utf-8", "surrogatepass")
+
 
 MAX_DEPTH = 64
 NAME_MAX = 255
@@ -70,6 +80,8 @@ class Tree:
     display_from: int | None = None
     protected: frozenset[tuple[int, int]] = field(default_factory=frozenset)
     single_file: str | None = None
+    #: files of this folder are sealed (staged uploads, ADR 0010): opened with this key
+    sealer: Sealer | None = None
 
     @classmethod
     def at(cls, root: Path, *, protected: frozenset[tuple[int, int]] = frozenset()) -> Tree:
@@ -161,7 +173,13 @@ class Tree:
     def read(self, found: FoundFile, limit: int | None = None) -> bytes:
         """The bytes of a found file (at most `limit`), after the checks in the module text."""
         with self.open_file(found) as fh:
-            return fh.read() if limit is None else fh.read(limit)
+            if self.sealer is None:
+                return fh.read() if limit is None else fh.read(limit)
+            sealed = fh.read() if limit is None else fh.read(limit + SEAL_OVERHEAD)
+        try:
+            return self.sealer.open(sealed, upload_aad(found.parts[-1]))
+        except Exception:
+            raise Refused("not a sealed upload of this deployment") from None
 
     def open_file(self, found: FoundFile) -> BinaryIO:
         """The found file opened for reading, after the checks in the module text."""

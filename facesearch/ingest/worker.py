@@ -75,7 +75,7 @@ def analyse_chunk(
     model: FaceModel, config: WorkerConfig, items: list[tuple[int, bytes]]
 ) -> list[FileResult]:
     results: list[FileResult] = []
-    pending: list[tuple[FileResult, list[AnalysedFace]]] = []
+    pending: list[tuple[FileResult, list[AnalysedFace], float]] = []
     for key, data in items:
         try:
             decoded = decode_image(data, config.limits)
@@ -84,8 +84,12 @@ def analyse_chunk(
                 FileResult(key, FileStatus.REJECTED, reason=f"{exc.reason}: {exc.detail}")
             )
             continue
-        result = FileResult(
-            key, FileStatus.OK, width=decoded.width, height=decoded.height, format=decoded.format
+        result = FileResult(  # provenance: the original dimensions, not the decoded ones
+            key,
+            FileStatus.OK,
+            width=decoded.original_width,
+            height=decoded.original_height,
+            format=decoded.format,
         )
         try:
             faces = analyse(model, decoded.pixels, min_face_size=config.min_face_size)
@@ -96,18 +100,18 @@ def analyse_chunk(
             result.status = FileStatus.NO_FACE
             results.append(result)
             continue
-        pending.append((result, faces))
+        pending.append((result, faces, decoded.scale))
         results.append(result)
-    all_faces = [f for _, faces in pending for f in faces]
+    all_faces = [f for _, faces, _ in pending for f in faces]
     vectors = embed_faces(model, all_faces, config.batch_size)
     row = 0
-    for result, faces in pending:
+    for result, faces, scale in pending:
         for face in faces:
             det = face.detection
             result.faces.append(
-                FaceResult(
-                    box=det.box.as_list(),
-                    landmarks=[[x, y] for x, y in det.landmarks],
+                FaceResult(  # boxes and landmarks on the original image
+                    box=[round(v * scale) for v in det.box.as_list()],
+                    landmarks=[[x * scale, y * scale] for x, y in det.landmarks],
                     confidence=float(det.confidence),
                     quality=face.quality.as_dict(),
                     low_quality=face.quality.low,

@@ -129,7 +129,8 @@ def run_search(
 ) -> SearchOutcome:
     """Search, record, commit, then answer. Raises InvalidRequest (422), NotFound (a
     collection the organisation may not search: 404), NoOrganisation (403) and ImageRejected
-    (a bad probe, 422) before anything is searched."""
+    (a bad probe, 422) before anything is searched; TooManyRequests (429) when the organisation
+    already holds its share of the model queue, Unavailable (503) when the queue is full."""
     number = validate_case_number(case_number)
     why = validate_purpose(purpose)
     check_limits(top_k, threshold)
@@ -140,9 +141,12 @@ def run_search(
     if not ids:
         raise InvalidRequest("the organisation has no collection to search", field="collections")
 
-    found = (engine or SearchEngine(dep)).search(
-        image, collection_ids=ids, top_k=top_k, threshold=threshold
-    )
+    # model work waits its turn: at most `model_slots` at once, a fair share per organisation
+    # (TooManyRequests over the organisation's share, Unavailable when the queue is full)
+    with dep.model_queue.slot(org_id):
+        found = (engine or SearchEngine(dep)).search(
+            image, collection_ids=ids, top_k=top_k, threshold=threshold
+        )
     probe_hash = dep.keys.content_hash(image)
 
     collections = {

@@ -18,7 +18,7 @@ from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest
 from facesearch.index.base import Hit
 from facesearch.store.gallery import Collection, Face, SourceFile
-from facesearch.vision.decode import DecodeLimits, decode_image
+from facesearch.vision.decode import DecodedImage, DecodeLimits, decode_image
 from facesearch.vision.model import FaceModel, RGBImage
 from facesearch.vision.pipeline import AnalysedFace, analyse, embed_faces
 from facesearch.vision.registry import expected_false_matches
@@ -113,10 +113,12 @@ def _iou(a: list[int], b: list[int]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _probe_for(faces: list[ProbeFace], face: AnalysedFace, taken: set[int]) -> ProbeFace:
+def _probe_for(
+    faces: list[ProbeFace], face: AnalysedFace, taken: set[int], decoded: DecodedImage
+) -> ProbeFace:
     """The probe face another model already found at this place, or a new one; `taken` holds
-    the probe faces this model has already filled."""
-    box = face.detection.box.as_list()
+    the probe faces this model has already filled. Boxes are on the original image."""
+    box = decoded.to_original(face.detection.box.as_list())
     for probe in faces:
         if probe.index not in taken and _iou(probe.box, box) >= 0.5:
             taken.add(probe.index)
@@ -152,7 +154,9 @@ class SearchEngine:
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         s = dep.settings
-        self.limits = DecodeLimits(s.max_file_bytes, s.max_image_pixels, s.max_image_side)
+        self.limits = DecodeLimits(
+            s.max_file_bytes, s.max_image_pixels, s.max_image_side, s.max_decode_pixels
+        )
 
     def probe_faces(
         self, pixels: RGBImage, model: FaceModel
@@ -198,7 +202,8 @@ class SearchEngine:
         model's threshold; `threshold`, when given, applies to the raw scores."""
         check_limits(top_k, threshold)
         ids = list(collection_ids)
-        pixels = decode_image(image, self.limits).pixels
+        decoded = decode_image(image, self.limits)
+        pixels = decoded.pixels
         names = self._collection_names(ids)
         groups = self._by_model(ids)
         result: EngineResult | None = None
@@ -226,7 +231,7 @@ class SearchEngine:
             rows = self._faces({h.face_id for per in hits for h in per})
             taken: set[int] = set()
             for face, per_face in zip(faces, hits, strict=True):
-                probe = _probe_for(result.faces, face, taken)
+                probe = _probe_for(result.faces, face, taken, decoded)
                 for hit in per_face:
                     if threshold is not None and hit.score < threshold:
                         continue
@@ -285,12 +290,17 @@ def verify_images(
 ) -> VerifyResult:
     """1:1: the largest face of each image, compared. Needs no data directory."""
     analysed = []
+    images = []
     for label, data in (("A", image_a), ("B", image_b)):
-        faces = analyse(model, decode_image(data, limits).pixels, min_face_size=min_face_size)
+        decoded = decode_image(data, limits)
+        faces = analyse(model, decoded.pixels, min_face_size=min_face_size)
         if not faces:
             raise InvalidRequest(f"no face found in image {label}")
         analysed.append(faces)
+        images.append(decoded)
     faces_a, faces_b = analysed
+    box_a = images[0].to_original(faces_a[0].detection.box.as_list())
+    box_b = images[1].to_original(faces_b[0].detection.box.as_list())
     vectors = embed_faces(model, [faces_a[0], faces_b[0]])
     score = similarity.score(vectors[0], vectors[1])
     limit = model.default_threshold if threshold is None else threshold
@@ -299,8 +309,8 @@ def verify_images(
         score=round(score, 6),
         threshold=limit,
         model_id=model.model_id,
-        face_a={"box": faces_a[0].detection.box.as_list(), "quality": faces_a[0].quality.as_dict()},
-        face_b={"box": faces_b[0].detection.box.as_list(), "quality": faces_b[0].quality.as_dict()},
+        face_a={"box": box_a, "quality": faces_a[0].quality.as_dict()},
+        face_b={"box": box_b, "quality": faces_b[0].quality.as_dict()},
         faces_in_a=len(faces_a),
         faces_in_b=len(faces_b),
     )

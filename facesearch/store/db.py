@@ -1,7 +1,14 @@
-"""Engine and sessions. SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL) works."""
+"""Engine and sessions. SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL) works.
+
+Given a key, a SQLite database is a SQLCipher database (ADR 0010): every page of the file, its
+WAL and its free pages is encrypted; the key (a raw 32-byte key derived from the master key) is
+the first statement of every connection. `encrypt_plaintext` turns an existing plaintext
+database into an encrypted one. Nothing else may open the file: `connect_sqlite` is the one way
+for tools (the doctor) and tests."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,13 +20,76 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str) -> Engine:
+def sqlcipher() -> Any:
+    """The SQLCipher DB-API module (PyPI sqlcipher3-binary)."""
+    import sqlcipher3
+
+    return sqlcipher3.dbapi2
+
+
+def key_pragma(key: bytes) -> str:
+    if len(key) != 32:
+        raise ValueError("a database key is 32 bytes")
+    return f"PRAGMA key = \"x'{key.hex()}'\""
+
+
+def connect_sqlite(path: Path, key: bytes | None, *, readonly: bool = False) -> Any:
+    """A DB-API connection to the database file (SQLCipher when `key` is given); read-only
+    connections never create a missing file."""
+    module = sqlcipher() if key is not None else __import__("sqlite3")
+    if readonly:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        conn = module.connect(uri, uri=True, timeout=30, check_same_thread=False)
+    else:
+        conn = module.connect(str(path), timeout=30, check_same_thread=False)
+    if key is not None:
+        conn.execute(key_pragma(key))
+    return conn
+
+
+def encrypt_plaintext(path: Path, key: bytes) -> bool:
+    """Encrypt a plaintext SQLite database in place (True when it was plaintext). The WAL is
+    checkpointed, `sqlcipher_export` writes an encrypted copy beside it, the copy replaces the
+    original in one rename and the plaintext -wal and -shm are removed. Needs the only process
+    on the file (stop the service first)."""
+    if not path.exists():
+        return False
+    module = sqlcipher()
+    conn = module.connect(str(path), timeout=30)
+    try:
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except module.DatabaseError:
+            return False  # already encrypted
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        staging = path.with_name(path.name + ".encrypting")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{staging}{suffix}").unlink(missing_ok=True)
+        conn.execute(f"ATTACH DATABASE ? AS encrypted KEY \"x'{key.hex()}'\"", (str(staging),))
+        conn.execute("SELECT sqlcipher_export('encrypted')")
+        conn.execute("DETACH DATABASE encrypted")
+    finally:
+        conn.close()
+    os.chmod(staging, 0o600)
+    os.replace(staging, path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return True
+
+
+def make_engine(url: str, key: bytes | None = None) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        extra: dict[str, Any] = {"module": sqlcipher()} if key is not None else {}
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **extra
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
+            if key is not None:
+                cur.execute(key_pragma(key))  # before anything reads a page
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -74,9 +144,9 @@ def current_revision(engine: Engine) -> str | None:
 class Database:
     """One engine and its session factory."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: bytes | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, key)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -1,5 +1,13 @@
 """Safe image decoding: every way a file can be unacceptable becomes an `ImageRejected` with a
-short reason code, checked before pixels are decoded wherever the header allows it."""
+short reason code, checked before pixels are decoded wherever the header allows it.
+
+Large images are decoded *reduced*, to at most `DecodeLimits.max_decode_pixels` pixels (the
+detector never needs more than a few megapixels): a JPEG through the decoder's draft mode (DCT
+scaling: the full-size image is never materialised), any other format decoded once in its own
+mode (at most `max_pixels`, four bytes a pixel at worst) and reduced by an integer factor at
+once, before orientation and colour conversion. The original dimensions are kept as provenance
+(`original_width`, `original_height`) together with the factor (`scale`) that maps coordinates
+on the decoded pixels back onto the original image."""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from facesearch.errors import ImageRejected
 from facesearch.vision.model import RGBImage
@@ -26,12 +34,32 @@ class DecodeLimits:
     max_file_bytes: int = 50_000_000
     max_pixels: int = 60_000_000
     max_side: int = 20_000
+    #: Largest image handed to the model; larger ones are decoded reduced (aspect kept).
+    max_decode_pixels: int = 12_000_000
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: RGBImage
     format: str
+    #: The image's own dimensions (after EXIF orientation), whatever size it was decoded at.
+    original_width: int = 0
+    original_height: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.original_width or not self.original_height:
+            object.__setattr__(self, "original_width", self.width)
+            object.__setattr__(self, "original_height", self.height)
+
+    @property
+    def scale(self) -> float:
+        """Original pixels per decoded pixel (1.0 when decoded at full size)."""
+        return self.original_width / self.width if self.width else 1.0
+
+    def to_original(self, values: list[int]) -> list[int]:
+        """Coordinates on the decoded pixels (a box) as coordinates on the original image."""
+        scale = self.scale
+        return values if scale == 1.0 else [round(v * scale) for v in values]
 
     @property
     def width(self) -> int:
@@ -80,8 +108,9 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
         try:
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
+            orientation = _orientation(image)
+            reduced = _load_reduced(image, limits.max_decode_pixels)
+            oriented = _orient(reduced, orientation)
             rgb = _to_rgb(oriented)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageRejected("decompression_bomb", str(exc)) from exc
@@ -92,7 +121,78 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
         except (ValueError, SyntaxError, EOFError) as exc:
             raise ImageRejected("corrupt", f"cannot decode the image: {exc}") from exc
     pixels = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
-    return DecodedImage(pixels=pixels, format=fmt)
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
+    return DecodedImage(pixels=pixels, format=fmt, original_width=width, original_height=height)
+
+
+def header_pixels(data: bytes) -> int:
+    """Pixels an image says it has (its header only, nothing decoded); 0 when unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Exception:
+        return 0
+    return max(0, width) * max(0, height)
+
+
+def reduction_factor(width: int, height: int, max_pixels: int) -> int:
+    """The smallest integer factor that brings width x height to at most `max_pixels`."""
+    factor = 1
+    while (-(-width // factor)) * (-(-height // factor)) > max_pixels:
+        factor += 1
+    return factor
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _orient(image: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def _load_reduced(image: Image.Image, max_pixels: int) -> Image.Image:
+    """The image's pixels, at most `max_pixels` of them."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        image.load()
+        return image
+    factor = reduction_factor(width, height, max_pixels)
+    if image.format in ("JPEG", "MPO"):
+        # DCT scaling (1/2, 1/4, 1/8): the decoder never builds the full-size image
+        image.draft(image.mode, (-(-width // factor), -(-height // factor)))
+    image.load()
+    width, height = image.size
+    factor = reduction_factor(width, height, max_pixels)
+    if factor == 1:
+        return image
+    try:
+        reduced = image.reduce(factor)
+    except ValueError:  # modes reduce() does not handle (palette, bilevel, I;16)
+        size = (max(1, width // factor), max(1, height // factor))
+        reduced = image.resize(size, Image.Resampling.NEAREST, reducing_gap=None)
+    image.close()  # drop the full-size pixels at once
+    return reduced
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -18,6 +17,7 @@ from facesearch import clock
 from facesearch.api.app import create_app
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.deployment import Deployment
+from facesearch.store.db import connect_sqlite
 from tests.api.conftest import MakeUser
 from tests.conftest import REPO_ROOT
 
@@ -71,7 +71,7 @@ def test_second_factor_locks_grow_and_only_a_correct_code_resets(
         moved[0] += timedelta(minutes=minutes - 1)
         assert _password_only(app, user.email, user.password)[1] == 423
         moved[0] += timedelta(minutes=1, seconds=1)
-    con = sqlite3.connect(deployment.settings.db_path)
+    con = connect_sqlite(deployment.settings.db_path, deployment.keys.database_key)
     try:
         (failures,) = con.execute(
             "SELECT mfa_failures FROM users WHERE id = ?", (user.user_id,)
@@ -93,6 +93,7 @@ from fastapi.testclient import TestClient
 from facesearch.api.app import create_app
 from facesearch.config import load_settings
 from facesearch.deployment import Deployment
+from facesearch.store.db import connect_sqlite
 
 home, key, attempts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 dep = Deployment.open(load_settings(Path(home), key_file=Path(key)))
@@ -145,12 +146,11 @@ def test_lockouts_of_unknown_emails_survive_a_restart_like_real_ones(
     # the same words for both: nothing tells that one of them has an account
     assert later[0][1] is not None and later[0][1] == later[1][1]
     # the table holds keyed hashes, never the email
-    con = sqlite3.connect(deployment.settings.db_path)
+    con = connect_sqlite(deployment.settings.db_path, deployment.keys.database_key)
     try:
-        dump = "\n".join(con.iterdump())
+        throttle_rows = [repr(row) for row in con.execute("SELECT * FROM auth_throttles")]
     finally:
         con.close()
-    throttle_rows = [line for line in dump.splitlines() if "auth_throttles" in line]
     assert throttle_rows and not any(ghost in line for line in throttle_rows)
 
 

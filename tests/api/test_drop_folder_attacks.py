@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from facesearch.ingest import jobs
 from facesearch.ingest.jobs import imports_root, runner_for
 from facesearch.security.actor import Principal
 from facesearch.security.roles import Role, Scope
+from facesearch.store.db import connect_sqlite
 from facesearch.store.gallery import SourceFile
 from tests.api.conftest import MakeUser
 from tests.conftest import REPO_ROOT, faces_dir
@@ -110,7 +110,12 @@ def test_a_folder_swapped_for_a_link_after_submission_is_not_walked(
     submitted: list[tuple[int, Any]] = []
 
     class Held:
-        def submit(self, task_id: int, folder: Any, *, temporary: bool) -> None:
+        def admit(self, org_id: int) -> None:
+            pass
+
+        def submit(
+            self, task_id: int, folder: Any, *, temporary: bool, org_id: int | None = None
+        ) -> None:
             submitted.append((task_id, folder))
 
     actor = Principal(
@@ -146,8 +151,10 @@ def test_hostile_folder_names_answer_4xx(deployment: Deployment, make_user: Make
 
 
 _COUNT = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1])
+import sys
+from pathlib import Path
+from facesearch.store.db import connect_sqlite
+con = connect_sqlite(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
 print(con.execute("SELECT count(*) FROM audit_log").fetchone()[0])
 """
 
@@ -205,11 +212,15 @@ def test_reading_the_database_through_a_link_loses_no_writes(
 
         in_server = s.query(AuditEntry).count()
     on_disk = subprocess.run(
-        [sys.executable, "-c", _COUNT, str(db_path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _COUNT, str(db_path), deployment.keys.database_key.hex()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert int(on_disk.stdout) == in_server, (on_disk.stdout, on_disk.stderr, in_server)
     assert _deleted_files_of(deployment.settings.home) == []
-    con = sqlite3.connect(db_path)
+    con = connect_sqlite(db_path, deployment.keys.database_key)
     try:
         names = [r[0] for r in con.execute("SELECT name FROM collections")]
     finally:

@@ -201,9 +201,10 @@ def test_cli_verify_export_and_verify_export(deployment: Deployment, tmp_path: P
 def test_cli_verify_names_the_first_bad_entry(deployment: Deployment) -> None:
     _fill(deployment, 4)
     settings = deployment.settings
-    import sqlite3
+    from facesearch.store.db import connect_sqlite
 
-    con = sqlite3.connect(settings.db_path)  # an attacker with the file drops the trigger
+    # an attacker with the file and the key drops the trigger
+    con = connect_sqlite(settings.db_path, deployment.keys.database_key)
     con.execute("DROP TRIGGER audit_log_no_update")
     con.execute("UPDATE audit_log SET ip = '10.0.0.1' WHERE id = 3")
     con.commit()
