@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     )
     log_file: Path | None = Field(default=None, description="service log file")
     backup_dir: Path | None = Field(default=None, description="where backups are written")
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="where signed audit checkpoints are appended (default: the key file's folder)",
+    )
+    audit_checkpoint_every: int = Field(
+        default=1, ge=1, le=10_000, description="audit entries between two signed checkpoints"
+    )
+    audit_forward_syslog: str | None = Field(
+        default=None, description="also send each audit checkpoint to syslog (host:port or path)"
+    )
+    audit_forward_url: str | None = Field(
+        default=None, description="also POST each audit checkpoint to this HTTP sink"
+    )
 
     @property
     def resolved_key_file(self) -> Path:

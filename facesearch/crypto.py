@@ -67,6 +67,8 @@ class KeyRing:
         self._hash_key = _derive(master, "facesearch/content-hash/v1")
         self._index_key = _derive(master, "facesearch/blind-index/v1")
         self._check = _derive(master, "facesearch/key-check/v1")
+        #: the HMAC-SHA256 key of the audit chain (scheme hmac-sha256/v1, docs/decisions/0009)
+        self.audit_mac_key = _derive(master, "facesearch/audit-chain/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""

@@ -18,6 +18,7 @@ from facesearch.index.base import VectorIndex
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
+from facesearch.store.anchor import AnchorWriter, anchor_file, forwarders_for
 from facesearch.store.blobs import BlobStore
 from facesearch.store.db import Database, migrate
 from facesearch.vision.model import FaceModel
@@ -34,6 +35,11 @@ def is_inside(child: Path, parent: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def anchor_dir_of(settings: Settings, key_file: Path) -> Path:
+    """The audit checkpoint folder: `audit_anchor_dir`, else the key file's folder."""
+    return (settings.audit_anchor_dir or key_file.parent).expanduser()
 
 
 def init_deployment(settings: Settings) -> Path:
@@ -96,7 +102,18 @@ class Deployment:
             raise KeyMismatchError(
                 f"the key file {self.key_file} does not belong to {settings.home}"
             )
-        self.db = Database(settings.sqlalchemy_url)
+        self.anchor = AnchorWriter(
+            anchor_file(self.anchor_dir, self.keys.key_id),
+            self.keys.audit_signing_seed(),
+            self.keys.key_id,
+            every=settings.audit_checkpoint_every,
+            forwarders=forwarders_for(settings.audit_forward_syslog, settings.audit_forward_url),
+        )
+        self.db = Database(
+            settings.sqlalchemy_url,
+            audit_key=self.keys.audit_mac_key,
+            on_audit_commit=self.anchor.observe,
+        )
         migrate(self.db.engine)
         self.blobs = BlobStore(settings.blobs_dir, self.keys)
         self._lock = threading.RLock()
@@ -106,6 +123,11 @@ class Deployment:
     @classmethod
     def open(cls, settings: Settings) -> Deployment:
         return cls(settings)
+
+    @property
+    def anchor_dir(self) -> Path:
+        """Where the audit chain's signed checkpoints go (default: beside the key file)."""
+        return anchor_dir_of(self.settings, self.key_file)
 
     # -- models: one per descriptor, each collection keeps its own ---------------------------
     @property
@@ -193,4 +215,5 @@ class Deployment:
     def close(self) -> None:
         for index in list(self._indexes.values()):
             index.save()
+        self.anchor.close()
         self.db.dispose()

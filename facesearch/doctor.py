@@ -37,9 +37,12 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.config import Settings
+from facesearch.crypto import KeyRing
 from facesearch.deployment import is_inside
+from facesearch.errors import ConfigError
 from facesearch.ingest.walker import open_checked, protected_files
 from facesearch.security.roles import Role
+from facesearch.store.anchor import AnchorReading
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -231,6 +234,28 @@ class Context:
             return None
         doc = json.loads(self.key_file.read_text())
         return base64.b64decode(doc["master_key"], validate=True), str(doc.get("key_id", ""))
+
+    @cached_property
+    def keyring(self) -> KeyRing | None:
+        """The deployment's KeyRing (None without a readable key file)."""
+        master = self.master_key
+        if master is None:
+            return None
+        try:
+            return KeyRing(master[0], master[1])
+        except ConfigError:
+            return None
+
+    @cached_property
+    def audit_anchor(self) -> AnchorReading | None:
+        """The signed audit checkpoints (an AnchorReading), None without a key."""
+        from facesearch.deployment import anchor_dir_of
+        from facesearch.security.audit import read_anchor_of
+
+        keys = self.keyring
+        if keys is None:
+            return None
+        return read_anchor_of(keys, anchor_dir_of(self.settings, self.key_file))
 
     def engine(self) -> Engine:
         """A read-only engine on the deployment's database (raises when it cannot be opened)."""
@@ -884,12 +909,53 @@ def _keys_owner_disabled(ctx: Context) -> Iterator[str]:
 def _audit_chain(ctx: Context) -> Iterator[str]:
     from facesearch.security.audit import verify_chain
 
+    keys = ctx.keyring
+    anchor = ctx.audit_anchor
     with ctx.session() as s:
-        report = verify_chain(s)
+        report = verify_chain(s, keys.audit_mac_key if keys else None, anchor)
     if not report.ok:
-        yield (
+        where = (
             f"audit entry {report.first_bad_id} (position {report.first_bad_position} of the "
-            f"chain): {report.problem}"
+            "chain): "
+            if report.first_bad_id is not None
+            else "audit log: "
+        )
+        yield where + str(report.problem)
+    elif report.unkeyed_checks:
+        yield (
+            f"{report.unkeyed_checks} keyed audit entries could not be checked "
+            "(no key file): the chain is not proven"
+        )
+
+
+@check(
+    "audit.anchor_missing",
+    "Audit chain not anchored outside the database",
+    "warning",
+    "Keep audit_anchor_dir (default: the key file's folder) outside the data directory, on "
+    "storage the database's writer cannot rewrite, and start the service once so that it "
+    "writes a checkpoint; forward checkpoints with audit_forward_syslog or audit_forward_url.",
+    needs_db=True,
+)
+def _audit_anchor(ctx: Context) -> Iterator[str]:
+    from facesearch.deployment import anchor_dir_of
+    from facesearch.store.audit import AuditEntry
+
+    folder = anchor_dir_of(ctx.settings, ctx.key_file)
+    if is_inside(folder, ctx.home):
+        yield (
+            f"audit_anchor_dir {folder} lies inside the data directory: whoever can rewrite "
+            "the database can rewrite its checkpoints too"
+        )
+    anchor = ctx.audit_anchor
+    if anchor is None or anchor.exists:
+        return
+    with ctx.session() as s:
+        entries = s.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    if entries:
+        yield (
+            f"no signed checkpoint file at {anchor.path} for an audit log of {entries} "
+            "entries: a truncated or rehashed chain cannot be told from an intact one"
         )
 
 

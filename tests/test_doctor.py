@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from facesearch import doctor
 from facesearch.config import Settings, load_settings
-from facesearch.deployment import init_deployment
+from facesearch.deployment import Deployment, init_deployment
 from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, User
 from facesearch.store.db import Database
@@ -434,7 +434,7 @@ def test_api_key_of_disabled_user(paths: tuple[Path, Path]) -> None:
 
 
 def _append_audit(s: Settings, n: int) -> Database:
-    db = Database(s.sqlalchemy_url)
+    db = Deployment.open(s).db  # keyed, and checkpointed beside the key file
     with db.session() as session:
         for i in range(n):
             record(
