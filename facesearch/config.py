@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=25_000_000, ge=1024, description="largest accepted request body"
     )
+    request_header_timeout: float = Field(
+        default=10.0, ge=1, le=300, description="seconds a client has to send request headers"
+    )
+    request_body_timeout: float = Field(
+        default=60.0, ge=1, le=3600, description="seconds a client has to send a request body"
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=4096, le=1_048_576, description="largest accepted request head"
+    )
     session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
     session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
     max_platform_admins: int = Field(
