@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     )
     debug: bool = Field(default=False, description="debug mode (never in production)")
     max_request_bytes: int = Field(
-        default=25_000_000, ge=1024, description="largest accepted request body"
+        default=25_000_000, ge=1024, le=2_000_000_000, description="largest accepted request body"
     )
     request_header_timeout: float = Field(
         default=10.0, ge=1, le=300, description="seconds a client has to send request headers"
@@ -119,8 +119,12 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=16_384, ge=4096, le=1_048_576, description="largest accepted request head"
     )
-    session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
-    session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=1440, description="session idle timeout (at most a day)"
+    )
+    session_absolute_hours: int = Field(
+        default=12, ge=1, le=720, description="session absolute lifetime (at most 30 days)"
+    )
     max_platform_admins: int = Field(
         default=2, ge=1, description="the doctor warns above this many platform administrators"
     )
