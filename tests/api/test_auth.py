@@ -470,3 +470,28 @@ def test_no_self_registration(client: TestClient, deployment: Deployment) -> Non
     assert not any("register" in p or "signup" in p for p in paths)
     with deployment.db.session() as s:
         assert s.scalar(select(User.id)) is None
+
+
+def test_no_key_whatever_its_scope_manages_sessions_or_keys(
+    app: FastAPI, make_user: MakeUser
+) -> None:
+    """Issue 11, Low: a key of any scope could list and end its owner's sessions and revoke
+    its other keys. Only the signed-in person can."""
+    user = make_user("Acme", ["org_admin", "investigator", "reviewer", "auditor", "ingestor"])
+    other_session = user.sign_in_again()
+    keys = {scope: user.api_key([scope]) for scope in ("admin", "search", "review", "audit")}
+    listed_sessions = user.client.get("/api/v1/me/sessions").json()
+    session_id = next(s["id"] for s in listed_sessions if not s["current"])
+    listed_keys = user.client.get("/api/v1/me/api-keys").json()
+    for scope, key in keys.items():
+        kc = key_client(app, key)
+        victim = next(k["id"] for k in listed_keys if k["scopes"] != [scope])
+        assert kc.get("/api/v1/me/sessions").status_code == 403, scope
+        assert kc.delete(f"/api/v1/me/sessions/{session_id}").status_code == 403, scope
+        assert kc.get("/api/v1/me/api-keys").status_code == 403, scope
+        assert kc.delete(f"/api/v1/me/api-keys/{victim}").status_code == 403, scope
+    assert other_session.get("/api/v1/me").status_code == 200  # nothing was ended
+    assert all(k["active"] for k in user.client.get("/api/v1/me/api-keys").json())
+    # the person can
+    assert user.client.delete(f"/api/v1/me/sessions/{session_id}").status_code == 204
+    assert user.client.delete(f"/api/v1/me/api-keys/{listed_keys[0]['id']}").status_code == 204
