@@ -236,7 +236,7 @@ def open_session(
     user = sign_in(session, keys, email, password, ip=ip)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
-    return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
+    return SignedIn(new.token, new.csrf_token, user.totp_verified_at is not None)
 
 
 @dataclass(frozen=True)
@@ -255,11 +255,11 @@ def verify_session(
     a token seen before verification is worthless afterwards."""
     outcome = verify_second_factor(session, sealer, user, code, ip=ip)
     row.mfa_verified = True
-    token = sessions.rotate(session, row)
+    token, csrf = sessions.rotate(session, row)
     session.commit()
     return Verified(
         token,
-        row.csrf_token,
+        csrf,
         outcome.recovery_codes,
         recovery.remaining(session, user.id),
         outcome.used_recovery_code,
