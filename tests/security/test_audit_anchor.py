@@ -355,3 +355,29 @@ def test_checkpoints_are_forwarded_to_an_http_sink(
     assert read_anchor(copy, public).ok
     reading = read_anchor(anchor_file(anchors, dep.keys.key_id), public)
     assert reading.ok and reading.last_length == 7 and reading.checkpoints == 3
+
+
+def test_checkpoints_are_forwarded_to_syslog(deployment: Deployment, tmp_path: Path) -> None:
+    import socket
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    port = receiver.getsockname()[1]
+    s = deployment.settings
+    settings = load_settings(
+        s.home,
+        key_file=s.resolved_key_file,
+        audit_forward_syslog=f"127.0.0.1:{port}",
+        audit_anchor_dir=tmp_path / "anchors",
+    )
+    dep = Deployment.open(settings)
+    try:
+        _fill(dep, 1)
+    finally:
+        dep.close()
+        message = receiver.recv(65536).decode()
+        receiver.close()
+    assert "facesearch-audit: " in message
+    checkpoint = json.loads(message.split("facesearch-audit: ", 1)[1].rstrip("\x00"))
+    assert checkpoint["length"] == 1 and checkpoint["type"] == "checkpoint"
