@@ -1136,8 +1136,10 @@ def _protected(ctx: Context) -> frozenset[tuple[int, int]]:
 
 # -- issue 11: what the doctor missed ------------------------------------------------------------
 
-#: Files larger than this are not searched for a copy of the master key.
+#: Files larger than this are not searched for a copy of the master key, and one search reads at
+#: most MAX_KEY_SEARCH_TOTAL bytes in all (then it says so).
 MAX_KEY_SEARCH_BYTES = 16 * 1024 * 1024
+MAX_KEY_SEARCH_TOTAL = 1024 * 1024 * 1024
 _IMAGE_MAGIC = (
     b"\xff\xd8\xff",  # JPEG
     b"\x89PNG\r\n\x1a\n",
@@ -1181,16 +1183,27 @@ def _holds_key(ctx: Context, path: Path, needles: list[bytes]) -> bool:
     return False
 
 
-def _key_copies(ctx: Context, root: Path, skip: Iterable[Path] = ()) -> Iterator[Path]:
+def _key_copies(ctx: Context, root: Path, skip: Iterable[Path] = ()) -> Iterator[str]:
     needles = _key_needles(ctx)
     if not needles or not root.is_dir():
         return
     key_id = ctx.key_file.resolve() if ctx.key_file.exists() else None
+    budget = MAX_KEY_SEARCH_TOTAL
     for path in _walk(root, skip=skip):
         if key_id is not None and path.resolve() == key_id:
             continue  # the key file itself (reported by key.inside_data_dir)
+        try:
+            size = path.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+        if path.is_symlink() or not path.is_file() or size > MAX_KEY_SEARCH_BYTES:
+            continue
+        if size > budget:
+            yield f"search stopped at {path}: more than {MAX_KEY_SEARCH_TOTAL:,} bytes under {root}"
+            return
+        budget -= size
         if _holds_key(ctx, path, needles):
-            yield path
+            yield str(path)
 
 
 @check(
@@ -1201,8 +1214,11 @@ def _key_copies(ctx: Context, root: Path, skip: Iterable[Path] = ()) -> Iterator
     "how it got there (a backup script, a shell history, a debugging session).",
 )
 def _key_copy_in_data_dir(ctx: Context) -> Iterator[str]:
-    for path in _key_copies(ctx, ctx.home, skip=(ctx.settings.blobs_dir, ctx.settings.index_dir)):
-        yield f"{path} holds the master key: whoever copies the data directory gets the key"
+    for found in _key_copies(ctx, ctx.home, skip=(ctx.settings.blobs_dir, ctx.settings.index_dir)):
+        if found.startswith("search stopped"):
+            yield found
+        else:
+            yield f"{found} holds the master key: whoever copies the data directory gets the key"
 
 
 @check(
@@ -1216,8 +1232,11 @@ def _backup_master_key(ctx: Context) -> Iterator[str]:
     root = ctx.settings.backup_dir
     if root is None:
         return
-    for path in _key_copies(ctx, root.expanduser()):
-        yield f"{path} holds the master key: a stolen backup opens itself"
+    for found in _key_copies(ctx, root.expanduser()):
+        if found.startswith("search stopped"):
+            yield found
+        else:
+            yield f"{found} holds the master key: a stolen backup opens itself"
 
 
 @check(
