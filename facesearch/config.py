@@ -135,10 +135,23 @@ class Settings(BaseSettings):
     )
     debug: bool = Field(default=False, description="debug mode (never in production)")
     max_request_bytes: int = Field(
-        default=25_000_000, ge=1024, description="largest accepted request body"
+        default=25_000_000, ge=1024, le=2_000_000_000, description="largest accepted request body"
     )
-    session_idle_minutes: int = Field(default=30, ge=1, description="session idle timeout")
-    session_absolute_hours: int = Field(default=12, ge=1, description="session absolute lifetime")
+    request_header_timeout: float = Field(
+        default=10.0, ge=1, le=300, description="seconds a client has to send request headers"
+    )
+    request_body_timeout: float = Field(
+        default=60.0, ge=1, le=3600, description="seconds a client has to send a request body"
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=4096, le=1_048_576, description="largest accepted request head"
+    )
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=1440, description="session idle timeout (at most a day)"
+    )
+    session_absolute_hours: int = Field(
+        default=12, ge=1, le=720, description="session absolute lifetime (at most 30 days)"
+    )
     reauth_minutes: int = Field(
         default=10,
         ge=1,
@@ -160,6 +173,19 @@ class Settings(BaseSettings):
     )
     log_file: Path | None = Field(default=None, description="service log file")
     backup_dir: Path | None = Field(default=None, description="where backups are written")
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="where signed audit checkpoints are appended (default: the key file's folder)",
+    )
+    audit_checkpoint_every: int = Field(
+        default=1, ge=1, le=10_000, description="audit entries between two signed checkpoints"
+    )
+    audit_forward_syslog: str | None = Field(
+        default=None, description="also send each audit checkpoint to syslog (host:port or path)"
+    )
+    audit_forward_url: str | None = Field(
+        default=None, description="also POST each audit checkpoint to this HTTP sink"
+    )
 
     @property
     def resolved_key_file(self) -> Path:

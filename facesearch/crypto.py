@@ -77,6 +77,8 @@ class KeyRing:
         self._check = _derive(master, "facesearch/key-check/v1")
         #: SQLCipher's raw key for the SQLite database (ADR 0010)
         self.database_key = _derive(master, "facesearch/database/v1")
+        #: the HMAC-SHA256 key of the audit chain (scheme hmac-sha256/v1, docs/decisions/0009)
+        self.audit_mac_key = _derive(master, "facesearch/audit-chain/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""

@@ -18,6 +18,7 @@ from facesearch.index.base import VectorIndex
 from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
+from facesearch.store.anchor import AnchorWriter, anchor_file, forwarders_for
 from facesearch.store.blobs import BlobStore
 from facesearch.store.db import Database, encrypt_plaintext, migrate
 from facesearch.vision.model import FaceModel
@@ -35,6 +36,11 @@ def is_inside(child: Path, parent: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def anchor_dir_of(settings: Settings, key_file: Path) -> Path:
+    """The audit checkpoint folder: `audit_anchor_dir`, else the key file's folder."""
+    return (settings.audit_anchor_dir or key_file.parent).expanduser()
 
 
 def init_deployment(settings: Settings) -> Path:
@@ -105,7 +111,19 @@ class Deployment:
         key = database_key(settings, self.keys)
         if key is not None and settings.database_url is None:
             encrypt_plaintext(settings.db_path, key)  # a database of before ADR 0010
-        self.db = Database(settings.sqlalchemy_url, key)
+        self.anchor = AnchorWriter(
+            anchor_file(self.anchor_dir, self.keys.key_id),
+            self.keys.audit_signing_seed(),
+            self.keys.key_id,
+            every=settings.audit_checkpoint_every,
+            forwarders=forwarders_for(settings.audit_forward_syslog, settings.audit_forward_url),
+        )
+        self.db = Database(
+            settings.sqlalchemy_url,
+            key,
+            audit_key=self.keys.audit_mac_key,
+            on_audit_commit=self.anchor.observe,
+        )
         migrate(self.db.engine)
         self.blobs = BlobStore(settings.blobs_dir, self.keys)
         self._lock = threading.RLock()
@@ -124,6 +142,11 @@ class Deployment:
     @classmethod
     def open(cls, settings: Settings) -> Deployment:
         return cls(settings)
+
+    @property
+    def anchor_dir(self) -> Path:
+        """Where the audit chain's signed checkpoints go (default: beside the key file)."""
+        return anchor_dir_of(self.settings, self.key_file)
 
     # -- models: one per descriptor, each collection keeps its own ---------------------------
     @property
@@ -231,4 +254,5 @@ class Deployment:
             wait = getattr(index, "wait", None)
             if wait is not None:
                 wait()
+        self.anchor.close()
         self.db.dispose()

@@ -39,8 +39,10 @@ from facesearch import clock
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.deployment import is_inside
+from facesearch.errors import ConfigError
 from facesearch.ingest.walker import open_checked, protected_files
 from facesearch.security.roles import Role
+from facesearch.store.anchor import AnchorReading
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -231,6 +233,28 @@ class Context:
             return None
         doc = json.loads(self.key_file.read_text())
         return base64.b64decode(doc["master_key"], validate=True), str(doc.get("key_id", ""))
+
+    @cached_property
+    def keyring(self) -> KeyRing | None:
+        """The deployment's KeyRing (None without a readable key file)."""
+        master = self.master_key
+        if master is None:
+            return None
+        try:
+            return KeyRing(master[0], master[1])
+        except ConfigError:
+            return None
+
+    @cached_property
+    def audit_anchor(self) -> AnchorReading | None:
+        """The signed audit checkpoints (an AnchorReading), None without a key."""
+        from facesearch.deployment import anchor_dir_of
+        from facesearch.security.audit import read_anchor_of
+
+        keys = self.keyring
+        if keys is None:
+            return None
+        return read_anchor_of(keys, anchor_dir_of(self.settings, self.key_file))
 
     def engine(self) -> Engine:
         """A read-only engine on the deployment's database (raises when it cannot be opened)."""
@@ -891,12 +915,53 @@ def _keys_owner_disabled(ctx: Context) -> Iterator[str]:
 def _audit_chain(ctx: Context) -> Iterator[str]:
     from facesearch.security.audit import verify_chain
 
+    keys = ctx.keyring
+    anchor = ctx.audit_anchor
     with ctx.session() as s:
-        report = verify_chain(s)
+        report = verify_chain(s, keys.audit_mac_key if keys else None, anchor)
     if not report.ok:
-        yield (
+        where = (
             f"audit entry {report.first_bad_id} (position {report.first_bad_position} of the "
-            f"chain): {report.problem}"
+            "chain): "
+            if report.first_bad_id is not None
+            else "audit log: "
+        )
+        yield where + str(report.problem)
+    elif report.unkeyed_checks:
+        yield (
+            f"{report.unkeyed_checks} keyed audit entries could not be checked "
+            "(no key file): the chain is not proven"
+        )
+
+
+@check(
+    "audit.anchor_missing",
+    "Audit chain not anchored outside the database",
+    "warning",
+    "Keep audit_anchor_dir (default: the key file's folder) outside the data directory, on "
+    "storage the database's writer cannot rewrite, and start the service once so that it "
+    "writes a checkpoint; forward checkpoints with audit_forward_syslog or audit_forward_url.",
+    needs_db=True,
+)
+def _audit_anchor(ctx: Context) -> Iterator[str]:
+    from facesearch.deployment import anchor_dir_of
+    from facesearch.store.audit import AuditEntry
+
+    folder = anchor_dir_of(ctx.settings, ctx.key_file)
+    if is_inside(folder, ctx.home):
+        yield (
+            f"audit_anchor_dir {folder} lies inside the data directory: whoever can rewrite "
+            "the database can rewrite its checkpoints too"
+        )
+    anchor = ctx.audit_anchor
+    if anchor is None or anchor.exists:
+        return
+    with ctx.session() as s:
+        entries = s.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    if entries:
+        yield (
+            f"no signed checkpoint file at {anchor.path} for an audit log of {entries} "
+            "entries: a truncated or rehashed chain cannot be told from an intact one"
         )
 
 
@@ -992,9 +1057,12 @@ def _backups(ctx: Context) -> Iterator[str]:
 
 
 def _log_files(ctx: Context) -> list[Path]:
-    """The configured log file, its rotated siblings, and *.log files in the data directory."""
+    """The configured log file, its rotated siblings, the other service logs beside it or beside
+    the data directory (`*.log`, `*.out`: `serve > facesearch.log` writes where the shell is),
+    and *.log files in the data directory."""
     found: list[Path] = []
     log = ctx.settings.log_file
+    compressed = (".gz", ".bz2", ".xz", ".zst")
     if log is not None:
         log = log.expanduser()
         if log.is_file():
@@ -1003,7 +1071,16 @@ def _log_files(ctx: Context) -> list[Path]:
             found += sorted(
                 p
                 for p in log.parent.glob(log.name + ".*")
-                if p.is_file() and p.suffix not in (".gz", ".bz2", ".xz", ".zst")
+                if p.is_file() and p.suffix not in compressed
+            )
+    folders = [ctx.home.parent] + ([log.parent] if log is not None else [])
+    for folder in folders:
+        if folder.is_dir():
+            found += sorted(
+                p
+                for pattern in ("*.log", "*.log.[0-9]", "*.out")
+                for p in folder.glob(pattern)
+                if p.is_file() and not p.is_symlink()
             )
     if ctx.home.is_dir():
         s = ctx.settings
@@ -1061,6 +1138,352 @@ def _log_secrets(ctx: Context) -> Iterator[str]:
 def _protected(ctx: Context) -> frozenset[tuple[int, int]]:
     s = ctx.settings
     return protected_files(s.db_path, s.settings_file, ctx.key_file)
+
+
+# -- issue 11: what the doctor missed ------------------------------------------------------------
+
+#: Files larger than this are not searched for a copy of the master key, and one search reads at
+#: most MAX_KEY_SEARCH_TOTAL bytes in all (then it says so).
+MAX_KEY_SEARCH_BYTES = 16 * 1024 * 1024
+MAX_KEY_SEARCH_TOTAL = 1024 * 1024 * 1024
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF8",
+    b"BM",
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+)
+
+
+def _key_needles(ctx: Context) -> list[bytes]:
+    """What a copy of the key looks like: the key file's bytes, the base64 key, the raw key."""
+    try:
+        loaded = ctx.master_key
+        raw_file = ctx.key_file.read_bytes()
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        return []
+    if loaded is None:
+        return []
+    master = loaded[0]
+    return [raw_file.strip(), base64.b64encode(master), base64.urlsafe_b64encode(master), master]
+
+
+def _holds_key(ctx: Context, path: Path, needles: list[bytes]) -> bool:
+    """Whether a regular file contains one of the needles (read in chunks, never the protected
+    files: the database, its settings and the key file itself)."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_KEY_SEARCH_BYTES:
+            return False
+        fh = open_checked(path, protected=_protected(ctx))
+    except OSError:
+        return False
+    overlap = max(len(n) for n in needles)
+    tail = b""
+    with fh:
+        while chunk := fh.read(1024 * 1024):
+            data = tail + chunk
+            if any(n and n in data for n in needles):
+                return True
+            tail = data[-overlap:]
+    return False
+
+
+def _key_copies(ctx: Context, root: Path, skip: Iterable[Path] = ()) -> Iterator[str]:
+    needles = _key_needles(ctx)
+    if not needles or not root.is_dir():
+        return
+    key_id = ctx.key_file.resolve() if ctx.key_file.exists() else None
+    budget = MAX_KEY_SEARCH_TOTAL
+    for path in _walk(root, skip=skip):
+        if key_id is not None and path.resolve() == key_id:
+            continue  # the key file itself (reported by key.inside_data_dir)
+        try:
+            size = path.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+        if path.is_symlink() or not path.is_file() or size > MAX_KEY_SEARCH_BYTES:
+            continue
+        if size > budget:
+            yield f"search stopped at {path}: more than {MAX_KEY_SEARCH_TOTAL:,} bytes under {root}"
+            return
+        budget -= size
+        if _holds_key(ctx, path, needles):
+            yield str(path)
+
+
+@check(
+    "key.copy_in_data_dir",
+    "A copy of the master key inside the data directory",
+    "critical",
+    "Delete the copy, rotate the master key (a copy of the data directory carried it), and find "
+    "how it got there (a backup script, a shell history, a debugging session).",
+)
+def _key_copy_in_data_dir(ctx: Context) -> Iterator[str]:
+    for found in _key_copies(ctx, ctx.home, skip=(ctx.settings.blobs_dir, ctx.settings.index_dir)):
+        if found.startswith("search stopped"):
+            yield found
+        else:
+            yield f"{found} holds the master key: whoever copies the data directory gets the key"
+
+
+@check(
+    "backups.master_key",
+    "The master key inside the backup directory",
+    "critical",
+    "Back the key up separately from the data (another medium, another custodian); delete it "
+    "from backup_dir and rotate it if those backups ever left the host.",
+)
+def _backup_master_key(ctx: Context) -> Iterator[str]:
+    root = ctx.settings.backup_dir
+    if root is None:
+        return
+    for found in _key_copies(ctx, root.expanduser()):
+        if found.startswith("search stopped"):
+            yield found
+        else:
+            yield f"{found} holds the master key: a stolen backup opens itself"
+
+
+@check(
+    "key.in_git_worktree",
+    "Master key file inside a git work tree",
+    "critical",
+    "Move the key file out of the repository (e.g. to the per-user config directory), point "
+    "--key-file at it, and rotate it if it was ever committed or pushed.",
+)
+def _key_in_git(ctx: Context) -> Iterator[str]:
+    if not ctx.key_file.exists():
+        return
+    for folder in ctx.key_file.resolve().parents:
+        if (folder / ".git").exists():
+            yield (
+                f"{ctx.key_file} lies in the git work tree {folder}: one `git add -A` and the "
+                "key is in the history"
+            )
+            return
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{port}"
+
+
+@check(
+    "service.cors_foreign_origin",
+    "CORS allows origins other than the deployment's own",
+    "warning",
+    "List in cors_origins only the origin of public_url (the deployment's own web front end); "
+    "another origin's scripts could call the API with a signed-in user's cookies.",
+)
+def _cors_foreign(ctx: Context) -> Iterator[str]:
+    own = _origin(ctx.settings.public_url) if ctx.settings.public_url else None
+    for origin in ctx.settings.cors_origins:
+        if "*" in origin or origin.strip() == "null":
+            continue  # service.cors_wildcard
+        if _origin(origin) != own:
+            yield (
+                f"cors_origins contains {origin!r}, which is not the deployment's own origin "
+                f"({own or 'public_url is not set'})"
+            )
+
+
+#: Address counts above which a trusted-proxy list is a wildcard in disguise.
+_PROXY_MAX_V4 = 2**24  # a /8
+_PROXY_MAX_V6 = 2**80  # a /48
+
+
+def proxy_coverage(proxies: Iterable[str]) -> tuple[int, int]:
+    """How many IPv4 and IPv6 addresses a trusted-proxy list covers (overlaps counted once)."""
+    v4: list[ipaddress.IPv4Network] = []
+    v6: list[ipaddress.IPv6Network] = []
+    for proxy in proxies:
+        text = proxy.strip()
+        if text == "*":
+            return 2**32, 2**128
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network):
+            v4.append(net)
+        else:
+            v6.append(net)
+    count4 = sum(n.num_addresses for n in ipaddress.collapse_addresses(v4))
+    count6 = sum(n.num_addresses for n in ipaddress.collapse_addresses(v6))
+    return count4, count6
+
+
+@check(
+    "service.trusted_proxies_broad",
+    "Trusted proxies cover a large part of the address space",
+    "warning",
+    "List only the addresses of your reverse proxies in trusted_proxies (single addresses or "
+    "the small subnet they live in).",
+)
+def _trusted_proxies_broad(ctx: Context) -> Iterator[str]:
+    wildcards = ("*", "0.0.0.0/0", "::/0")  # service.trusted_proxies_wildcard
+    proxies = [p for p in ctx.settings.trusted_proxies if p.strip() not in wildcards]
+    v4, v6 = proxy_coverage(proxies)
+    if v4 > _PROXY_MAX_V4:
+        share = v4 / 2**32
+        yield (
+            f"trusted_proxies together cover {v4:,} IPv4 addresses ({share:.0%} of the address "
+            "space): almost any client can forge its address (X-Forwarded-For)"
+        )
+    if v6 > _PROXY_MAX_V6:
+        yield f"trusted_proxies together cover more than a /48 of IPv6 ({v6:.3g} addresses)"
+
+
+#: Thresholds of the limit checks (the settings' own bounds are wider).
+SESSION_IDLE_MAX_MINUTES = 60
+SESSION_ABSOLUTE_MAX_HOURS = 24
+REQUEST_BYTES_MAX = 200_000_000
+IMAGE_PIXELS_MAX = 100_000_000
+IMAGE_SIDE_MAX = 30_000
+FILE_BYTES_MAX = 200_000_000
+
+
+@check(
+    "service.session_limits",
+    "Sessions live too long",
+    "warning",
+    f"Keep session_idle_minutes at most {SESSION_IDLE_MAX_MINUTES} and session_absolute_hours at "
+    f"most {SESSION_ABSOLUTE_MAX_HOURS}.",
+)
+def _session_limits(ctx: Context) -> Iterator[str]:
+    s = ctx.settings
+    if s.session_idle_minutes > SESSION_IDLE_MAX_MINUTES:
+        yield f"session_idle_minutes is {s.session_idle_minutes:,}"
+    if s.session_absolute_hours > SESSION_ABSOLUTE_MAX_HOURS:
+        yield f"session_absolute_hours is {s.session_absolute_hours:,}"
+
+
+@check(
+    "service.request_limits",
+    "Request size limit too large",
+    "warning",
+    f"Keep max_request_bytes at most {REQUEST_BYTES_MAX:,} (the default is 25 MB).",
+)
+def _request_limits(ctx: Context) -> Iterator[str]:
+    if ctx.settings.max_request_bytes > REQUEST_BYTES_MAX:
+        yield f"max_request_bytes is {ctx.settings.max_request_bytes:,}"
+
+
+@check(
+    "ingest.image_limits",
+    "Image limits disabled or too large",
+    "warning",
+    "Restore max_image_pixels, max_image_side and max_file_bytes to their defaults "
+    "(60 megapixels, 20,000 px, 50 MB): they stop decompression bombs before decoding.",
+)
+def _image_limits(ctx: Context) -> Iterator[str]:
+    s = ctx.settings
+    if s.max_image_pixels > IMAGE_PIXELS_MAX:
+        yield f"max_image_pixels is {s.max_image_pixels:,}"
+    if s.max_image_side > IMAGE_SIDE_MAX:
+        yield f"max_image_side is {s.max_image_side:,}"
+    if s.max_file_bytes > FILE_BYTES_MAX:
+        yield f"max_file_bytes is {s.max_file_bytes:,}"
+
+
+def _is_plain_image(ctx: Context, path: Path) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with open_checked(path, protected=_protected(ctx)) as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    return (
+        head.startswith(_IMAGE_MAGIC)
+        or head[4:12] in (b"ftypheic", b"ftypavif")
+        or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+    )
+
+
+@check(
+    "staging.permissions",
+    "Upload staging or drop folders writable or readable by others",
+    "critical",
+    "chmod 700 <home>/uploads and <home>/imports (and every organisation's folder below it); "
+    "whoever can write there can plant files for ingest, whoever can read them sees photos.",
+)
+def _staging_permissions(ctx: Context) -> Iterator[str]:
+    for name in ("uploads", "imports"):
+        root = ctx.home / name
+        if not root.is_dir():
+            continue
+        for path in _walk(root):
+            if path.is_symlink() or not path.is_dir():
+                continue
+            mode = _mode(path)
+            if mode & 0o002:
+                yield f"{path} is world-writable (mode {mode:o})"
+            elif mode & 0o077:
+                yield f"{path} is accessible to group or others (mode {mode:o})"
+
+
+@check(
+    "staging.plaintext_photos",
+    "Plaintext photos in the upload staging or drop folders",
+    "warning",
+    "Uploads are staged sealed: plaintext images under uploads/ were put there by something "
+    "else; delete them. Remove drop-folder photos under imports/ once ingested (the ingest "
+    "keeps a sealed copy).",
+)
+def _staging_plaintext(ctx: Context) -> Iterator[str]:
+    for name in ("uploads", "imports"):
+        root = ctx.home / name
+        if not root.is_dir():
+            continue
+        found = [p for p in _walk(root) if _is_plain_image(ctx, p)]
+        for path in found[:MAX_LOG_LINES_REPORTED]:
+            yield f"{path} is a plaintext image"
+        if len(found) > MAX_LOG_LINES_REPORTED:
+            yield f"… and {len(found) - MAX_LOG_LINES_REPORTED} more under {root}"
+
+
+@check(
+    "staging.symlinks",
+    "Symbolic links in drop folders",
+    "warning",
+    "Remove the links: folder ingest never follows them (it refuses them at open time), and a "
+    "link in a drop folder is how another tenant's photos, the key or the database were read.",
+)
+def _staging_symlinks(ctx: Context) -> Iterator[str]:
+    for name in ("imports", "uploads"):
+        root = ctx.home / name
+        if not root.is_dir():
+            continue
+        for path in _walk(root):
+            if path.is_symlink():
+                yield f"{path} is a symbolic link to {os.readlink(path)}"
+
+
+@check(
+    "host.runs_as_root",
+    "The service runs as root",
+    "warning",
+    "Run facesearch as a dedicated unprivileged user that owns only the data directory and the "
+    "key file.",
+)
+def _runs_as_root(ctx: Context) -> Iterator[str]:
+    signs = []
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        signs.append("the doctor runs as root, so presumably does the service")
+    if ctx.home.exists() and owner_uid(ctx.home) == 0:
+        signs.append(f"the data directory {ctx.home} is owned by root")
+    if signs:
+        yield "; ".join(signs)
+
+
+def owner_uid(path: Path) -> int:
+    return path.stat().st_uid
 
 
 # -- the runner -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from facesearch import doctor
 from facesearch.config import Settings, load_settings
 from facesearch.crypto import KeyRing
-from facesearch.deployment import init_deployment
+from facesearch.deployment import Deployment, init_deployment
 from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, User
 from facesearch.store.db import Database
@@ -39,6 +39,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FACESEARCH_"):
             monkeypatch.delenv(name)
+    # the tests may run as root (containers): only test_service_running_as_root wants to know
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(doctor, "owner_uid", lambda _path: 1000)
 
 
 @pytest.fixture
@@ -441,7 +444,7 @@ def test_api_key_of_disabled_user(paths: tuple[Path, Path]) -> None:
 
 
 def _append_audit(s: Settings, n: int) -> Database:
-    db = database(s)
+    db = Deployment.open(s).db  # keyed, and checkpointed beside the key file
     with db.session() as session:
         for i in range(n):
             record(
@@ -721,3 +724,170 @@ def test_doctor_reports_a_tampered_model_file(
     settings = load_settings(tmp_path / "home", key_file=tmp_path / "k.key")
     found = doctor.run_checks(settings)
     assert_reported(found, "models.files", "critical", model_files.YUNET.filename)
+
+
+# -- issue 11: what the doctor missed, each planted -----------------------------------------------
+
+
+def _master_b64(key: Path) -> str:
+    return str(json.loads(key.read_text())["master_key"])
+
+
+@pytest.mark.parametrize("form", ["key file", "base64 in a note", "raw bytes"])
+def test_a_stray_copy_of_the_key_in_the_data_dir(paths: tuple[Path, Path], form: str) -> None:
+    home, key = paths
+    stray = home / "old" / "notes.txt"
+    stray.parent.mkdir()
+    if form == "key file":
+        stray.write_bytes(key.read_bytes())
+    elif form == "base64 in a note":
+        stray.write_text(f"restore with this one: {_master_b64(key)}\n")
+    else:
+        stray.write_bytes(b"\x00junk" + base64.b64decode(_master_b64(key)) + b"tail")
+    assert_reported(findings(settings_of(paths)), "key.copy_in_data_dir", "critical", str(stray))
+
+
+def test_no_key_copy_is_reported_on_a_clean_deployment(paths: tuple[Path, Path]) -> None:
+    found = findings(settings_of(paths))
+    assert not only(found, "key.copy_in_data_dir") and not only(found, "backups.master_key")
+
+
+def test_the_master_key_in_backup_dir(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o700)
+    copy = backups / "2026-12-01" / "k.key"
+    copy.parent.mkdir(mode=0o700)
+    copy.write_bytes(paths[1].read_bytes())
+    copy.chmod(0o600)
+    found = findings(settings_of(paths, backup_dir=backups))
+    assert_reported(found, "backups.master_key", "critical", str(copy))
+
+
+def test_key_file_inside_a_git_work_tree(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    home, key = tmp_path / "home", repo / "deploy" / "k.key"
+    init_deployment(load_settings(home, key_file=key))
+    found = findings(load_settings(home, key_file=key))
+    assert_reported(found, "key.in_git_worktree", "critical", str(repo))
+    assert not only(findings(settings_of((home, key))), "key.copy_in_data_dir")
+
+
+def test_cors_origins_other_than_the_deployments_own(paths: tuple[Path, Path]) -> None:
+    own = "https://faces.example.org"
+    ok = settings_of(paths, public_url=own + "/", cors_origins=["https://faces.example.org:443"])
+    assert not only(findings(ok), "service.cors_foreign_origin")
+    bad = settings_of(paths, public_url=own, cors_origins=[own, "https://evil.example.net"])
+    assert_reported(findings(bad), "service.cors_foreign_origin", "warning", "evil.example.net")
+    unset = settings_of(paths, cors_origins=["http://localhost:3000"])
+    assert_reported(findings(unset), "service.cors_foreign_origin", "warning", "not set")
+
+
+def test_trusted_proxies_that_split_a_wildcard(paths: tuple[Path, Path]) -> None:
+    split = settings_of(paths, trusted_proxies=["0.0.0.0/1", "128.0.0.0/1"])
+    hit = assert_reported(findings(split), "service.trusted_proxies_broad", "warning", "100%")
+    assert "4,294,967,296" in hit.detail
+    assert doctor.proxy_coverage(["10.0.0.0/8", "10.1.0.0/16", "::1"]) == (2**24, 1)
+    narrow = settings_of(paths, trusted_proxies=["10.0.0.5", "192.168.1.0/24"])
+    assert not only(findings(narrow), "service.trusted_proxies_broad")
+
+
+def test_secrets_in_a_service_log_other_than_log_file(
+    paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    (logs / "service.log").write_text("started\n")
+    redirected = logs / "serve.out"  # `facesearch serve > serve.out 2>&1`
+    redirected.write_text("Authorization: Bearer fsk_abcdefabcdef_" + "x" * 30 + "\n")
+    beside_home = tmp_path / "facesearch.log"
+    beside_home.write_text('{"password": "hunter2hunter2"}\n')
+    found = findings(settings_of(paths, log_file=logs / "service.log"))
+    assert_reported(found, "logs.secrets", "critical", str(redirected))
+    assert_reported(found, "logs.secrets", "critical", str(beside_home))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("session_idle_minutes", 100_000), ("session_absolute_hours", 100_000)],
+)
+def test_session_limits_of_100000_are_refused(
+    paths: tuple[Path, Path], setting: str, value: int
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        settings_of(paths, **{setting: value})
+    hit = assert_reported(
+        findings(settings_of(paths, **{setting: 600})), "service.session_limits", "warning"
+    )
+    assert setting in hit.detail
+
+
+def test_max_request_bytes_of_10_gb(paths: tuple[Path, Path]) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        settings_of(paths, max_request_bytes=10_000_000_000)
+    found = findings(settings_of(paths, max_request_bytes=1_500_000_000))
+    assert_reported(found, "service.request_limits", "warning", "1,500,000,000")
+
+
+def test_image_limits_disabled(paths: tuple[Path, Path]) -> None:
+    off = settings_of(paths, max_image_pixels=10**12, max_image_side=10**7, max_file_bytes=10**11)
+    found = findings(off)
+    for name in ("max_image_pixels", "max_image_side", "max_file_bytes"):
+        assert_reported(found, "ingest.image_limits", "warning", name)
+    assert not only(findings(settings_of(paths)), "ingest.image_limits")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@pytest.mark.parametrize("folder", ["imports", "uploads"])
+def test_world_writable_staging_and_plaintext_photos(paths: tuple[Path, Path], folder: str) -> None:
+    home, _ = paths
+    root = home / folder / "org1"
+    root.mkdir(parents=True)
+    (home / folder).chmod(0o700)
+    root.chmod(0o777)
+    photo = root / "suspect.png"
+    photo.write_bytes(PNG)
+    sealed = root / "sealed.bin"
+    sealed.write_bytes(b"FSE1" + b"\x00" * 40)
+    found = findings(settings_of(paths))
+    assert_reported(found, "staging.permissions", "critical", str(root), "world-writable")
+    hits = only(found, "staging.plaintext_photos")
+    assert [h.detail for h in hits] == [f"{photo} is a plaintext image"]
+
+
+def test_symlinks_in_drop_folders(paths: tuple[Path, Path]) -> None:
+    home, key = paths
+    drop = home / "imports" / "org1"
+    drop.mkdir(parents=True, mode=0o700)
+    (home / "imports").chmod(0o700)
+    link = drop / "photo.jpg"
+    link.symlink_to(key)
+    found = findings(settings_of(paths))
+    assert_reported(found, "staging.symlinks", "warning", str(link))
+    assert not only(found, "key.copy_in_data_dir")  # a link is not a copy, and is not read
+
+
+def test_audit_triggers_dropped(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    db = _append_audit(s, 3)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+    db.dispose()
+    assert_reported(
+        findings(s), "audit.chain_broken", "critical", "audit_log_no_delete", "append-only"
+    )
+
+
+def test_service_running_as_root(paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not only(findings(settings_of(paths)), "host.runs_as_root")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert_reported(findings(settings_of(paths)), "host.runs_as_root", "warning", "runs as root")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(doctor, "owner_uid", lambda _path: 0)
+    assert_reported(findings(settings_of(paths)), "host.runs_as_root", "warning", "owned by root")

@@ -35,6 +35,7 @@ from facesearch.api.routers import (
     users,
 )
 from facesearch.deployment import Deployment
+from facesearch.security.denials import DenialLog
 from facesearch.security.ratelimit import RateLimiter
 from facesearch.security.throttle import DatabaseHits
 
@@ -236,6 +237,7 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
     )
     app.state.deployment = dep
     app.state.limiter = limiter or RateLimiter(store=DatabaseHits(dep.db, dep.keys))
+    app.state.denials = DenialLog(dep.db)
     install_handlers(app)
     include_routers(app)
     origins = [o for o in settings.cors_origins if o.strip() and o.strip() != "*"]

@@ -11,7 +11,6 @@ forgets to ask for a principal is still closed.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -100,7 +99,7 @@ def check_csrf(request: Request, row: UserSession) -> None:
     if request.method.upper() not in UNSAFE_METHODS:
         return
     sent = request.headers.get(CSRF_HEADER, "")
-    if not sent or not hmac.compare_digest(sent.encode(), row.csrf_token.encode()):
+    if not sessions.csrf_matches(row, sent):
         raise Forbidden(f"missing or wrong {CSRF_HEADER} header")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facesearch.errors import (
@@ -98,6 +99,26 @@ def error_response(request: Request, exc: FacesearchError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+async def _record_denial(request: Request, exc: FacesearchError, status: int) -> None:
+    """An authenticated caller refused (403) or answered "not found" (404): on the record,
+    rate-limited per caller (`security.denials`)."""
+    principal = getattr(request.state, "principal", None)
+    denials = getattr(request.app.state, "denials", None)
+    if principal is None or denials is None:
+        return
+    try:
+        await run_in_threadpool(
+            denials.record,
+            principal,
+            status=status,
+            method=request.method,
+            path=request.url.path,
+            reason=scrub(str(exc)),
+        )
+    except Exception:  # the refusal stands whatever happens to its record
+        log.exception("denied request not audited (request id %s)", _request_id(request))
+
+
 def install_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -122,7 +143,10 @@ def install_handlers(app: FastAPI) -> None:
 
     async def facesearch_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, FacesearchError)
-        return error_response(request, exc)
+        response = error_response(request, exc)
+        if response.status_code in (403, 404):
+            await _record_denial(request, exc, response.status_code)
+        return response
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(HTTPException, http_error)

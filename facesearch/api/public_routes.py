@@ -37,10 +37,6 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 ANY_PRINCIPAL_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/api/v1/me"),
-        ("GET", "/api/v1/me/sessions"),
-        ("DELETE", "/api/v1/me/sessions/{session_id}"),
-        ("GET", "/api/v1/me/api-keys"),
-        ("DELETE", "/api/v1/me/api-keys/{key_id}"),
         # the casework routers let every member of an organisation list and read its collections
         # (names, legal basis, retention), whatever their role
         ("GET", "/api/v1/collections"),

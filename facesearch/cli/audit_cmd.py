@@ -18,11 +18,14 @@ audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args
 
 @audit_app.command("verify")
 def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Prove the database's audit chain; exit 1 naming the first bad entry."""
+    """Prove the database's audit chain with the deployment's key, against its signed
+    checkpoints (audit_anchor_dir), and check the append-only triggers; exit 1 naming the
+    first bad entry, a truncation, a rehash or the missing triggers."""
     dep = Deployment.open(state_of(ctx).settings())
     try:
+        anchor = audit.read_anchor_of(dep.keys, dep.anchor_dir)
         with dep.db.session() as s:
-            report = audit.verify_chain(s)
+            report = audit.verify_chain(s, anchor=anchor)
     finally:
         dep.close()
     if as_json:
@@ -32,10 +35,21 @@ def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 "entries": report.entries,
                 "first_bad_id": report.first_bad_id,
                 "problem": report.problem,
+                "checkpoints": report.checkpoints,
+                "anchored_length": report.anchored_length,
+                "anchor_file": str(anchor.path),
             }
         )
     elif report.ok:
-        console.print(f"[green]audit chain intact[/]: {report.entries} entries")
+        console.print(
+            f"[green]audit chain intact[/]: {report.entries} entries, "
+            f"{report.checkpoints} signed checkpoints (longest {report.anchored_length})"
+        )
+        if not anchor.exists and report.entries:
+            console_err.print(
+                f"[yellow]warning[/]: no checkpoint file at {anchor.path}; a truncated or "
+                "rehashed chain cannot be told from an intact one"
+            )
     else:
         console_err.print(
             f"[bold red]audit chain broken[/] at entry {report.first_bad_id} "

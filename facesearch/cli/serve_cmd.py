@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,6 +42,41 @@ def check_bind(host: str, *, debug: bool, tls: bool) -> list[str]:
     return warnings
 
 
+def running_as_root() -> str | None:
+    """A warning when the service runs with the superuser's rights."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return (
+            "running as root: a flaw in the service or a decoder would own the host; run it as "
+            "a dedicated unprivileged user that owns only the data directory and the key file"
+        )
+    return None
+
+
+def log_config(log_file: Path | None) -> dict[str, Any]:
+    """uvicorn's logging configuration, plus `log_file` (created 0600) when it is set."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    if log_file is None:
+        return config
+    path = log_file.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
+    config["formatters"]["file"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    }
+    config["handlers"]["file"] = {
+        "class": "logging.FileHandler",
+        "filename": str(path),
+        "formatter": "file",
+        "encoding": "utf-8",
+    }
+    for name in ("uvicorn", "uvicorn.access"):
+        config["loggers"][name]["handlers"].append("file")
+    config["loggers"]["facesearch"] = {"handlers": ["file"], "level": "INFO"}
+    return config
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
@@ -55,6 +92,7 @@ def serve(
     import uvicorn
 
     from facesearch.api.app import create_app
+    from facesearch.api.http_limits import uvicorn_options
     from facesearch.deployment import Deployment
     from facesearch.security import accounts, lifecycle
     from facesearch.security.actor import system_actor
@@ -63,7 +101,11 @@ def serve(
     tls = bool(settings.tls_cert and settings.tls_key)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
-    for warning in check_bind(settings.host, debug=settings.debug, tls=tls):
+    warnings = check_bind(settings.host, debug=settings.debug, tls=tls)
+    root = running_as_root()
+    if root:
+        warnings.append(root)
+    for warning in warnings:
         console_err.print(f"[yellow]warning:[/] {warning}")
     dep = Deployment.open(settings)
     dep.background_compaction = True  # index segments merge off the request path
@@ -100,6 +142,8 @@ def serve(
             server_header=False,
             log_level="info",
             access_log=True,
+            log_config=log_config(settings.log_file),
+            **uvicorn_options(settings),
         )
     finally:
         dep.close()

@@ -20,10 +20,20 @@ def crop_url(face_id: int) -> str:
 
 
 def face_view(session: Session, actor: Actor, face_id: int) -> dict[str, Any]:
-    """A face's provenance, geometry and quality, in a collection the organisation may search."""
+    """A face's provenance, geometry and quality, in a collection the organisation may search.
+    The read is on the record (`face.provenance_viewed`) before it is answered."""
     face = visible_face(session, org_of(actor), face_id)
     file = session.get(SourceFile, face.file_id)
     collection = session.get(Collection, face.collection_id)
+    audit.record_for(
+        session,
+        actor,
+        "face.provenance_viewed",
+        target_type="face",
+        target_id=face.id,
+        details={"face_id": face.id, "collection_id": face.collection_id},
+    )
+    session.commit()
     return {
         "id": face.id,
         "collection_id": face.collection_id,

@@ -383,7 +383,11 @@ def search_history(
 
 
 def get_case(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
-    return case_detail(session, org_of(actor), case_id)
+    """A case's detail; the read is on the record (`case.viewed`) before it is answered."""
+    detail = case_detail(session, org_of(actor), case_id)
+    audit.record_for(session, actor, "case.viewed", target_type="case", target_id=case_id)
+    session.commit()
+    return detail
 
 
 def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]:
@@ -391,6 +395,15 @@ def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]
     org_id = org_of(actor)
     search = org_search(session, org_id, search_id)
     detail = case_detail(session, org_id, search.case_id)
+    audit.record_for(
+        session,
+        actor,
+        "search.viewed",
+        target_type="search",
+        target_id=search.id,
+        details={"case_id": search.case_id},
+    )
+    session.commit()
     for item in detail["search_list"]:
         if item["id"] == search.id:
             return dict(item)

@@ -238,7 +238,7 @@ def open_session(
     notices.signed_in(session, user.id, ip, user_agent)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
     session.commit()
-    return SignedIn(new.token, new.row.csrf_token, user.totp_verified_at is not None)
+    return SignedIn(new.token, new.csrf_token, user.totp_verified_at is not None)
 
 
 @dataclass(frozen=True)
@@ -258,11 +258,11 @@ def verify_session(
     outcome = verify_second_factor(session, sealer, user, code, ip=ip)
     row.mfa_verified = True
     row.reauth_at = clock.now()  # password and second factor proved just now
-    token = sessions.rotate(session, row)
+    token, csrf = sessions.rotate(session, row)
     session.commit()
     return Verified(
         token,
-        row.csrf_token,
+        csrf,
         outcome.recovery_codes,
         recovery.remaining(session, user.id),
         outcome.used_recovery_code,

@@ -1,8 +1,13 @@
-"""The hash-chained, append-only audit log.
+"""The keyed, hash-chained, append-only audit log (docs/decisions/0009).
 
-Each entry's hash is SHA-256 over the previous entry's hash and a canonical JSON serialisation of
-the entry (sorted keys, no whitespace, UTF-8). The database refuses UPDATE and DELETE on the table
-(triggers), and `verify_chain` finds the first entry whose content, order or link is wrong.
+Each entry's hash covers the previous entry's hash and a canonical JSON serialisation of the
+entry (sorted keys, no whitespace, UTF-8). Its `scheme` says how: `hmac-sha256/v1` (every entry
+written now) is HMAC-SHA256 with the deployment's audit sub-key, so nobody without the key file
+can recompute the chain after an edit or a deletion; `sha256` (entries written before the chain
+was keyed) is plain SHA-256 and verifies as it always did, but never after a keyed entry. The
+database refuses UPDATE and DELETE on the table (triggers), signed checkpoints outside the
+database (`store.anchor`) fix its length and head, and `verify_chain` finds the first entry whose
+content, order or link is wrong, a chain shorter than a checkpoint, or missing triggers.
 Entries are written inside the caller's transaction, so an action and its record commit together.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -30,11 +36,18 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.crypto import KeyRing
+from facesearch.errors import ConfigError
 from facesearch.security.actor import Actor
 from facesearch.security.tenancy import org_audit_entry, org_of
-from facesearch.store.audit import AuditEntry
+from facesearch.store.anchor import AnchorReading, anchor_file, public_key_of, read_anchor
+from facesearch.store.audit import AuditEntry, missing_triggers
+from facesearch.store.db import AUDIT_APPENDED, AUDIT_KEY
 
 GENESIS = "0" * 64
+#: The scheme of every entry written now, and the one of entries written before the chain was keyed.
+KEYED = "hmac-sha256/v1"
+LEGACY = "sha256"
+SCHEMES = (LEGACY, KEYED)
 
 #: The fields covered by the hash, in the canonical form.
 HASHED_FIELDS = (
@@ -59,8 +72,21 @@ def canonical(entry: dict[str, Any]) -> bytes:
     ).encode()
 
 
-def entry_hash(entry: dict[str, Any]) -> str:
-    return hashlib.sha256(str(entry["prev_hash"]).encode() + canonical(entry)).hexdigest()
+class MissingAuditKey(ConfigError):
+    """A keyed entry was to be written or checked without the deployment's audit key."""
+
+
+def entry_hash(entry: dict[str, Any], key: bytes | None = None) -> str:
+    """The entry's hash under its own scheme (`key`: the audit MAC key, for keyed entries)."""
+    scheme = entry.get("scheme") or LEGACY
+    message = str(entry["prev_hash"]).encode() + canonical(entry)
+    if scheme == LEGACY:
+        return hashlib.sha256(message).hexdigest()
+    if scheme == KEYED:
+        if key is None:
+            raise MissingAuditKey("keyed audit entries need the deployment's audit key")
+        return hmac.new(key, KEYED.encode() + b"\n" + message, hashlib.sha256).hexdigest()
+    raise ValueError(f"unknown audit hash scheme {scheme!r}")
 
 
 def as_dict(row: AuditEntry) -> dict[str, Any]:
@@ -77,6 +103,7 @@ def as_dict(row: AuditEntry) -> dict[str, Any]:
         "details": row.details,
         "prev_hash": row.prev_hash,
         "entry_hash": row.entry_hash,
+        "scheme": row.scheme,
     }
 
 
@@ -104,7 +131,13 @@ def record(
     ip: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append an entry in the caller's transaction (committed with the action it records)."""
+    """Append an entry in the caller's transaction (committed with the action it records).
+
+    The session must carry the audit MAC key (`Database(audit_key=…)`, as every session of a
+    `Deployment` does): no entry is ever written unkeyed."""
+    key = session.info.get(AUDIT_KEY)
+    if not isinstance(key, bytes):
+        raise MissingAuditKey("audit entries are written only with the deployment's audit key")
     _lock_chain(session)
     last = session.execute(
         select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
@@ -122,11 +155,13 @@ def record(
         "ip": ip,
         "details": json.loads(json.dumps(details or {}, default=str)),
         "prev_hash": prev_hash,
+        "scheme": KEYED,
     }
-    entry["entry_hash"] = entry_hash(entry)
+    entry["entry_hash"] = entry_hash(entry, key)
     row = AuditEntry(**entry)
     session.add(row)
     session.flush()
+    session.info[AUDIT_APPENDED] = (row.id, row.entry_hash)  # for the signed checkpoint
     return row
 
 
@@ -164,40 +199,90 @@ class ChainReport:
     first_bad_id: int | None = None
     first_bad_position: int | None = None
     problem: str | None = None
+    #: signed checkpoints that were compared with the chain, and the longest one's length
+    checkpoints: int = 0
+    anchored_length: int = 0
+    #: keyed entries whose MAC could not be checked (no key given: an export's auditor)
+    unkeyed_checks: int = 0
 
 
-def verify_entries(entries: Iterable[dict[str, Any]]) -> ChainReport:
-    """Check a sequence of entries (from the database or an export file), in order."""
+def verify_entries(
+    entries: Iterable[dict[str, Any]],
+    key: bytes | None = None,
+    anchor: AnchorReading | None = None,
+) -> ChainReport:
+    """Check a sequence of entries (from the database or an export file), in order.
+
+    With `key`, every keyed entry's MAC is checked (without it, a keyed entry's content is left
+    to the export's signature). With `anchor`, every checkpointed length must hold the
+    checkpoint's head and the chain must be at least as long as the longest checkpoint."""
+    heads = anchor.heads if anchor is not None else {}
+    checkpoints = anchor.checkpoints if anchor is not None else 0
+    anchored = anchor.last_length if anchor is not None else 0
     prev_hash = GENESIS
     prev_id = 0
     count = 0
+    keyed_seen = False
+    unchecked = 0
+
+    def bad(entry_id: int | None, position: int, problem: str) -> ChainReport:
+        return ChainReport(
+            False, position, entry_id, position, problem, checkpoints, anchored, unchecked
+        )
+
     for position, entry in enumerate(entries, start=1):
         count = position
         entry_id = entry.get("id")
         if entry.get("prev_hash") != prev_hash:
-            return ChainReport(
-                False,
-                count,
+            return bad(
                 entry_id,
                 position,
                 "does not link to the previous entry (missing, reordered or inserted entry)",
             )
         if not isinstance(entry_id, int) or entry_id != prev_id + 1:
-            return ChainReport(
-                False,
-                count,
+            return bad(
                 entry_id if isinstance(entry_id, int) else None,
                 position,
                 f"sequence number {entry_id} where {prev_id + 1} was "
                 "expected (deleted or reordered entry)",
             )
-        if entry_hash(entry) != entry.get("entry_hash"):
-            return ChainReport(
-                False, count, entry_id, position, "content does not match its hash (edited entry)"
+        scheme = entry.get("scheme") or LEGACY
+        if scheme not in SCHEMES:
+            return bad(entry_id, position, f"unknown hash scheme {scheme!r}")
+        if scheme == LEGACY and keyed_seen:
+            return bad(
+                entry_id,
+                position,
+                "an unkeyed entry after keyed ones (entries rewritten without the key)",
             )
+        keyed_seen = keyed_seen or scheme == KEYED
+        if scheme == KEYED and key is None:
+            unchecked += 1
+        elif entry_hash(entry, key) != entry.get("entry_hash"):
+            return bad(entry_id, position, "content does not match its hash (edited entry)")
         prev_hash = str(entry["entry_hash"])
         prev_id = entry_id
-    return ChainReport(True, count)
+        expected = heads.get(entry_id)
+        if expected is not None and expected != prev_hash:
+            return bad(
+                entry_id,
+                position,
+                "differs from the signed checkpoint at this length (the chain was "
+                "rewritten and rehashed from here or before)",
+            )
+    if count < anchored:
+        return ChainReport(
+            False,
+            count,
+            count + 1,
+            count + 1,
+            f"the chain holds {count} entries but a signed checkpoint recorded {anchored} "
+            f"(entries {count + 1}-{anchored} were deleted: truncated chain)",
+            checkpoints,
+            anchored,
+            unchecked,
+        )
+    return ChainReport(True, count, None, None, None, checkpoints, anchored, unchecked)
 
 
 def iter_entries(session: Session, batch: int = 2000) -> Iterator[dict[str, Any]]:
@@ -206,8 +291,46 @@ def iter_entries(session: Session, batch: int = 2000) -> Iterator[dict[str, Any]
         yield as_dict(row)
 
 
-def verify_chain(session: Session) -> ChainReport:
-    return verify_entries(iter_entries(session))
+def verify_chain(
+    session: Session,
+    key: bytes | None = None,
+    anchor: AnchorReading | None = None,
+) -> ChainReport:
+    """Prove the database's chain with the audit key (default: the session's), against the
+    signed checkpoints when given, and check that the append-only triggers are in place."""
+    if key is None:
+        info_key = session.info.get(AUDIT_KEY)
+        key = info_key if isinstance(info_key, bytes) else None
+    if anchor is not None and not anchor.ok:
+        return ChainReport(
+            False,
+            0,
+            problem=f"the checkpoint file {anchor.path.name} is damaged: {anchor.problem}",
+            checkpoints=anchor.checkpoints,
+            anchored_length=anchor.last_length,
+        )
+    report = verify_entries(iter_entries(session), key, anchor)
+    if not report.ok:
+        return report
+    gone = missing_triggers(session)
+    if gone:
+        return ChainReport(
+            False,
+            report.entries,
+            problem="the append-only triggers are missing ("
+            + ", ".join(gone)
+            + "): the database no longer refuses edits and deletions",
+            checkpoints=report.checkpoints,
+            anchored_length=report.anchored_length,
+        )
+    return report
+
+
+def read_anchor_of(keys: KeyRing, anchor_dir: Path) -> AnchorReading:
+    """The deployment's signed checkpoints (checked with its audit public key)."""
+    return read_anchor(
+        anchor_file(anchor_dir, keys.key_id), public_key_of(keys.audit_signing_seed())
+    )
 
 
 # -- signed export --------------------------------------------------------------------------------
@@ -243,8 +366,22 @@ def _line(obj: dict[str, Any]) -> bytes:
     )
 
 
-def _link(prev: str, entry_hash_value: str) -> str:
-    return hashlib.sha256(prev.encode() + str(entry_hash_value).encode()).hexdigest()
+def content_sha256(item: dict[str, Any]) -> str:
+    """A keyed entry's MAC cannot be checked without the key, so an export also carries a plain
+    SHA-256 of its scheme, link and content (covered by the export link and the signature)."""
+    return hashlib.sha256(
+        str(item.get("scheme")).encode()
+        + b"\n"
+        + str(item.get("prev_hash")).encode()
+        + canonical(item)
+    ).hexdigest()
+
+
+def _link(prev: str, item: dict[str, Any]) -> str:
+    data = prev.encode() + str(item.get("entry_hash")).encode()
+    if (item.get("scheme") or LEGACY) != LEGACY:
+        data += content_sha256(item).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -304,7 +441,10 @@ def export(
         "key_id": keys.key_id,
         "public_key": pub,
         "fingerprint": public_key_fingerprint(pub),
-        "hash": "sha256(prev_hash || canonical json of the fields " + ",".join(HASHED_FIELDS) + ")",
+        "hash": "per entry scheme: hmac-sha256/v1 = HMAC-SHA256(audit key, scheme || newline || "
+        "prev_hash || canonical json of the fields "
+        + ",".join(HASHED_FIELDS)
+        + "), sha256 = SHA-256(prev_hash || the same json)",
         "signature": "ed25519 over every byte before the signature line",
     }
     digest = hashlib.sha256()
@@ -321,7 +461,9 @@ def export(
             query = query.where(AuditEntry.org_id == org_id)
         for row in session.scalars(query):
             item = as_dict(row)
-            link = _link(link, item["entry_hash"])
+            if row.scheme != LEGACY:
+                item["content_sha256"] = content_sha256(item)
+            link = _link(link, item)
             item["type"] = "entry"
             item["export_link"] = link
             data = _line(item)
@@ -436,7 +578,10 @@ def verify_export(path: Path, expected_public_key: str | None = None) -> ExportR
             )
     for number, item in enumerate(entries, start=2):
         entry_id = item.get("id")
-        if entry_hash(item) != item.get("entry_hash"):
+        legacy = (item.get("scheme") or LEGACY) == LEGACY
+        if (legacy and entry_hash(item) != item.get("entry_hash")) or (
+            not legacy and content_sha256(item) != item.get("content_sha256")
+        ):
             return fail(
                 len(entries),
                 f"entry {entry_id}: content does not match its hash (edited entry)",
@@ -450,7 +595,7 @@ def verify_export(path: Path, expected_public_key: str | None = None) -> ExportR
                 entry_id if isinstance(entry_id, int) else None,
                 number,
             )
-        link = _link(link, str(item.get("entry_hash")))
+        link = _link(link, item)
         if item.get("export_link") != link:
             return fail(
                 len(entries),

@@ -330,11 +330,9 @@ def verify(
     )
     row.mfa_verified = True
     row.reauth_at = clock.now()
-    token = sessions.rotate(session, row)
+    token, csrf = sessions.rotate(session, row)
     session.commit()
-    return accounts.Verified(
-        token, row.csrf_token, None, recovery.remaining(session, user.id), False
-    )
+    return accounts.Verified(token, csrf, None, recovery.remaining(session, user.id), False)
 
 
 def reauth_options(session: Session, settings: Any, principal: Principal) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from facesearch.security import api_keys, audit, notices, reauth, recovery, sess
 from facesearch.security.actor import Principal
 from facesearch.security.roles import Scope
 from facesearch.security.tenancy import own_api_key, own_session
-from facesearch.store.accounts import ApiKey, Organisation, User, UserSession
+from facesearch.store.accounts import ApiKey, Organisation, User
 
 
 def _user(session: Session, principal: Principal) -> User:
@@ -26,10 +26,6 @@ def _user(session: Session, principal: Principal) -> User:
 def me(session: Session, principal: Principal) -> dict[str, Any]:
     user = _user(session, principal)
     org = session.get(Organisation, user.org_id) if user.org_id is not None else None
-    csrf = None
-    if principal.session_id is not None:
-        row = session.get(UserSession, principal.session_id)
-        csrf = row.csrf_token if row else None
     return {
         "user_id": user.id,
         "email": user.email,
@@ -41,7 +37,8 @@ def me(session: Session, principal: Principal) -> dict[str, Any]:
         "auth": "api_key" if principal.api_key_id is not None else "session",
         "mfa_enrolled": user.totp_verified_at is not None,
         "recovery_codes_remaining": recovery.remaining(session, user.id),
-        "csrf_token": csrf,
+        # only the CSRF token's hash is stored: it is in the sign-in reply and the fs_csrf cookie
+        "csrf_token": None,
     }
 
 

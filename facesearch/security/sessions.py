@@ -5,6 +5,7 @@ SHA-256. A session ends when idle for `idle` (30 minutes by default), at its abs
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,7 @@ def hash_token(token: str) -> str:
 class NewSession:
     row: UserSession
     token: str  # goes into the cookie, never stored
+    csrf_token: str  # goes to the client, only its SHA-256 is stored
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,13 @@ def create(
     mfa_verified: bool = False,
 ) -> NewSession:
     token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
     now = clock.now()
     row = UserSession(
         token_hash=hash_token(token),
         user_id=user_id,
         mfa_verified=mfa_verified,
-        csrf_token=secrets.token_urlsafe(32),
+        csrf_token=hash_token(csrf),
         created_at=now,
         last_seen_at=now,
         expires_at=now + policy.absolute,
@@ -63,17 +66,24 @@ def create(
     )
     session.add(row)
     session.flush()
-    return NewSession(row, token)
+    return NewSession(row, token, csrf)
 
 
-def rotate(session: Session, row: UserSession) -> str:
+def rotate(session: Session, row: UserSession) -> tuple[str, str]:
     """New token and CSRF token for an existing session (after the second factor), so a token
-    observed before verification is worthless afterwards."""
+    observed before verification is worthless afterwards. Returns (token, CSRF token); only
+    their hashes are stored."""
     token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
     row.token_hash = hash_token(token)
-    row.csrf_token = secrets.token_urlsafe(32)
+    row.csrf_token = hash_token(csrf)
     session.flush()
-    return token
+    return token, csrf
+
+
+def csrf_matches(row: UserSession, sent: str) -> bool:
+    """Whether `sent` is the session's CSRF token (its SHA-256, compared in constant time)."""
+    return bool(sent) and hmac.compare_digest(hash_token(sent), row.csrf_token)
 
 
 def is_live(row: UserSession, policy: SessionPolicy) -> bool:

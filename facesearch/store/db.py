@@ -9,7 +9,7 @@ for tools (the doctor) and tests."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,13 +141,46 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-class Database:
-    """One engine and its session factory."""
+#: session.info keys: the audit chain's MAC key, and the (id, hash) of the last entry appended
+#: in the session's current transaction (read by the after-commit hook).
+AUDIT_KEY = "facesearch.audit_key"
+AUDIT_APPENDED = "facesearch.audit_appended"
 
-    def __init__(self, url: str, key: bytes | None = None) -> None:
+
+class Database:
+    """One engine and its session factory.
+
+    `key` is SQLCipher's raw key for an embedded SQLite database (ADR 0010); `audit_key` is the
+    audit chain's MAC key, handed to every session (`session.info`); `on_audit_commit(length,
+    head)` runs after each commit that appended audit entries (the deployment writes its signed
+    checkpoint there)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: bytes | None = None,
+        *,
+        audit_key: bytes | None = None,
+        on_audit_commit: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.url = url
         self.engine = make_engine(url, key)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.audit_key = audit_key
+        self.on_audit_commit = on_audit_commit
+        self._sessions = sessionmaker(
+            self.engine, expire_on_commit=False, info={AUDIT_KEY: audit_key}
+        )
+        event.listen(self._sessions, "after_commit", self._after_commit)
+        event.listen(self._sessions, "after_rollback", self._after_rollback)
+
+    def _after_commit(self, session: Session) -> None:
+        appended = session.info.pop(AUDIT_APPENDED, None)
+        if appended is not None and self.on_audit_commit is not None:
+            self.on_audit_commit(int(appended[0]), str(appended[1]))
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(AUDIT_APPENDED, None)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

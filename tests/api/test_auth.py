@@ -17,7 +17,7 @@ from facesearch.errors import Conflict
 from facesearch.security import accounts, admin, audit, totp
 from facesearch.security.actor import system_actor
 from facesearch.security.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
-from facesearch.store.accounts import ApiKey, User
+from facesearch.store.accounts import ApiKey, User, UserSession
 from facesearch.store.audit import AuditEntry
 from tests.api.conftest import MakeUser, key_client
 
@@ -470,3 +470,47 @@ def test_no_self_registration(client: TestClient, deployment: Deployment) -> Non
     assert not any("register" in p or "signup" in p for p in paths)
     with deployment.db.session() as s:
         assert s.scalar(select(User.id)) is None
+
+
+def test_no_key_whatever_its_scope_manages_sessions_or_keys(
+    app: FastAPI, make_user: MakeUser
+) -> None:
+    """Issue 11, Low: a key of any scope could list and end its owner's sessions and revoke
+    its other keys. Only the signed-in person can."""
+    user = make_user("Acme", ["org_admin", "investigator", "reviewer", "auditor", "ingestor"])
+    other_session = user.sign_in_again()
+    keys = {scope: user.api_key([scope]) for scope in ("admin", "search", "review", "audit")}
+    listed_sessions = user.client.get("/api/v1/me/sessions").json()
+    session_id = next(s["id"] for s in listed_sessions if not s["current"])
+    listed_keys = user.client.get("/api/v1/me/api-keys").json()
+    for scope, key in keys.items():
+        kc = key_client(app, key)
+        victim = next(k["id"] for k in listed_keys if k["scopes"] != [scope])
+        assert kc.get("/api/v1/me/sessions").status_code == 403, scope
+        assert kc.delete(f"/api/v1/me/sessions/{session_id}").status_code == 403, scope
+        assert kc.get("/api/v1/me/api-keys").status_code == 403, scope
+        assert kc.delete(f"/api/v1/me/api-keys/{victim}").status_code == 403, scope
+    assert other_session.get("/api/v1/me").status_code == 200  # nothing was ended
+    assert all(k["active"] for k in user.client.get("/api/v1/me/api-keys").json())
+    # the person can
+    assert user.client.delete(f"/api/v1/me/sessions/{session_id}").status_code == 204
+    assert user.client.delete(f"/api/v1/me/api-keys/{listed_keys[0]['id']}").status_code == 204
+
+
+def test_csrf_tokens_are_stored_hashed(make_user: MakeUser, deployment: Deployment) -> None:
+    """Issue 11, Low: the CSRF token was stored as it is; whoever read the database could forge
+    a signed-in person's state-changing requests. Only its SHA-256 is stored now."""
+    import hashlib
+
+    user = make_user("Acme", ["org_admin"])
+    token = str(user.client.headers[CSRF_HEADER])
+    with deployment.db.session() as s:
+        stored = [row.csrf_token for row in s.scalars(select(UserSession))]
+    assert token not in stored
+    assert hashlib.sha256(token.encode()).hexdigest() in stored
+    body = {"email": "someone@acme.test", "roles": ["investigator"]}
+    for leaked in stored:  # what a copy of the database gives an attacker
+        reply = user.client.post("/api/v1/invitations", json=body, headers={CSRF_HEADER: leaked})
+        assert reply.status_code == 403
+    assert user.client.post("/api/v1/invitations", json=body).status_code == 201
+    assert user.client.get("/api/v1/me").json()["csrf_token"] is None

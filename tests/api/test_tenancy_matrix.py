@@ -380,3 +380,62 @@ def test_platform_admin_reads_no_tenant_data(world: World, module_make_user: Mak
         f"/api/v1/jobs/{world.ids.job}",
     ):
         assert root.client.get(path).status_code in (403, 404), path
+
+
+def test_denied_attempts_and_sensitive_reads_are_audited(
+    world: World, module_deployment: Deployment
+) -> None:
+    """Issue 11, Medium 9: B probing A's objects left no trace, and neither did reading a case
+    or a face's provenance. Now each refusal is an `access.denied` entry (rate-limited per
+    caller, in the caller's organisation) and each read is on the record."""
+    from sqlalchemy import select
+
+    from facesearch.store.audit import AuditEntry
+
+    a, b, ids = world.a, world.b, world.ids
+
+    def entries(action: str) -> list[AuditEntry]:
+        with module_deployment.db.session() as s:
+            return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+
+    before = len(entries("access.denied"))
+    assert b.keys["search"].get(f"/api/v1/cases/{ids.case}").status_code == 404
+    assert b.keys["search"].get(f"/api/v1/faces/{ids.face}").status_code == 404
+    assert b.keys["audit"].get("/api/v1/cases").status_code == 403  # wrong scope
+    denied = entries("access.denied")[before:]
+    assert [(e.details["status"], e.details["method"]) for e in denied] == [
+        (404, "GET"),
+        (404, "GET"),
+        (403, "GET"),
+    ]
+    assert {e.org_id for e in denied} == {b.admin.org_id}
+    assert denied[0].details["path"] == f"/api/v1/cases/{ids.case}"
+    # a caller probing by the thousand gets at most its quota on the record
+    for n in range(40):
+        b.keys["review1"].get(f"/api/v1/results/{MISSING + n}")
+    probing = [e for e in entries("access.denied") if e.actor_key_id == _key_id(b.keys["review1"])]
+    assert 1 <= len(probing) <= 20
+    # reads of case detail, a search and a face's provenance are on A's record
+    cases_before, faces_before = len(entries("case.viewed")), len(entries("face.provenance_viewed"))
+    assert a.keys["search"].get(f"/api/v1/cases/{ids.case}").status_code == 200
+    assert a.keys["search"].get(f"/api/v1/faces/{ids.face}").status_code == 200
+    viewed = entries("case.viewed")[cases_before:]
+    assert [(e.target_id, e.org_id) for e in viewed] == [(str(ids.case), a.admin.org_id)]
+    seen = entries("face.provenance_viewed")[faces_before:]
+    assert [e.target_id for e in seen] == [str(ids.face)]
+    with module_deployment.db.session() as s:
+        from facesearch.security import audit
+
+        assert audit.verify_chain(s).ok
+
+
+def _key_id(client: TestClient) -> int:
+    from sqlalchemy import select
+
+    from facesearch.store.accounts import ApiKey
+
+    prefix = str(client.headers["Authorization"]).split("_")[1]
+    app = client.app
+    dep = app.state.deployment  # type: ignore[attr-defined]
+    with dep.db.session() as s:
+        return int(s.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)))

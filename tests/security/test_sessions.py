@@ -96,10 +96,13 @@ def test_rotate_invalidates_old_token(dep: Deployment, user_id: int) -> None:
     with dep.db.session() as s:
         new = sessions.create(s, user_id, POLICY)
         old_csrf = new.row.csrf_token
-        token = sessions.rotate(s, new.row)
+        token, csrf = sessions.rotate(s, new.row)
         assert sessions.lookup(s, new.token, POLICY) is None
         assert sessions.lookup(s, token, POLICY) is new.row
         assert new.row.csrf_token != old_csrf
+        assert sessions.csrf_matches(new.row, csrf) and not sessions.csrf_matches(new.row, "")
+        assert not sessions.csrf_matches(new.row, new.csrf_token)
+        assert not sessions.csrf_matches(new.row, new.row.csrf_token)  # the stored hash
 
 
 def test_api_keys(dep: Deployment, user_id: int, fake_clock: Clock) -> None:

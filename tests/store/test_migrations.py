@@ -49,3 +49,69 @@ def test_a_database_at_the_retired_placeholder_revision_upgrades(tmp_path: Path)
             assert not compare_metadata(MigrationContext.configure(conn), metadata())
     finally:
         db.dispose()
+
+
+def test_upgrading_keeps_old_audit_entries_verifying_and_hashes_csrf_tokens(
+    tmp_path: Path,
+) -> None:
+    """Migrations 0008 and 0009 (issue 11): entries written before the chain was keyed verify
+    as `sha256` entries, and a live session's CSRF token is replaced by its SHA-256."""
+    import hashlib
+
+    from facesearch.security import audit
+    from facesearch.store.accounts import UserSession
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}", audit_key=b"k" * 32)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    entry = {
+        "id": 1,
+        "ts": "2026-01-01T00:00:00",
+        "org_id": None,
+        "actor_user_id": None,
+        "actor_key_id": None,
+        "action": "user.created",
+        "target_type": None,
+        "target_id": None,
+        "ip": None,
+        "details": {},
+        "prev_hash": audit.GENESIS,
+    }
+    entry["entry_hash"] = audit.entry_hash(entry)
+    try:
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0007")
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (id, ts, action, details, prev_hash, entry_hash) "
+                    "VALUES (1, :ts, :action, '{}', :prev_hash, :entry_hash)"
+                ),
+                entry,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, email, display_name, password_hash, roles, "
+                    "failed_logins, mfa_failures, disabled, created_at) VALUES "
+                    "(1, 'a@b.c', '', 'x', '[]', 0, 0, 0, '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, token_hash, user_id, mfa_verified, csrf_token, "
+                    "created_at, last_seen_at, expires_at) VALUES (1, 'h', 1, 1, 'plain-token', "
+                    "'2026-01-01', '2026-01-01', '2026-01-02')"
+                )
+            )
+        migrate(db.engine)
+        with db.session() as s:
+            assert audit.verify_chain(s).ok
+            audit.record(s, action="user.disabled")
+        with db.session() as s:
+            assert audit.verify_chain(s).ok
+            assert [e["scheme"] for e in audit.iter_entries(s)] == [audit.LEGACY, audit.KEYED]
+            row = s.get(UserSession, 1)
+            assert row is not None
+            assert row.csrf_token == hashlib.sha256(b"plain-token").hexdigest()
+    finally:
+        db.dispose()

@@ -74,21 +74,24 @@ def me(principal: CurrentPrincipal, s: DbSession) -> dict[str, Any]:
     return self_service.me(s, principal)
 
 
+#: Managing sessions and keys needs the person, signed in: an API key, whatever its scope, can
+#: neither see nor end its owner's sessions, nor list or revoke its owner's other keys.
+SignedInPerson = Annotated[Principal, require_session()]
+
+
 @router.get("/api/v1/me/sessions", response_model=list[SessionOut])
-def my_sessions(
-    request: Request, principal: CurrentPrincipal, s: DbSession
-) -> list[dict[str, Any]]:
+def my_sessions(request: Request, principal: SignedInPerson, s: DbSession) -> list[dict[str, Any]]:
     return self_service.my_sessions(s, principal, session_policy(request))
 
 
 @router.delete("/api/v1/me/sessions/{session_id}", status_code=204, response_class=Response)
-def end_my_session(session_id: Id, principal: CurrentPrincipal, s: DbSession) -> Response:
+def end_my_session(session_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.end_my_session(s, principal, session_id)
     return Response(status_code=204)
 
 
 @router.get("/api/v1/me/api-keys", response_model=list[KeyOut])
-def my_keys(principal: CurrentPrincipal, s: DbSession) -> list[dict[str, Any]]:
+def my_keys(principal: SignedInPerson, s: DbSession) -> list[dict[str, Any]]:
     return self_service.my_keys(s, principal)
 
 
@@ -104,7 +107,7 @@ def create_key(
 
 
 @router.delete("/api/v1/me/api-keys/{key_id}", status_code=204, response_class=Response)
-def revoke_key(key_id: Id, principal: CurrentPrincipal, s: DbSession) -> Response:
+def revoke_key(key_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.revoke_key(s, principal, key_id)
     return Response(status_code=204)
 
