@@ -118,6 +118,19 @@ FALSE_MATCH_RATES: dict[str, FalseMatchRate] = {
         fmr_u=1.0e-4,
         beta=0.01706,
     ),
+    "dlib-resnet-v1": FalseMatchRate(
+        points=(
+            (0.55, 0.809),
+            (0.60, 0.4146),
+            (0.65, 0.08946),
+            (0.69, 1.142e-2),
+            (0.70, 6.228e-3),
+            (0.75, 2.613e-4),
+        ),
+        u=0.7633,
+        fmr_u=1.0e-4,
+        beta=0.01220,
+    ),
 }
 
 

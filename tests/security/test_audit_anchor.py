@@ -26,7 +26,7 @@ from facesearch.config import load_settings
 from facesearch.deployment import Deployment
 from facesearch.security import audit
 from facesearch.store.anchor import anchor_file, public_key_of, read_anchor
-from facesearch.store.db import Database
+from facesearch.store.db import Database, connect_sqlite
 
 
 def _fill(dep: Deployment, n: int, orgs: tuple[int, ...] = (1, 2)) -> None:
@@ -42,16 +42,23 @@ def _fill(dep: Deployment, n: int, orgs: tuple[int, ...] = (1, 2)) -> None:
             )
 
 
+def _open(dep: Deployment) -> sqlite3.Connection:
+    """The database file as an intruder who also holds the key file opens it (SQLCipher)."""
+    con: sqlite3.Connection = connect_sqlite(dep.settings.db_path, dep.keys.database_key)
+    return con
+
+
 def _con(dep: Deployment) -> sqlite3.Connection:
-    con = sqlite3.connect(dep.settings.db_path)
+    con = _open(dep)
     con.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
     con.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
     return con
 
 
 def _rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
-    con.row_factory = sqlite3.Row
-    rows = [dict(r) for r in con.execute("SELECT * FROM audit_log ORDER BY id")]
+    cur = con.execute("SELECT * FROM audit_log ORDER BY id")
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur]
     for r in rows:
         r["details"] = json.loads(r["details"])
     return rows
@@ -241,7 +248,7 @@ def test_entries_written_before_the_chain_was_keyed_keep_verifying(
     deployment: Deployment,
 ) -> None:
     # a chain of old (plain SHA-256) entries, as migration 0008 finds it
-    con = sqlite3.connect(deployment.settings.db_path)
+    con = _open(deployment)
     prev = audit.GENESIS
     for i in range(1, 4):
         row: dict[str, Any] = {
