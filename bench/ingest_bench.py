@@ -50,7 +50,7 @@ def ours(files: list[Path], root: Path, model: str, detector: str | None) -> tup
         for path in files:
             target = staging / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(path.resolve(), target)
+            shutil.copyfile(path, target)  # ingest never follows links
         settings = load_settings(
             work / "home", key_file=work / "master.key", model=model, detector=detector
         )
