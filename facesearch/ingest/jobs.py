@@ -317,6 +317,31 @@ def _rewrite_provenance(dep: Deployment, job_id: int, folder: Path, task_id: int
 
 
 # -- requests -------------------------------------------------------------------------------------
+def new_job(
+    session: Session,
+    actor: Actor,
+    org_id: int,
+    collection_id: int,
+    kind: JobKind,
+    *,
+    files_total: int = 0,
+) -> Job:
+    """A queued job row of the organisation (flushed, so it has its id)."""
+    task = Job(
+        org_id=org_id,
+        user_id=actor.user_id,
+        api_key_id=actor.api_key_id,
+        collection_id=collection_id,
+        kind=kind,
+        status=JobStatus.QUEUED,
+        files_total=files_total,
+        summary={},
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
 def start_upload(
     dep: Deployment,
     session: Session,
@@ -342,18 +367,7 @@ def start_upload(
         )
     runner = runner or runner_for(dep)
     runner.admit(org_id)
-    task = Job(
-        org_id=org_id,
-        user_id=actor.user_id,
-        api_key_id=actor.api_key_id,
-        collection_id=collection.id,
-        kind=JobKind.UPLOAD,
-        status=JobStatus.QUEUED,
-        files_total=len(files),
-        summary={},
-    )
-    session.add(task)
-    session.flush()
+    task = new_job(session, actor, org_id, collection.id, JobKind.UPLOAD, files_total=len(files))
     folder = Path(tempfile.mkdtemp(prefix=f"task-{task.id}-", dir=uploads_root(dep)))
     try:
         for i, f in enumerate(files):  # sealed while staged: no plaintext photo on disk
@@ -454,17 +468,7 @@ def start_folder(
             f"{tree.label} (below the drop folder) cannot be opened: {exc.strerror}",
             field="folder",
         ) from None
-    task = Job(
-        org_id=org_id,
-        user_id=actor.user_id,
-        api_key_id=actor.api_key_id,
-        collection_id=collection.id,
-        kind=JobKind.FOLDER,
-        status=JobStatus.QUEUED,
-        summary={},
-    )
-    session.add(task)
-    session.flush()
+    task = new_job(session, actor, org_id, collection.id, JobKind.FOLDER)
     audit.record_for(
         session,
         actor,
@@ -555,17 +559,7 @@ def start_reembed(
         raise Conflict(f"job {busy} is still working on this collection; wait for it")
     runner = runner or runner_for(dep)
     runner.admit(org_id)
-    task = Job(
-        org_id=org_id,
-        user_id=actor.user_id,
-        api_key_id=actor.api_key_id,
-        collection_id=collection.id,
-        kind=JobKind.REEMBED,
-        status=JobStatus.QUEUED,
-        summary={},
-    )
-    session.add(task)
-    session.flush()
+    task = new_job(session, actor, org_id, collection.id, JobKind.REEMBED)
     audit.record_for(
         session,
         actor,

@@ -26,12 +26,12 @@ from sqlalchemy import delete, func, select, update
 from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, InvalidRequest, NotFound
 from facesearch.gallery.collections import model_id_for
-from facesearch.ingest.runner import IngestProgress, NoProgress
+from facesearch.ingest.runner import IngestProgress, NoProgress, new_face
 from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
 from facesearch.security import audit
 from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import display_name
-from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile, embedding_aad
+from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile
 from facesearch.vision.decode import DecodeLimits
 
 CHUNK_FILES = 4
@@ -176,27 +176,13 @@ class Reembed:
             with self.dep.db.session() as s:
                 for result in results:
                     for position, face in enumerate(result.faces):
-                        row = Face(
+                        row = new_face(
+                            self.dep,
+                            model,
                             file_id=result.key,
                             collection_id=collection.id,
-                            face_index=position,
-                            model_id=model.model_id,
-                            runtime=model.runtime,
-                            detector=model.detector_name,
-                            left=face.box[0],
-                            top=face.box[1],
-                            right=face.box[2],
-                            bottom=face.box[3],
-                            landmarks=face.landmarks,
-                            confidence=face.confidence,
-                            quality=float(face.quality["score"]),
-                            quality_detail=face.quality,
-                            low_quality=face.low_quality,
-                            embedding=self.dep.keys.embeddings.seal(
-                                face.embedding,
-                                embedding_aad(result.key, position, model.model_id),
-                            ),
-                            crop_blob=self.dep.blobs.put(face.crop_jpeg),
+                            position=position,
+                            face=face,
                         )
                         s.add(row)
                         s.flush()

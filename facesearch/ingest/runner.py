@@ -19,7 +19,7 @@ import numpy as np
 from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest, ModelMismatch, NotFound
 from facesearch.ingest.walker import FoundFile, Tree, protected_files
-from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
+from facesearch.ingest.worker import FaceResult, FileResult, WorkerConfig, run_chunks
 from facesearch.store import faces
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import (
@@ -88,6 +88,40 @@ class IngestSummary:
             "faces_per_s": round(self.faces / secs, 2),
             "rejected_files": [{"path": p, "reason": r} for p, r in self.rejected_files],
         }
+
+
+def new_face(
+    dep: Deployment,
+    model: FaceModel,
+    *,
+    file_id: int,
+    collection_id: int,
+    position: int,
+    face: FaceResult,
+) -> Face:
+    """The row of one analysed face: geometry, quality, the sealed embedding (bound to its file,
+    position and model) and the sealed crop. Ingest and re-embed both store faces this way."""
+    return Face(
+        file_id=file_id,
+        collection_id=collection_id,
+        face_index=position,
+        model_id=model.model_id,
+        runtime=model.runtime,
+        detector=model.detector_name,
+        left=face.box[0],
+        top=face.box[1],
+        right=face.box[2],
+        bottom=face.box[3],
+        landmarks=face.landmarks,
+        confidence=face.confidence,
+        quality=float(face.quality["score"]),
+        quality_detail=face.quality,
+        low_quality=face.low_quality,
+        embedding=dep.keys.embeddings.seal(
+            face.embedding, embedding_aad(file_id, position, model.model_id)
+        ),
+        crop_blob=dep.blobs.put(face.crop_jpeg),
+    )
 
 
 class FolderIngest:
@@ -299,33 +333,18 @@ class FolderIngest:
             s.flush()
             for row, result in pending:
                 for index, face in enumerate(result.faces):
-                    vec = face.embedding
-                    sealed = dep.keys.embeddings.seal(
-                        vec, embedding_aad(row.id, index, model.model_id)
-                    )
-                    face_row = Face(
+                    face_row = new_face(
+                        dep,
+                        model,
                         file_id=row.id,
                         collection_id=collection_id,
-                        face_index=index,
-                        model_id=model.model_id,
-                        runtime=model.runtime,
-                        detector=model.detector_name,
-                        left=face.box[0],
-                        top=face.box[1],
-                        right=face.box[2],
-                        bottom=face.box[3],
-                        landmarks=face.landmarks,
-                        confidence=face.confidence,
-                        quality=float(face.quality["score"]),
-                        quality_detail=face.quality,
-                        low_quality=face.low_quality,
-                        embedding=sealed,
-                        crop_blob=dep.blobs.put(face.crop_jpeg),
+                        position=index,
+                        face=face,
                     )
                     s.add(face_row)
                     s.flush()
                     new_ids.append(face_row.id)
-                    new_vecs.append(vec)
+                    new_vecs.append(face.embedding)
                     faces_added += 1
                     summary.low_quality_faces += int(face.low_quality)
                 if result.status == FileStatus.OK:
