@@ -52,7 +52,9 @@ STATUS: dict[type[FacesearchError], int] = {
     FacesearchError: 400,
 }
 
-_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-~ ]+){2,}[/\\]?")
+#: Anything that looks like a filesystem path; the API's own routes (/api/v1/...) are kept, so a
+#: message can still say where to go next.
+_PATHLIKE = re.compile(r"(?<![\w/])(?!/api/v\d+/)(?:[A-Za-z]:)?(?:[/\\][\w.\-~ ]+){2,}[/\\]?")
 
 
 def scrub(message: str) -> str:
