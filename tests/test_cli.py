@@ -70,3 +70,36 @@ def test_clear_errors_for_bad_input(tmp_path: Path) -> None:
     result = runner.invoke(app, [*base, "search", str(junk)])
     assert result.exit_code != 0
     assert "not_an_image" in str(result.exception)
+
+
+def test_delete_purges_a_collection_and_is_audited(tmp_path: Path) -> None:
+    from facesearch.config import load_settings
+    from facesearch.deployment import Deployment
+    from facesearch.security import audit
+
+    photos = faces_dir("small", "barack_obama")
+    base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("init")
+    run("ingest", str(photos), "-c", "gone", "--workers", "1", "--json")
+    blobs = tmp_path / "home" / "blobs"
+    assert any(p.is_file() for p in blobs.rglob("*"))
+    assert "deleted" in run("delete", "-c", "gone", "--yes")
+    stats = json.loads(run("stats", "--json"))
+    assert stats["collections"] == 0 and stats["faces"] == 0 and stats["index_size"] == 0
+    assert not any(p.is_file() for p in blobs.rglob("*")), "images and crops are purged"
+    dep = Deployment.open(load_settings(tmp_path / "home", key_file=tmp_path / "k.key"))
+    try:
+        with dep.db.session() as s:
+            entries = [e for e in audit.iter_entries(s) if e["action"] == "collection.deleted"]
+    finally:
+        dep.close()
+    assert entries and entries[-1]["ip"] == "cli" and entries[-1]["details"]["faces"] > 0
+    missing = runner.invoke(app, [*base, "delete", "-c", "gone", "--yes"])
+    assert missing.exit_code != 0

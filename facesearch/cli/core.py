@@ -385,6 +385,29 @@ def reembed(
     )
 
 
+def delete(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a collection with its files, faces, index entries and images (audited). Past
+    searches keep their records."""
+    from facesearch.deployment import Deployment
+    from facesearch.gallery.collections import delete_operator_collection
+
+    if not yes:
+        typer.confirm(f"Delete collection {collection!r} and everything in it?", abort=True)
+    dep = Deployment.open(state_of(ctx).settings())
+    try:
+        with dep.db.session() as s:
+            done = delete_operator_collection(dep, s, collection)
+    finally:
+        dep.close()
+    console.print(
+        f"[green]deleted[/] collection {collection!r}: {done['files']} files, {done['faces']} faces"
+    )
+
+
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the vector index from the database (the source of truth), every model in use.
@@ -419,5 +442,6 @@ def register(app: typer.Typer) -> None:
     app.command()(verify)
     app.command()(stats)
     app.command()(reembed)
+    app.command()(delete)
     app.add_typer(index_app, name="index")
     _ = console_err

@@ -414,10 +414,28 @@ def unshare_collection(
 def delete_collection(
     dep: Deployment, session: Session, actor: Actor, collection_id: int
 ) -> dict[str, Any]:
-    """Delete a collection with its files, faces, index shard and unshared blobs. Past search
-    results keep their face ids and scores (the audit trail stays whole)."""
+    """Delete one of the organisation's collections with its files, faces, index shard and
+    unshared blobs. Past search results keep their face ids and scores (the audit trail stays
+    whole)."""
     org_id = org_of(actor)
-    collection = managed_collection(session, org_id, collection_id)
+    return _purge(dep, session, actor, managed_collection(session, org_id, collection_id))
+
+
+def delete_operator_collection(dep: Deployment, session: Session, name: str) -> dict[str, Any]:
+    """The operator's deletion (CLI) of a collection that belongs to no organisation, audited as
+    `cli`; an organisation's collection is deleted by its administrators over the API."""
+    collection = session.scalar(
+        select(Collection).where(Collection.name == name, Collection.org_id.is_(None))
+    )
+    if collection is None:
+        raise NotFound(f"no collection named {name!r} outside the organisations")
+    return _purge(dep, session, system_actor(), collection)
+
+
+def _purge(
+    dep: Deployment, session: Session, actor: Actor, collection: Collection
+) -> dict[str, Any]:
+    collection_id = collection.id
     busy = session.scalar(
         select(Job.id).where(
             Job.collection_id == collection.id,
@@ -452,6 +470,7 @@ def delete_collection(
         session,
         actor,
         "collection.deleted",
+        org_id=collection.org_id,
         target_type="collection",
         target_id=collection_id,
         details={"name": name, "files": counts[0], "faces": counts[1]},
