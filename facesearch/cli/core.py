@@ -249,12 +249,7 @@ def verify(
 
     settings = state_of(ctx).settings()
     model = build_model(settings.model, detector=settings.detector, **settings.model_options())
-    limits = DecodeLimits(
-        settings.max_file_bytes,
-        settings.max_image_pixels,
-        settings.max_image_side,
-        settings.max_decode_pixels,
-    )
+    limits = DecodeLimits.of(settings)
     result = verify_images(
         model,
         _read(a),

@@ -26,13 +26,12 @@ from sqlalchemy import delete, func, select, update
 from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, InvalidRequest, NotFound
 from facesearch.gallery.collections import model_id_for
-from facesearch.ingest.runner import IngestProgress, NoProgress, new_face
-from facesearch.ingest.worker import FileResult, WorkerConfig, run_chunks
+from facesearch.ingest.runner import IngestProgress, NoProgress, new_face, worker_config
+from facesearch.ingest.worker import FileResult, run_chunks
 from facesearch.security import audit
 from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import display_name
 from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile
-from facesearch.vision.decode import DecodeLimits
 
 CHUNK_FILES = 4
 
@@ -122,23 +121,6 @@ class Reembed:
             s.expunge(collection)
         return collection, [(int(i), str(b)) for i, b in files], {int(i) for i in done}
 
-    def _config(self) -> WorkerConfig:
-        settings = self.dep.settings
-        runtime, detector = self.dep.runtime_of(self.target)
-        return WorkerConfig(
-            model=runtime,
-            detector=detector,
-            limits=DecodeLimits(
-                settings.max_file_bytes,
-                settings.max_image_pixels,
-                settings.max_image_side,
-                settings.max_decode_pixels,
-            ),
-            min_face_size=settings.min_face_size,
-            batch_size=settings.embed_batch_size,
-            model_options=settings.model_options(max(1, self.workers)),
-        )
-
     def run(self) -> ReembedSummary:
         collection, files, done = self._plan()
         source_model = collection.model_id or ""
@@ -197,7 +179,13 @@ class Reembed:
             self.progress.advance(len(results), added)
 
         try:
-            run_chunks(chunks(), commit, config=self._config(), workers=self.workers, model=model)
+            run_chunks(
+                chunks(),
+                commit,
+                config=worker_config(self.dep, self.target, self.workers),
+                workers=self.workers,
+                model=model,
+            )
         finally:
             index.save()
         summary.faces = self._switch(collection, source_model)

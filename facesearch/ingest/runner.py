@@ -90,6 +90,20 @@ class IngestSummary:
         }
 
 
+def worker_config(dep: Deployment, model_id: str, workers: int) -> WorkerConfig:
+    """What a worker process needs to analyse images for `model_id` (ingest and re-embed)."""
+    settings = dep.settings
+    runtime, detector = dep.runtime_of(model_id)
+    return WorkerConfig(
+        model=runtime,
+        detector=detector,
+        limits=DecodeLimits.of(settings),
+        min_face_size=settings.min_face_size,
+        batch_size=settings.embed_batch_size,
+        model_options=settings.model_options(max(1, workers)),
+    )
+
+
 def new_face(
     dep: Deployment,
     model: FaceModel,
@@ -144,21 +158,7 @@ class FolderIngest:
         self.progress = progress or NoProgress()
 
     def _worker_config(self, model_id: str) -> WorkerConfig:
-        settings = self.dep.settings
-        runtime, detector = self.dep.runtime_of(model_id)
-        return WorkerConfig(
-            model=runtime,
-            detector=detector,
-            limits=DecodeLimits(
-                settings.max_file_bytes,
-                settings.max_image_pixels,
-                settings.max_image_side,
-                settings.max_decode_pixels,
-            ),
-            min_face_size=settings.min_face_size,
-            batch_size=settings.embed_batch_size,
-            model_options=settings.model_options(max(1, self.workers)),
-        )
+        return worker_config(self.dep, model_id, self.workers)
 
     def _model_of(self, collection: Collection) -> FaceModel:
         """The collection's own model (the deployment's default for a collection without one)."""

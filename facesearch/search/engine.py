@@ -153,10 +153,7 @@ def _candidate(hit: Hit, row: tuple[Face, SourceFile], model: FaceModel, name: s
 class SearchEngine:
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
-        s = dep.settings
-        self.limits = DecodeLimits(
-            s.max_file_bytes, s.max_image_pixels, s.max_image_side, s.max_decode_pixels
-        )
+        self.limits = DecodeLimits.of(dep.settings)
 
     def probe_faces(
         self, pixels: RGBImage, model: FaceModel

@@ -15,7 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -492,7 +492,16 @@ def revoke_invitation(session: Session, actor: Actor, row: Invitation) -> None:
         )
 
 
-def invitation_state(row: Invitation) -> str:
+class OneTimeLink(Protocol):
+    """An invitation or a password reset: single use, revocable, expiring."""
+
+    used_at: datetime | None
+    revoked_at: datetime | None
+    expires_at: datetime
+
+
+def link_state(row: OneTimeLink) -> str:
+    """used, revoked, expired or pending."""
     if row.used_at is not None:
         return "used"
     if row.revoked_at is not None:
@@ -500,6 +509,10 @@ def invitation_state(row: Invitation) -> str:
     if clock.aware(row.expires_at) <= clock.now():
         return "expired"
     return "pending"
+
+
+def invitation_state(row: Invitation) -> str:
+    return link_state(row)
 
 
 def accept_invitation(

@@ -229,13 +229,7 @@ class NewReset:
 
 
 def reset_state(row: PasswordReset) -> str:
-    if row.used_at is not None:
-        return "used"
-    if row.revoked_at is not None:
-        return "revoked"
-    if clock.aware(row.expires_at) <= clock.now():
-        return "expired"
-    return "pending"
+    return accounts.link_state(row)
 
 
 def issue_reset(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facesearch.config import Settings
 from facesearch.errors import ImageRejected
 from facesearch.vision.model import RGBImage
 
@@ -36,6 +37,16 @@ class DecodeLimits:
     max_side: int = 20_000
     #: Largest image handed to the model; larger ones are decoded reduced (aspect kept).
     max_decode_pixels: int = 12_000_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> DecodeLimits:
+        """The limits a deployment's settings give."""
+        return cls(
+            settings.max_file_bytes,
+            settings.max_image_pixels,
+            settings.max_image_side,
+            settings.max_decode_pixels,
+        )
 
 
 @dataclass(frozen=True)
