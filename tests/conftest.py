@@ -12,6 +12,7 @@ from facesearch.config import Settings, load_settings
 from facesearch.deployment import Deployment, init_deployment
 from facesearch.gallery.collections import ensure_collection
 from facesearch.ingest.runner import FolderIngest, IngestSummary
+from tests import pg  # noqa: F401  (reads FACESEARCH_TEST_PG before the clean-up below)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO_ROOT.parent / "shared" / "faces"
