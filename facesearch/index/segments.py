@@ -387,6 +387,12 @@ class CollectionSegments:
                     deleted = np.asarray(entry.get("deleted", []), dtype=np.int64)
                     views.append(SegmentView(seg, np.sort(deleted)))
                 self.next_seq = int(manifest["next_seq"])
+                pending = np.asarray(manifest.get("pending_deleted", []), dtype=np.int64)
+                if pending.shape[0]:  # tombstones written before the segments were opened
+                    views = [
+                        SegmentView(v.segment, np.union1d(v.deleted, pending[v.holds(pending)]))
+                        for v in views
+                    ]
             named = {self.seg_path(v.segment.seq).name for v in views} | {"manifest"}
             if self.directory.exists():
                 for path in self.directory.iterdir():
@@ -399,6 +405,33 @@ class CollectionSegments:
                 int(manifest["high_water"]) if manifest else 0,
             )
             self.loaded = True
+            if manifest is not None and manifest.get("pending_deleted"):
+                self.write_manifest(self.snapshot)  # the tombstones now sit in their segments
+
+    def remove_unloaded(self, drop: I64) -> bool:
+        """Tombstone `drop` without opening a segment: the ids go to the manifest's
+        `pending_deleted` (durable at once) and into the segments on the next load. True when
+        done so; False when the collection is loaded (the caller removes in memory)."""
+        with self.lock:
+            if self.loaded:
+                return False
+            manifest = self.read_manifest()
+            if manifest is None:
+                return True
+            before = np.asarray(manifest.get("pending_deleted", []), dtype=np.int64)
+            pending = np.union1d(before, drop)
+            added = int(pending.shape[0] - before.shape[0])
+            if not added:
+                return True
+            doc = dict(manifest)
+            doc["pending_deleted"] = pending.tolist()
+            doc["count"] = max(0, int(manifest["count"]) - added)
+            self._manifest = doc
+            _write_atomic(
+                self.directory / "manifest",
+                self.owner.sealer.seal(json.dumps(doc).encode(), self._aad("manifest")),
+            )
+            return True
 
     def write_manifest(self, snap: Snapshot) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -574,10 +607,13 @@ class SegmentIndex:
             cs.dirty = False
 
     def remove(self, collection_id: int, ids: Sequence[int]) -> None:
-        cs = self._get(collection_id)
+        with self._lock:
+            cs = self._collections.get(collection_id)
         if cs is None or not len(ids):
             return
         drop = np.unique(np.asarray(list(ids), dtype=np.int64))
+        if cs.remove_unloaded(drop):
+            return  # a cold index (the CLI): no segment is opened for a tombstone
         with cs.lock:
             snap = cs.snapshot
             views = []
