@@ -9,6 +9,7 @@ for tools (the doctor) and tests."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,11 +113,37 @@ def metadata() -> MetaData:
 RETIRED_REVISIONS = {"0003": "0002"}  # 0003 was an empty placeholder
 
 
+def head_revision() -> str:
+    """The newest revision, read from the migration files (without importing Alembic)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if found := re.search(r'^revision\s*=\s*"([^"]+)"', text, re.M):
+            revisions.add(found.group(1))
+        if found := re.search(r'^down_revision\s*=\s*"([^"]+)"', text, re.M):
+            parents.add(found.group(1))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision (nothing to import or run when the
+    database is there already: every CLI command opens the database)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        if current == head_revision():
+            return
+    except DBAPIError:
+        pass  # no version table yet: a new database
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import text
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
