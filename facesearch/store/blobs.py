@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 
 from facesearch.crypto import KeyRing
-from facesearch.errors import BlobIntegrityError, ConfigError
+from facesearch.errors import BlobIntegrityError, ConfigError, Unavailable
 
 _BLOB_ID = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger("facesearch.store.blobs")
@@ -171,6 +171,52 @@ def _error_code(exc: Exception) -> str:
 
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Answers that mean the deployment's S3 settings or credentials are wrong, not the request.
+_MISCONFIGURED = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "NoSuchBucket",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "403",
+        "301",
+    }
+)
+#: Seconds a client is asked to wait when the S3 server cannot be reached.
+S3_RETRY_AFTER = 5
+
+
+def _translated(exc: Exception, what: str, bucket: str) -> Exception | None:
+    """The facesearch error for a failed S3 call, or None to let it through: the settings or
+    credentials are wrong (`ConfigError`: the API logs it and answers 500), or the server
+    cannot be reached after the retries (`Unavailable`: 503 with Retry-After)."""
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+    from botocore.exceptions import (
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    code = _error_code(exc)
+    if code in _MISCONFIGURED:
+        return ConfigError(f"the S3 blob store refused to {what} in bucket {bucket!r}: {code}")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ConfigError(
+            "no AWS credentials for the S3 blob store: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the host an instance role"
+        )
+    if isinstance(exc, BotoConnectionError | ReadTimeoutError):
+        return Unavailable(S3_RETRY_AFTER, "the blob store cannot be reached; try again shortly")
+    return None
+
+
 #: Answers of a server that will not list object versions (permissions, not implemented).
 _NO_VERSIONS = frozenset({"AccessDenied", "NotImplemented", "MethodNotAllowed", "501", "405"})
 
@@ -190,6 +236,17 @@ class S3BlobStore:
         self.prefix = normalise_prefix(prefix)
         self._keys = keyring
 
+    def _call(self, what: str, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
+        except Exception as exc:
+            if _error_code(exc) in _MISSING:
+                raise
+            translated = _translated(exc, what, self.bucket)
+            if translated is None:
+                raise
+            raise translated from exc
+
     def key_of(self, blob_id: str) -> str:
         check_blob_id(blob_id)
         return f"{self.prefix}{blob_id[:2]}/{blob_id}"
@@ -200,8 +257,9 @@ class S3BlobStore:
         if self.exists(blob_id):
             return blob_id
         sealed = self._keys.blobs.seal(data, aad=blob_id.encode())
-        self.client.put_object(
-            Bucket=self.bucket,
+        self._call(
+            "write a blob",
+            "put_object",
             Key=key,
             Body=sealed,
             ContentType="application/octet-stream",
@@ -211,7 +269,7 @@ class S3BlobStore:
     def get(self, blob_id: str) -> bytes:
         key = self.key_of(blob_id)
         try:
-            reply = self.client.get_object(Bucket=self.bucket, Key=key)
+            reply = self._call("read a blob", "get_object", Key=key)
         except Exception as exc:
             if _error_code(exc) in _MISSING:
                 raise FileNotFoundError(f"no blob {blob_id[:12]}… in the bucket") from exc
@@ -226,7 +284,7 @@ class S3BlobStore:
     def exists(self, blob_id: str) -> bool:
         key = self.key_of(blob_id)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
+            self._call("look up a blob", "head_object", Key=key)
         except Exception as exc:
             if _error_code(exc) in _MISSING:
                 return False
@@ -243,7 +301,10 @@ class S3BlobStore:
             versions = self._versions_of(key)
         except Exception as exc:
             if _error_code(exc) not in _NO_VERSIONS:
-                raise
+                translated = _translated(exc, "list blob versions", self.bucket)
+                if translated is None:
+                    raise
+                raise translated from exc
             log.warning(
                 "cannot list the versions of blob %s… (%s): deleted the current object only; "
                 "older versions may remain in the bucket",
@@ -252,10 +313,10 @@ class S3BlobStore:
             )
             versions = []
         if not versions:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            self._call("delete a blob", "delete_object", Key=key)
             return
         for version_id in versions:
-            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            self._call("delete a blob", "delete_object", Key=key, VersionId=version_id)
 
     def _versions_of(self, key: str) -> list[str]:
         """The version ids (objects and delete markers) of exactly `key`."""

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from facesearch.crypto import KeyRing
-from facesearch.errors import BlobIntegrityError
-from facesearch.store.blobs import BlobStore, LocalBlobStore, S3BlobStore
-from tests.s3 import LeftLoopback, S3Server, s3_server
+from facesearch.errors import BlobIntegrityError, ConfigError, Unavailable
+from facesearch.store.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
+from tests.s3 import REGION, LeftLoopback, S3Server, s3_server
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,20 @@ def test_nothing_can_leave_loopback_while_the_server_runs(server: S3Server) -> N
     with pytest.raises(LeftLoopback):
         socket.getaddrinfo("s3.amazonaws.com", 443)
     assert re.match(r"^http://127\.0\.0\.1:\d+$", server.endpoint)
+
+
+def test_server_failures_speak_the_error_vocabulary(server: S3Server, keys: KeyRing) -> None:
+    """A bucket that is not there (or refuses us) is the deployment's misconfiguration; a server
+    that cannot be reached is Unavailable (503 with Retry-After), not a traceback."""
+    store = S3BlobStore(server.client, "fs-no-such-bucket", keys)
+    with pytest.raises(ConfigError, match="NoSuchBucket"):
+        store.put(b"data")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    unreachable = S3BlobStore(
+        s3_client(endpoint_url=dead, region=REGION, connect_timeout=1, max_attempts=1), "b", keys
+    )
+    with pytest.raises(Unavailable) as busy:
+        unreachable.get("0" * 64)
+    assert busy.value.retry_after >= 1
