@@ -226,9 +226,11 @@ class S3BlobStore:
 
     The objects hold exactly the bytes `LocalBlobStore` writes to its files; their keys are the
     opaque ids, with no metadata, tags or content type that could say what they are. A PUT is
-    atomic, so an object is complete or absent. `delete` removes the current object; a bucket
-    with versioning keeps older versions until a lifecycle rule expires them (docs/scaling.md,
-    and the doctor warns)."""
+    atomic, so an object is complete or absent. `delete` purges every version of the object;
+    copies it cannot reach (replicas, the provider's backups) are the operator's to expire
+    (docs/scaling.md; the doctor warns about versioning without expiry). S3 failures come out as
+    `ConfigError` (refused: credentials, permissions, no such bucket) or `Unavailable`
+    (unreachable after the client's retries)."""
 
     def __init__(self, client: Any, bucket: str, keyring: KeyRing, *, prefix: str = "") -> None:
         self.client = client
