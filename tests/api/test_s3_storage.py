@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from facesearch.deployment import Deployment
-from facesearch.errors import BlobIntegrityError
+from facesearch.errors import BlobIntegrityError, Unavailable
 from facesearch.store.blobs import S3BlobStore
 from facesearch.store.gallery import Face, SourceFile
 from tests.api.casework_world import LEGAL, probe_bytes, search
@@ -39,6 +39,7 @@ class World:
     investigator: SignedIn
     mugshots: int
     other: int
+    third: int
     sources: list[Path]
 
 
@@ -66,6 +67,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             investigator = make_user("Org S3", ["investigator"])
             # mugshots: Obama, Biden and a PNG; other: a photo shared with mugshots, and Lennon
             first, second = tmp_path_factory.mktemp("g1"), tmp_path_factory.mktemp("g2")
+            third_dir = tmp_path_factory.mktemp("g3")
+            shutil.copy(faces_dir("small", "john_lennon") / "lennon-2.jpg", third_dir)
             for src in [
                 *faces_dir("small", "barack_obama").glob("obama[13].jpg"),
                 faces_dir("small", "joe_biden") / "biden.jpg",
@@ -77,8 +80,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             mugshots, other = _collection(admin, "mugshots"), _collection(admin, "other")
             assert ingest(dep, mugshots, first).faces >= 4
             assert ingest(dep, other, second).faces >= 2
-            sources = sorted([*first.iterdir(), *second.iterdir()])
-            yield World(server, bucket, dep, app, admin, investigator, mugshots, other, sources)
+            third = _collection(admin, "third")
+            assert ingest(dep, third, third_dir).faces >= 1
+            sources = sorted([*first.iterdir(), *second.iterdir(), *third_dir.iterdir()])
+            yield World(
+                server, bucket, dep, app, admin, investigator, mugshots, other, third, sources
+            )
         finally:
             dep.close()
 
@@ -94,14 +101,15 @@ def blobs_of(dep: Deployment, collection_id: int) -> set[str]:
 
 def test_the_bucket_holds_only_ciphertext_under_opaque_keys(world: World) -> None:
     objects = world.server.objects(world.bucket)
-    expected = blobs_of(world.dep, world.mugshots) | blobs_of(world.dep, world.other)
+    collections = (world.mugshots, world.other, world.third)
+    expected = set().union(*(blobs_of(world.dep, c) for c in collections))
     assert expected and {KEY.match(k).group(2) for k in objects if KEY.match(k)} == expected  # type: ignore[union-attr]
     assert all(KEY.match(k) for k in objects), sorted(objects)
     # images (one kept per file, the shared photo once) and crops (one per face)
     with world.dep.db.session() as s:
         images = set(s.scalars(select(SourceFile.image_blob)))
     assert len(images - {None}) == len(world.sources) - 1
-    names = {p.stem.lower() for p in world.sources} | {"mugshots", "other", "org", "s3"}
+    names = {p.stem.lower() for p in world.sources} | {"mugshots", "other", "third", "org", "s3"}
     # Every object is a sealed envelope, never an image. A 3-byte magic turns up by chance in a
     # few MB of ciphertext, so anywhere in a body the test looks for needles long enough that
     # random bytes never match: the JPEG start with its JFIF or EXIF header, the PNG signature
@@ -176,7 +184,7 @@ def test_a_tampered_object_is_refused(world: World, caplog: pytest.LogCaptureFix
 
 
 def test_deleting_a_collection_removes_its_objects_and_keeps_shared_ones(world: World) -> None:
-    kept = blobs_of(world.dep, world.mugshots)
+    kept = blobs_of(world.dep, world.mugshots) | blobs_of(world.dep, world.third)
     doomed = blobs_of(world.dep, world.other)
     shared = kept & doomed
     assert shared and doomed - kept  # the shared photo, and Lennon's image and crop
@@ -187,3 +195,27 @@ def test_deleting_a_collection_removes_its_objects_and_keeps_shared_ones(world: 
     assert left == kept
     assert not (doomed - kept) & left
     assert all(world.dep.blobs.exists(b) for b in shared)
+
+
+def test_a_blob_the_store_fails_to_delete_does_not_stop_the_purge(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    doomed = blobs_of(world.dep, world.third)
+    assert len(doomed) >= 2  # Lennon's image and crop
+    real_delete = world.dep.blobs.delete
+    failed: list[str] = []
+
+    def flaky_delete(blob_id: str) -> None:
+        if not failed:
+            failed.append(blob_id)
+            raise Unavailable(5, "the blob store cannot be reached; try again shortly")
+        real_delete(blob_id)
+
+    monkeypatch.setattr(world.dep.blobs, "delete", flaky_delete)
+    reply = world.admin.client.delete(f"/api/v1/collections/{world.third}")
+    assert reply.status_code == 200 and reply.json()["deleted"] is True, reply.text
+    left = {KEY.match(k).group(2) for k in world.server.objects(world.bucket)}  # type: ignore[union-attr]
+    assert doomed & left == set(failed)  # the others went
+    assert any(failed[0] in r.getMessage() for r in caplog.records)
+    assert any("still stored" in r.getMessage() for r in caplog.records)
+    real_delete(failed[0])
