@@ -42,7 +42,10 @@ def default_key_file(home: Path) -> Path:
 class Settings(BaseSettings):
     """Every setting of facesearch. Each one is documented in docs/settings.md (a test checks)."""
 
-    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="ignore")
+    #: errors name the setting and the rule, never the value (it may carry a credential)
+    model_config = SettingsConfigDict(
+        env_prefix="FACESEARCH_", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(default_factory=default_home, description="data directory")
     key_file: Path | None = Field(
