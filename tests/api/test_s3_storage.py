@@ -24,6 +24,8 @@ from tests.api.conftest import SignedIn, key_client, make_app, new_deployment, u
 from tests.conftest import faces_dir, ingest
 from tests.s3 import S3Server, s3_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.shared_faces]
+
 PREFIX = "fs/"
 KEY = re.compile(r"^fs/([0-9a-f]{2})/([0-9a-f]{64})$")
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,8 @@ from tests.conftest import faces_dir, ingest, new_deployment
 from tests.s3 import s3_server
 
 
+@pytest.mark.slow
+@pytest.mark.shared_faces
 def test_reembed_reads_images_from_the_bucket_and_purges_old_crops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
