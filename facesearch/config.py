@@ -6,14 +6,20 @@ outside the data directory."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from facesearch.errors import CredentialsInSettingsFile
 
 APP_NAME = "facesearch"
 SETTINGS_FILE = "facesearch.toml"
@@ -36,7 +42,10 @@ def default_key_file(home: Path) -> Path:
 class Settings(BaseSettings):
     """Every setting of facesearch. Each one is documented in docs/settings.md (a test checks)."""
 
-    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="ignore")
+    #: errors name the setting and the rule, never the value (it may carry a credential)
+    model_config = SettingsConfigDict(
+        env_prefix="FACESEARCH_", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(default_factory=default_home, description="data directory")
     key_file: Path | None = Field(
@@ -103,6 +112,25 @@ class Settings(BaseSettings):
     )
     store_images: bool = Field(
         default=True, description="keep an encrypted copy of each ingested image"
+    )
+
+    # -- where sealed images and crops live (docs/scaling.md) -------------------------------------
+    blob_store: Literal["local", "s3"] = Field(
+        default="local",
+        description="where sealed images and crops are stored: local (the data directory) or s3",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="the bucket of blob_store = s3 (required with it)"
+    )
+    s3_prefix: str = Field(
+        default="", description="key prefix of the blobs in the bucket (e.g. facesearch/)"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="endpoint of an S3-compatible server (MinIO, Ceph...); default: AWS S3",
+    )
+    s3_region: str | None = Field(
+        default=None, description="the bucket's region; default: the AWS chain's"
     )
     min_face_size: int = Field(
         default=60, ge=1, description="faces smaller than this (px) are marked low quality"
@@ -187,6 +215,36 @@ class Settings(BaseSettings):
         default=None, description="also POST each audit checkpoint to this HTTP sink"
     )
 
+    @field_validator("s3_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        value = value.strip()
+        if value and (
+            not _S3_PREFIX.match(value) or any(p in (".", "..") for p in value.split("/"))
+        ):
+            raise ValueError(
+                "segments of letters, digits, '.', '_' or '-' separated by '/', no leading '/'"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _valid_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: use the AWS environment or role")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and not (self.s3_bucket or "").strip():
+            raise ValueError("blob_store = 's3' needs s3_bucket")
+        return self
+
     @property
     def resolved_key_file(self) -> Path:
         return (self.key_file or default_key_file(self.home)).expanduser()
@@ -226,19 +284,79 @@ class Settings(BaseSettings):
         return self.workers or max(1, os.cpu_count() or 1)
 
 
-def read_settings_file(home: Path) -> dict[str, Any]:
+_S3_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*/?$")
+
+#: Names of storage credentials that must never be written in facesearch.toml.
+_CREDENTIAL_NAME = re.compile(
+    r"(?i)^(?:aws_|s3_|minio_)?(?:access_key(?:_id)?|secret(?:_access)?_key|session_token)$"
+)
+#: An AWS access key id (long-term AKIA, temporary ASIA), whatever it is called.
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names this machine (localhost or a loopback address)."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _items(doc: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in doc.items():
+        if isinstance(value, dict):
+            yield from _items(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def credentials_in(document: dict[str, Any]) -> list[str]:
+    """The dotted names of storage credentials in a settings document (never their values):
+    keys named like an access key or secret (aws_access_key_id, aws_secret_access_key,
+    s3_secret_key, session_token...) and any value that is an AWS access key id."""
+    found = []
+    for name, value in _items(document):
+        leaf = name.rsplit(".", 1)[-1]
+        if value in (None, ""):
+            continue
+        if _CREDENTIAL_NAME.match(leaf) or (isinstance(value, str) and _AWS_KEY_ID.search(value)):
+            found.append(name)
+    return found
+
+
+def read_settings_document(home: Path) -> dict[str, Any]:
+    """The whole facesearch.toml of `home` (empty when absent)."""
     path = home / SETTINGS_FILE
     if not path.exists():
         return {}
     with path.open("rb") as fh:
-        data = tomllib.load(fh)
+        return tomllib.load(fh)
+
+
+def read_settings_file(home: Path, *, refuse_credentials: bool = True) -> dict[str, Any]:
+    """The `[settings]` table of `home`'s facesearch.toml. A file that holds storage credentials
+    is refused (`CredentialsInSettingsFile`) unless `refuse_credentials` is off (the doctor, which
+    reports them)."""
+    data = read_settings_document(home)
+    found = credentials_in(data)
+    if found and refuse_credentials:
+        raise CredentialsInSettingsFile(
+            f"{home / SETTINGS_FILE} holds storage credentials ({', '.join(found)}): remove them "
+            "and give them through the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), "
+            "a shared credentials file outside the data directory, or the instance role; rotate "
+            "them, since the file travels with backups"
+        )
     return dict(data.get("settings", {}))
 
 
-def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    home: Path | None = None, *, refuse_credentials: bool = True, **overrides: Any
+) -> Settings:
     """Settings for a data directory; TOML values apply where the environment sets nothing."""
     resolved_home = (home or default_home()).expanduser()
-    file_values = read_settings_file(resolved_home)
+    file_values = read_settings_file(resolved_home, refuse_credentials=refuse_credentials)
     env_set = {name for name in Settings.model_fields if f"FACESEARCH_{name.upper()}" in os.environ}
     values: dict[str, Any] = {k: v for k, v in file_values.items() if k not in env_set}
     values.update({k: v for k, v in overrides.items() if v is not None})

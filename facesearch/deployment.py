@@ -19,7 +19,7 @@ from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
 from facesearch.store.anchor import AnchorWriter, anchor_file, forwarders_for
-from facesearch.store.blobs import BlobStore
+from facesearch.store.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
 from facesearch.store.db import Database, encrypt_plaintext, migrate
 from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
@@ -62,7 +62,8 @@ def init_deployment(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(home, 0o700)
     keyring = KeyRing.create(key_file)
-    settings.blobs_dir.mkdir(exist_ok=True, mode=0o700)
+    if settings.blob_store == "local":
+        settings.blobs_dir.mkdir(exist_ok=True, mode=0o700)
     settings.index_dir.mkdir(exist_ok=True, mode=0o700)
     db = Database(settings.sqlalchemy_url, database_key(settings, keyring))
     try:
@@ -80,6 +81,17 @@ def init_deployment(settings: Settings) -> Path:
     )
     os.chmod(settings.settings_file, 0o600)
     return key_file
+
+
+def blob_store_for(settings: Settings, keys: KeyRing) -> BlobStore:
+    """The blob store `settings.blob_store` names: the data directory's `blobs/` folder, or the
+    bucket `s3_bucket` (under `s3_prefix`) of AWS S3 or the server at `s3_endpoint_url`, with
+    credentials from the AWS chain. Both hold the same sealed bytes under the same ids."""
+    if settings.blob_store == "s3":
+        assert settings.s3_bucket  # the settings refuse s3 without a bucket
+        client = s3_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+        return S3BlobStore(client, settings.s3_bucket, keys, prefix=settings.s3_prefix)
+    return LocalBlobStore(settings.blobs_dir, keys)
 
 
 def database_key(settings: Settings, keys: KeyRing) -> bytes | None:
@@ -125,7 +137,8 @@ class Deployment:
             on_audit_commit=self.anchor.observe,
         )
         migrate(self.db.engine)
-        self.blobs = BlobStore(settings.blobs_dir, self.keys)
+        #: sealed images and crops (`store.blobs.BlobStore`: put/get/exists/delete/ids)
+        self.blobs: BlobStore = blob_store_for(settings, self.keys)
         self._lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}

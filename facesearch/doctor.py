@@ -292,6 +292,11 @@ class Context:
             self._engine = None
 
     @cached_property
+    def bucket(self) -> BucketState:
+        """What the S3 server says of `s3_bucket` (read once, only with blob_store = s3)."""
+        return read_bucket(self.settings)
+
+    @cached_property
     def tls_certificates(self) -> list[Any]:
         from cryptography import x509
 
@@ -1484,6 +1489,291 @@ def _runs_as_root(ctx: Context) -> Iterator[str]:
 
 def owner_uid(path: Path) -> int:
     return path.stat().st_uid
+
+
+# -- S3-compatible blob storage -------------------------------------------------------------------
+
+#: What a bucket is asked, in the order the findings name them.
+BUCKET_QUESTIONS = ("policy", "acl", "public access block", "versioning", "lifecycle")
+#: ACL grantee groups that mean "anyone" and "anyone with an AWS account".
+_PUBLIC_GROUPS = ("/global/AllUsers", "/global/AuthenticatedUsers")
+_PAB_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+#: Error codes that mean "there is none" rather than "cannot tell".
+_ABSENT = {
+    "policy": ("NoSuchBucketPolicy",),
+    "public access block": ("NoSuchPublicAccessBlockConfiguration",),
+    "lifecycle": ("NoSuchLifecycleConfiguration",),
+}
+
+
+@dataclass
+class BucketState:
+    """The bucket's answers: None where it has none (no policy, no public access block, never
+    versioned, no lifecycle rules); `unknown` says why a question got no answer."""
+
+    policy: dict[str, Any] | None = None
+    acl_grants: list[dict[str, Any]] = field(default_factory=list)
+    public_access_block: dict[str, Any] | None = None
+    versioning: str | None = None
+    lifecycle_rules: list[dict[str, Any]] = field(default_factory=list)
+    unknown: dict[str, str] = field(default_factory=dict)
+
+
+def _s3_error(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        return str(error.get("Code") or error.get("Message") or type(exc).__name__)
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+def read_bucket(settings: Settings, client: Any = None) -> BucketState:
+    """Ask the server about the bucket with read-only calls (GetBucketPolicy, GetBucketAcl,
+    GetPublicAccessBlock, GetBucketVersioning, GetBucketLifecycleConfiguration). A question the
+    server cannot answer (access denied, not implemented, unreachable) is recorded as unknown."""
+    from facesearch.store.blobs import s3_client
+
+    state = BucketState()
+    bucket = settings.s3_bucket or ""
+    if client is None:
+        client = s3_client(
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            connect_timeout=5,
+            read_timeout=10,
+            max_attempts=2,
+        )
+
+    def policy() -> None:
+        state.policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
+
+    def acl() -> None:
+        state.acl_grants = list(client.get_bucket_acl(Bucket=bucket).get("Grants", []))
+
+    def public_access_block() -> None:
+        reply = client.get_public_access_block(Bucket=bucket)
+        state.public_access_block = dict(reply.get("PublicAccessBlockConfiguration", {}))
+
+    def versioning() -> None:
+        state.versioning = client.get_bucket_versioning(Bucket=bucket).get("Status")
+
+    def lifecycle() -> None:
+        reply = client.get_bucket_lifecycle_configuration(Bucket=bucket)
+        state.lifecycle_rules = list(reply.get("Rules", []))
+
+    calls: dict[str, Callable[[], None]] = {
+        "policy": policy,
+        "acl": acl,
+        "public access block": public_access_block,
+        "versioning": versioning,
+        "lifecycle": lifecycle,
+    }
+    for question, call in calls.items():
+        try:
+            call()
+        except Exception as exc:
+            code = _s3_error(exc)
+            if code in _ABSENT.get(question, ()):
+                continue
+            state.unknown[question] = code
+            if not hasattr(exc, "response"):  # unreachable, no credentials: ask no further
+                for rest in BUCKET_QUESTIONS:
+                    state.unknown.setdefault(rest, code)
+                break
+    return state
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _is_everyone(principal: Any) -> bool:
+    if principal == "*":
+        return True
+    if isinstance(principal, dict):
+        return any("*" in _as_list(principal.get(k)) for k in ("AWS", "CanonicalUser"))
+    return False
+
+
+def _matches_get_object(patterns: list[Any]) -> bool:
+    import fnmatch
+
+    return any(
+        isinstance(p, str) and fnmatch.fnmatchcase("s3:getobject", p.lower()) for p in patterns
+    )
+
+
+def public_statements(policy: dict[str, Any]) -> list[str]:
+    """The statements of a bucket policy that let anyone read objects: Allow, Principal "*"
+    (or {"AWS": "*"}, or NotPrincipal), and an action that covers s3:GetObject."""
+    found = []
+    for n, st in enumerate(_as_list(policy.get("Statement")), 1):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        everyone = _is_everyone(st.get("Principal")) or "NotPrincipal" in st
+        if not everyone:
+            continue
+        if "NotAction" in st:
+            reads = not _matches_get_object(_as_list(st.get("NotAction")))
+        else:
+            reads = _matches_get_object(_as_list(st.get("Action")))
+        if reads:
+            name = f"statement {st.get('Sid') or n}"
+            if st.get("Condition"):
+                name += " (with a Condition: check that it really restricts who reads)"
+            found.append(name)
+    return found
+
+
+def _s3_in_use(ctx: Context) -> bool:
+    return ctx.settings.blob_store == "s3" and bool(ctx.settings.s3_bucket)
+
+
+def _bucket_name(ctx: Context) -> str:
+    prefix = ctx.settings.s3_prefix
+    return f"s3://{ctx.settings.s3_bucket}/{prefix}" if prefix else f"s3://{ctx.settings.s3_bucket}"
+
+
+@check(
+    "s3.credentials_in_settings",
+    "Storage credentials written in the settings file",
+    "critical",
+    "Remove them from facesearch.toml, rotate them (the file travels with backups), and give "
+    "them through the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a shared "
+    "credentials file outside the data directory, or better an instance or task role.",
+)
+def _s3_credentials_in_settings(ctx: Context) -> Iterator[str]:
+    from facesearch.config import credentials_in
+
+    for name in credentials_in(ctx.settings_document):
+        yield f"{ctx.settings.settings_file}: `{name}` holds a storage credential"
+
+
+@check(
+    "s3.endpoint_http",
+    "The S3 endpoint is plain HTTP to another host",
+    "critical",
+    "Use an https:// s3_endpoint_url (a certificate the host trusts), or keep plain HTTP to a "
+    "server on loopback only: signed requests, object names and (sealed) blobs cross the "
+    "network in the clear and can be replayed or withheld.",
+)
+def _s3_endpoint_http(ctx: Context) -> Iterator[str]:
+    from facesearch.config import is_loopback_host
+
+    url = ctx.settings.s3_endpoint_url
+    if ctx.settings.blob_store != "s3" or not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname or ""):
+        yield f"s3_endpoint_url is {url}"
+
+
+@check(
+    "s3.bucket_policy_public",
+    "The bucket policy lets anyone read objects",
+    "critical",
+    'Remove the statement with Principal "*" (or {"AWS": "*"}) from the bucket '
+    "policy, grant s3:GetObject only to facesearch's role, and turn Block Public Access on.",
+)
+def _s3_policy_public(ctx: Context) -> Iterator[str]:
+    if not _s3_in_use(ctx) or ctx.bucket.policy is None:
+        return
+    for statement in public_statements(ctx.bucket.policy):
+        yield f"{_bucket_name(ctx)}: {statement} allows s3:GetObject to everyone"
+
+
+@check(
+    "s3.bucket_acl_public",
+    "The bucket ACL grants access to everyone",
+    "critical",
+    "Set the bucket ACL to private (`aws s3api put-bucket-acl --acl private`), prefer "
+    "Object Ownership = BucketOwnerEnforced (ACLs off), and turn Block Public Access on.",
+)
+def _s3_acl_public(ctx: Context) -> Iterator[str]:
+    if not _s3_in_use(ctx):
+        return
+    for grant in ctx.bucket.acl_grants:
+        grantee = grant.get("Grantee", {}) if isinstance(grant, dict) else {}
+        uri = str(grantee.get("URI", ""))
+        group = next((g for g in _PUBLIC_GROUPS if uri.endswith(g)), None)
+        if group:
+            yield (
+                f"{_bucket_name(ctx)}: the ACL grants {grant.get('Permission')} to "
+                f"{group.rsplit('/', 1)[-1]}"
+            )
+
+
+@check(
+    "s3.public_access_block_off",
+    "Block Public Access is missing or off for the bucket",
+    "warning",
+    "Turn all four Block Public Access settings on for the bucket (`aws s3api "
+    "put-public-access-block --public-access-block-configuration BlockPublicAcls=true,"
+    "IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true`), so that no "
+    "later policy or ACL can make it public.",
+)
+def _s3_public_access_block(ctx: Context) -> Iterator[str]:
+    if not _s3_in_use(ctx) or "public access block" in ctx.bucket.unknown:
+        return
+    pab = ctx.bucket.public_access_block
+    if pab is None:
+        yield f"{_bucket_name(ctx)} has no public access block configuration"
+        return
+    off = [flag for flag in _PAB_FLAGS if not pab.get(flag)]
+    if off:
+        yield f"{_bucket_name(ctx)}: {', '.join(off)} off"
+
+
+def _expires_noncurrent(rules: list[dict[str, Any]], prefix: str) -> bool:
+    for rule in rules:
+        if rule.get("Status") != "Enabled" or "NoncurrentVersionExpiration" not in rule:
+            continue
+        rule_filter = rule.get("Filter") or {}
+        rule_prefix = str(rule_filter.get("Prefix", rule.get("Prefix", "")) or "")
+        if not set(rule_filter) - {"Prefix"} and prefix.startswith(rule_prefix):
+            return True
+    return False
+
+
+@check(
+    "s3.bucket_versioning",
+    "The bucket keeps versions of deleted blobs",
+    "warning",
+    "Deleted blobs must not survive as old versions: add a lifecycle rule that expires "
+    "noncurrent versions (NoncurrentVersionExpiration, e.g. after 1 day) and expired delete "
+    "markers for the prefix, or use a bucket without versioning. facesearch deletes every "
+    "version it can list, but copies kept by versioning, replication or backups are yours to "
+    "purge.",
+)
+def _s3_versioning(ctx: Context) -> Iterator[str]:
+    if not _s3_in_use(ctx) or ctx.bucket.versioning not in ("Enabled", "Suspended"):
+        return
+    if "lifecycle" not in ctx.bucket.unknown and _expires_noncurrent(
+        ctx.bucket.lifecycle_rules, ctx.settings.s3_prefix
+    ):
+        return
+    yield (
+        f"{_bucket_name(ctx)}: versioning is {ctx.bucket.versioning.lower()} and no lifecycle "
+        "rule expires noncurrent versions: the ciphertext of deleted collections stays in the "
+        "bucket"
+    )
+
+
+@check(
+    "s3.bucket_unknown",
+    "The bucket's exposure is unknown",
+    "warning",
+    "Let the doctor's credentials read the bucket's configuration (s3:GetBucketPolicy, "
+    "s3:GetBucketAcl, s3:GetBucketPublicAccessBlock, s3:GetBucketVersioning, "
+    "s3:GetLifecycleConfiguration), or check these settings on the server yourself.",
+)
+def _s3_unknown(ctx: Context) -> Iterator[str]:
+    if not _s3_in_use(ctx):
+        return
+    for question, reason in ctx.bucket.unknown.items():
+        yield f"{_bucket_name(ctx)}: its {question} is unknown ({reason})"
 
 
 # -- the runner -----------------------------------------------------------------------------------

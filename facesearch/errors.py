@@ -110,3 +110,17 @@ class NotInitialisedError(ConfigError):
 
 class KeyMismatchError(ConfigError):
     """The key file does not belong to this data directory."""
+
+
+class CredentialsInSettingsFile(ConfigError):
+    """`facesearch.toml` holds a storage credential (an AWS access key or secret): credentials
+    come only from the environment or the instance role, never from a file that travels with the
+    data directory and its backups."""
+
+
+# -- storage --------------------------------------------------------------------------------------
+class BlobIntegrityError(ConfigError, ValueError):
+    """A stored blob failed its AES-GCM check: it was altered, truncated, swapped for another
+    blob's ciphertext or sealed under another key. Nothing of it is returned. A `ValueError`, so
+    a reader that can do without the blob (a crop, a re-embed) treats it as unreadable; anywhere
+    else the API answers a generic 500 and logs it, like any fault of the deployment."""

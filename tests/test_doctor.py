@@ -688,7 +688,7 @@ def test_every_check_is_documented_with_its_severity() -> None:
     rows = {
         m.group(1): m.group(2)
         for m in re.finditer(
-            r"^\|\s*`([a-z_.]+)`\s*\|\s*(critical|warning|info)\s*\|", doc, re.MULTILINE
+            r"^\|\s*`([a-z0-9_.]+)`\s*\|\s*(critical|warning|info)\s*\|", doc, re.MULTILINE
         )
     }
     registry = {c.id: c.severity for c in [*doctor.CHECKS, *doctor.RUNNER_FINDINGS]}

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from facesearch.cli.common import console, print_json, state_of
 from facesearch.doctor import Finding, has_critical, run_checks, settings_error, summary
+from facesearch.errors import CredentialsInSettingsFile
 
 EXIT_CRITICAL = 2
 
@@ -27,7 +28,10 @@ def doctor(
     audit chain and secrets in logs; exit 2 on any critical finding."""
     state = state_of(ctx)
     try:
-        settings = state.settings()
+        try:
+            settings = state.settings()
+        except CredentialsInSettingsFile:  # refused to run with; the doctor reports them
+            settings = state.settings(refuse_credentials=False)
     except Exception as exc:  # bad TOML or an invalid value: that is a finding too
         findings = [settings_error(exc)]
         home = state.home

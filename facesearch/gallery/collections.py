@@ -9,6 +9,7 @@ Collections are passed between layers by id; a name is resolved once, here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from datetime import timedelta
@@ -35,6 +36,8 @@ from facesearch.store.accounts import Organisation
 from facesearch.store.gallery import Collection, CollectionShare, Face, ShareCode, SourceFile
 from facesearch.store.jobs import Job, JobStatus
 from facesearch.vision.registry import model_id_of
+
+log = logging.getLogger("facesearch.gallery")
 
 NAME_MAX = 100
 NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9 ._-]{{0,{NAME_MAX - 1}}}$")
@@ -481,12 +484,26 @@ def _purge(
         index.drop_collection(collection_id)  # in memory and on disk, at once
     else:
         dep.drop_index_collection(model_id, collection_id)
-    # Blobs are content-addressed: keep any that another collection still references.
+    # Blobs are content-addressed: keep any that another collection still references. The
+    # deletion is committed: a blob the store fails to delete (an S3 server that is down) does
+    # not stop the others, and is logged by id for the operator to remove.
+    failed: list[str] = []
     for blob in blobs:
         if blob is None:
             continue
         if not face_queries.blob_in_use(session, blob):
-            dep.blobs.delete(blob)
+            try:
+                dep.blobs.delete(blob)
+            except Exception as exc:
+                log.warning("collection %s: blob %s not deleted: %s", collection_id, blob, exc)
+                failed.append(blob)
+    if failed:
+        log.error(
+            "collection %s deleted, but %d of its blobs are still stored (ids logged before this): "
+            "delete them from the blob store",
+            collection_id,
+            len(failed),
+        )
     return {"id": collection_id, "deleted": True, "files": counts[0], "faces": counts[1]}
 
 

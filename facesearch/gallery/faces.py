@@ -3,16 +3,19 @@ API for an organisation's users, through the CLI for the operator)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from facesearch.deployment import Deployment
-from facesearch.errors import NotFound
+from facesearch.errors import BlobIntegrityError, NotFound
 from facesearch.security import audit
 from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import display_name, org_of, visible_face
 from facesearch.store.gallery import Collection, Face, SourceFile
+
+log = logging.getLogger("facesearch.gallery")
 
 
 def crop_url(face_id: int) -> str:
@@ -59,6 +62,8 @@ def _audited_crop(
     try:
         data = dep.blobs.get(face.crop_blob)
     except (OSError, ValueError) as exc:
+        if isinstance(exc, BlobIntegrityError):  # tampering is the operator's business
+            log.error("face %s: %s", face.id, exc)
         raise NotFound(f"face {face.id} has no readable crop") from exc
     audit.record_for(
         session,

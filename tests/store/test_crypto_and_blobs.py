@@ -9,7 +9,7 @@ import pytest
 
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError
-from facesearch.store.blobs import BlobStore
+from facesearch.store.blobs import LocalBlobStore
 
 
 def test_key_file_is_private_and_refuses_overwrite(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_content_hash_is_keyed(tmp_path: Path) -> None:
 
 def test_blob_store_round_trip_dedupes_and_hides_content(tmp_path: Path) -> None:
     keys = KeyRing.create(tmp_path / "master.key")
-    store = BlobStore(tmp_path / "blobs", keys)
+    store = LocalBlobStore(tmp_path / "blobs", keys)
     data = b"\xff\xd8\xff" + os.urandom(1000)
     blob_id = store.put(data)
     assert store.put(data) == blob_id and len(store.ids()) == 1
