@@ -14,6 +14,8 @@ export const ROUTES = [
   { path: "/enrol", module: "./screens/enrol.js", public: true },
   { path: "/reset", module: "./screens/reset.js", public: true },
   { path: "/", module: "./screens/home.js", label: "Home" },
+  { path: "/admin", module: "./screens/admin.js", label: "Administration", roles: ["org_admin", "platform_admin"] },
+  { path: "/audit", module: "./screens/audit.js", label: "Audit", roles: ["auditor"] },
   { path: "/account", module: "./screens/account.js" },
 ];
 
