@@ -47,6 +47,22 @@ def test_an_organisation_administrator_manages_users_and_invitations(
     link = page.get_by_label("Reset link", exact=True).inner_text()
     assert re.fullmatch(rf"{re.escape(web.origin)}/reset#token=[\w-]+", link), link
     page.get_by_role("dialog").get_by_role("button", name="Close").click()
+    # the user opens it and sets a new password (in their own browser)
+    theirs = page.context.browser.new_context(base_url=web.origin)
+    try:
+        them = theirs.new_page()
+        them.goto(link)
+        them.get_by_label("New password", exact=True).fill("the reset passphrase")
+        them.get_by_label("New password again").fill("the reset passphrase")
+        assert "token" not in them.url
+        check_screen(them, "reset")
+        them.get_by_role("button", name="Set password").click()
+        them.wait_for_url(re.compile("/signin"))
+        expect(them.locator("#notices")).to_contain_text("Your password is set")
+        worker.password = "the reset passphrase"
+        sign_in(them, web, worker)
+    finally:
+        theirs.close()
 
     # invitations: the session is no longer fresh, so the API asks to re-authenticate first
     page.get_by_role("link", name="Invitations").click()
