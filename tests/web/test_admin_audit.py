@@ -126,6 +126,7 @@ def test_a_non_administrator_cannot_reach_administration(web: WebServer, page: A
     assert nav.get_by_role("link", name="Audit").count() == 0
     page.goto(web.url("/admin/users"))
     page.get_by_role("heading", name="Not allowed").wait_for()
+    check_screen(page, "not-allowed")
     # and the API refuses, whatever the page shows
     for path in (
         "/api/v1/users",
