@@ -13,6 +13,7 @@ import pyotp
 from playwright.sync_api import expect
 
 from facesearch import clock
+from facesearch.store.accounts import User as UserRow
 from tests.web.conftest import (
     WebServer,
     check_screen,
@@ -33,6 +34,18 @@ def test_an_organisation_administrator_manages_users_and_invitations(
     row = page.get_by_role("row").filter(has_text=worker.email)
     expect(row).to_contain_text("Investigator")
     check_screen(page, "admin-users")
+
+    # a locked account (as repeated failures leave it) is unlocked
+    with web.dep.db.session() as s:
+        locked = s.get(UserRow, worker.user_id)
+        assert locked is not None
+        locked.locked_until = clock.now() + timedelta(hours=1)
+        s.commit()
+    page.reload()
+    expect(row).to_contain_text("locked")
+    page.get_by_role("button", name=f"Unlock {worker.email}").click()
+    expect(page.locator("#notices")).to_contain_text(f"{worker.email} unlocked")
+    expect(row).not_to_contain_text("locked")
 
     # roles: add reviewer
     page.get_by_role("button", name=f"Roles of {worker.email}").click()

@@ -172,3 +172,40 @@ def test_the_service_worker_caches_the_shell_and_never_the_api(web: WebServer, p
         page.locator("main").get_by_text("cannot be reached").wait_for()
     finally:
         page.context.set_offline(False)
+
+
+def test_keyboard_only_sign_in_with_visible_focus_and_the_phone_menu(
+    web: WebServer, page: Any
+) -> None:
+    user = enrolled_user(web, "Shell Org", ["auditor"])
+    page.goto(web.url("/signin"))
+    page.get_by_label("Email").wait_for()
+    focused = "document.activeElement && document.activeElement.name"
+    assert page.evaluate(focused) == "email"  # focus starts in the first field
+    page.keyboard.type(user.email)
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "password"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused field shows its focus"
+    page.keyboard.type(user.password)
+    page.keyboard.press("Enter")
+    page.get_by_label("Code from your authenticator app").wait_for()
+    assert page.evaluate(focused) == "code"
+    page.keyboard.type(user.code())
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Sign out").wait_for()
+    # on a phone the navigation folds into a menu button that opens from the keyboard
+    page.set_viewport_size({"width": 360, "height": 740})
+    menu = page.get_by_role("button", name="Menu")
+    nav = page.get_by_role("navigation", name="Main")
+    assert not nav.get_by_role("link", name="Audit").is_visible()
+    menu.focus()
+    page.keyboard.press("Enter")
+    assert menu.get_attribute("aria-expanded") == "true"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Home"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Audit"
+    page.keyboard.press("Enter")
+    page.wait_for_url(web.url("/audit"))
+    page.get_by_role("heading", name="Audit", exact=True).wait_for()
