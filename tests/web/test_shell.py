@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 from facesearch.api.app import CSP
+from facesearch.security import sessions
 from facesearch.web import SCREENS, STATIC_DIR
 from tests.web.conftest import (
     WebServer,
@@ -209,3 +210,23 @@ def test_keyboard_only_sign_in_with_visible_focus_and_the_phone_menu(
     page.keyboard.press("Enter")
     page.wait_for_url(web.url("/audit"))
     page.get_by_role("heading", name="Audit", exact=True).wait_for()
+
+
+def test_a_session_ended_elsewhere_returns_to_sign_in_and_back(web: WebServer, page: Any) -> None:
+    user = enrolled_user(web, "Shell Org", ["auditor"])
+    sign_in(page, web, user)
+    # the person signs out everywhere from another device: this page's session is gone
+    with web.dep.db.session() as s:
+        assert sessions.revoke_all(s, user.user_id) >= 1
+        s.commit()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    page.wait_for_url(re.compile(r"/signin\?reason=expired&next=%2Faudit"))
+    assert "Your session has ended" in page.locator("#notices").inner_text()
+    sign_in(page, web, user, path=page.url.removeprefix(web.origin))
+    page.wait_for_url(web.url("/audit"))
+
+
+def test_the_enrolment_page_without_a_token_says_what_to_do(web: WebServer, page: Any) -> None:
+    page.goto(web.url("/enrol"))
+    page.get_by_text("needs the enrolment link").wait_for()
+    assert page.get_by_role("link", name="Sign in").is_visible()
