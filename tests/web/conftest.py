@@ -231,7 +231,7 @@ def sign_in(page: Any, web: WebServer, user: User, *, path: str = "/signin") -> 
     page.get_by_label("Password").fill(user.password)
     page.get_by_role("button", name="Continue").click()
     code = page.get_by_label("Code from your authenticator app")
-    signed_in = page.get_by_role("button", name="Sign out")
+    signed_in = page.get_by_role("button", name="Sign out", exact=True)
     refused = page.locator("form[aria-label='Second factor'] .form-error:not([hidden])")
     for offset in (0, 1, 2):
         code.fill(user.code(offset))

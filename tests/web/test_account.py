@@ -106,6 +106,6 @@ def test_sessions_password_and_recovery_codes(web: WebServer, page: Any, browser
         page.get_by_role("button", name="Use a recovery code instead").click()
         page.get_by_label("Recovery code").fill(codes[0])
         page.get_by_role("button", name="Verify").click()
-        page.get_by_role("button", name="Sign out").wait_for()
+        page.get_by_role("button", name="Sign out", exact=True).wait_for()
     finally:
         other.close()

@@ -156,7 +156,7 @@ def test_an_auditor_sees_the_log_the_chain_and_the_activity(web: WebServer, page
     invite(web, "Audit Org", ["reviewer"], "rae@audit-org.test")
     # someone signs in (an entry of theirs in the log)
     sign_in(page, web, someone)
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     sign_in(page, web, auditor)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()

@@ -120,7 +120,7 @@ def test_sign_in_with_a_code_then_sign_out(web: WebServer, page: Any) -> None:
     header = page.locator("header")
     assert "Shell Org" in header.inner_text()
     assert "Investigator" in header.inner_text() and "Reviewer" in header.inner_text()
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     assert page.request.get(web.url("/api/v1/me")).status == 401
 
@@ -134,10 +134,10 @@ def test_the_recovery_code_path(web: WebServer, page: Any) -> None:
     page.get_by_role("button", name="Use a recovery code instead").click()
     page.get_by_label("Recovery code").fill(user.recovery_codes[0])
     page.get_by_role("button", name="Verify").click()
-    page.get_by_role("button", name="Sign out").wait_for()
+    page.get_by_role("button", name="Sign out", exact=True).wait_for()
     assert "9 left" in page.locator("#notices").inner_text()
     # sign_in helper: works for the next test modules too
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     sign_in(page, web, user)
 
@@ -194,7 +194,7 @@ def test_keyboard_only_sign_in_with_visible_focus_and_the_phone_menu(
     assert page.evaluate(focused) == "code"
     page.keyboard.type(user.code())
     page.keyboard.press("Enter")
-    page.get_by_role("button", name="Sign out").wait_for()
+    page.get_by_role("button", name="Sign out", exact=True).wait_for()
     # on a phone the navigation folds into a menu button that opens from the keyboard
     page.set_viewport_size({"width": 360, "height": 740})
     menu = page.get_by_role("button", name="Menu")
