@@ -60,7 +60,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
 )
 
-#: One strict policy for the API and the web application (ADR 0011): everything from this origin,
+#: One strict policy for the API and the web application (ADR 0012): everything from this origin,
 #: no inline script or style, no plugins, no framing.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from facesearch import web
 
-#: The web application's page and static files (ADR 0011): GET only, no data (the page asks the
+#: The web application's page and static files (ADR 0012): GET only, no data (the page asks the
 #: API for everything, with the session cookie and the CSRF header).
 WEB_ROUTES: frozenset[tuple[str, str]] = web.public_routes()
 

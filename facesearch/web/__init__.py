@@ -1,5 +1,5 @@
 """The web application: static files (a single-page application in plain ES modules, no build
-step) and the SPA fallback, served from the API's origin (ADR 0011).
+step) and the SPA fallback, served from the API's origin (ADR 0012).
 
 `mount(app)` adds GET routes only: `/` and every screen path (`/signin`, `/enrol`, `/account`,
 …, and anything below them) answer `index.html`; `/static/...` answers the files under

@@ -14,12 +14,14 @@ helpers shared by every screen's tests.
 - `sign_in(page, web, user)`: through the sign-in screen, with a TOTP code from pyotp.
 - `assert_no_serious_axe_violations(page)`: axe-core (vendored in tests/web/vendor, MPL-2.0)
   finds no serious or critical violation on what the page shows now.
-- `screenshots(page, name)`: `docs/screenshots/<name>-360.png` and `<name>-1280.png`.
+- `screenshots(page, name)`: `<name>-360.png` and `<name>-1280.png` (into docs/screenshots/
+  with UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -56,7 +58,13 @@ ARGS = [
     "--no-first-run",
 ]
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: The README's screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise every run still
+#: takes them (each screen renders at both widths) into a git-ignored folder.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else ROOT / ".cache" / "screenshots"
+)
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 WIDTHS = (360, 1280)
 DESKTOP = {"width": 1280, "height": 800}
