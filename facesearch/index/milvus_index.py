@@ -144,6 +144,7 @@ class MilvusIndex:
         for name in self.sides:
             if c.has_collection(name):
                 self._check_dim(name)
+                self._load(name)
                 continue
             schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
@@ -156,7 +157,9 @@ class MilvusIndex:
             c.create_collection(
                 name, schema=schema, index_params=params, consistency_level="Strong"
             )
-        if not c.has_collection(self.meta):
+        if c.has_collection(self.meta):
+            self._load(self.meta)
+        else:
             schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("collection_id", DataType.INT64, is_primary=True)
             schema.add_field("side", DataType.INT64)
@@ -167,6 +170,12 @@ class MilvusIndex:
             c.create_collection(
                 self.meta, schema=schema, index_params=params, consistency_level="Strong"
             )
+
+    def _load(self, name: str) -> None:
+        """Load a collection that is not (a Milvus restarted, a new process of Milvus Lite)."""
+        state = str(self.client.get_load_state(name).get("state", ""))
+        if "Loaded" not in state:
+            self.client.load_collection(name)
 
     def _check_dim(self, name: str) -> None:
         for f in self.client.describe_collection(name).get("fields", []):
@@ -299,7 +308,7 @@ class MilvusIndex:
 
     def warm(self) -> None:
         for name in (*self.sides, self.meta):
-            self.client.load_collection(name)
+            self._load(name)
 
     def _search_params(self, limit: int) -> dict[str, Any]:
         if self.index_type == "HNSW":
