@@ -20,6 +20,7 @@ Nothing here is sealed: Milvus holds the embeddings in plaintext (the doctor say
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -65,7 +66,10 @@ def connect(
         if path.suffix != ".db":
             raise ConfigError(f"milvus_uri {uri!r}: a Milvus Lite file must end in .db")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return MilvusClient(str(path))
+        client = MilvusClient(str(path))
+        if path.is_dir():  # its files hold plaintext embeddings: only the owner may enter
+            os.chmod(path, 0o700)
+        return client
     kwargs: dict[str, Any] = {}
     if ca_file is not None:
         kwargs["server_pem_path"] = str(ca_file)

@@ -145,6 +145,7 @@ def test_milvus_holds_embeddings_in_plaintext_unlike_the_segment_files(
     index.save()
     blob = b"".join(p.read_bytes() for p in path.rglob("*") if p.is_file())
     assert all(row.tobytes()[:64] in blob for row in vecs[::50])
+    assert path.stat().st_mode & 0o077 == 0  # so facesearch lets only its own user in
 
 
 def test_an_existing_collection_of_another_dimension_is_refused(lite: tuple[Any, Path]) -> None:
