@@ -16,12 +16,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facesearch.errors import CredentialsInSettingsFile
+from facesearch.errors import ConfigError, CredentialsInSettingsFile
 
 APP_NAME = "facesearch"
+#: settings that hold secrets: the environment (or a flag) only, never the settings file
+ENV_ONLY = ("milvus_token",)
 SETTINGS_FILE = "facesearch.toml"
 
 
@@ -145,6 +147,40 @@ class Settings(BaseSettings):
         ge=1,
         description="best short-listed faces (by 8-bit codes) re-scored from the exact vectors",
     )
+    index_backend: Literal["segments", "milvus"] = Field(
+        default="segments",
+        description="where vectors are searched: segments (the embedded, sealed segment index) "
+        "or milvus (Milvus Lite or a Milvus server, see milvus_uri)",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus to use when index_backend = milvus: a local file path ending in .db "
+        "(Milvus Lite, in this process) or http(s)://host:port (a server); default: milvus.db "
+        "in the home",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None,
+        description="Milvus credentials (user:password or an API key); only from the "
+        "environment (FACESEARCH_MILVUS_TOKEN), refused in the settings file",
+    )
+    milvus_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) that signs the Milvus server's TLS certificate",
+    )
+    milvus_collection_prefix: str = Field(
+        default="facesearch",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="prefix of the Milvus collections of this deployment (one set per model)",
+    )
+    milvus_index: Literal["HNSW", "IVF_FLAT", "FLAT"] = Field(
+        default="HNSW", description="Milvus index type of new Milvus collections"
+    )
+    milvus_shortlist: int = Field(
+        default=256,
+        ge=1,
+        le=16_384,
+        description="candidates per query asked of Milvus, then re-scored exactly",
+    )
 
     # -- the service (facesearch serve) ----------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="address the service binds to")
@@ -266,6 +302,10 @@ class Settings(BaseSettings):
         return self.home / SETTINGS_FILE
 
     @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.home / "milvus.db")
+
+    @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.db_path}"
 
@@ -357,6 +397,18 @@ def load_settings(
     """Settings for a data directory; TOML values apply where the environment sets nothing."""
     resolved_home = (home or default_home()).expanduser()
     file_values = read_settings_file(resolved_home, refuse_credentials=refuse_credentials)
+    for name in ENV_ONLY if refuse_credentials else ():
+        if file_values.get(name) not in (None, ""):
+            raise ConfigError(
+                f"{resolved_home / SETTINGS_FILE}: `{name}` is a secret; remove it and pass it "
+                f"through the environment (FACESEARCH_{name.upper()}), then rotate it"
+            )
+    uri = file_values.get("milvus_uri")
+    if refuse_credentials and isinstance(uri, str) and urlsplit(uri).password:
+        raise ConfigError(
+            f"{resolved_home / SETTINGS_FILE}: `milvus_uri` carries a password; pass the "
+            "credentials through FACESEARCH_MILVUS_TOKEN, then rotate them"
+        )
     env_set = {name for name in Settings.model_fields if f"FACESEARCH_{name.upper()}" in os.environ}
     values: dict[str, Any] = {k: v for k, v in file_values.items() if k not in env_set}
     values.update({k: v for k, v in overrides.items() if v is not None})

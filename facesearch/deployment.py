@@ -10,11 +10,13 @@ import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.base import VectorIndex
+from facesearch.index.milvus_index import MilvusIndex, connect
 from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces
@@ -142,6 +144,7 @@ class Deployment:
         self._lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
+        self._milvus: Any = None
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
         #: Model work of searches waits here: bounded, a fair share per organisation.
@@ -195,6 +198,8 @@ class Deployment:
         """An index object for one model's collections as it is on disk (segments open lazily,
         a collection's on its first search)."""
         model_id = model_id or self.default_model_id
+        if self.settings.index_backend == "milvus":
+            return self.milvus_index(model_id)
         return SegmentIndex(
             self.settings.index_dir,
             self.keys.index,
@@ -203,6 +208,27 @@ class Deployment:
             shortlist=self.settings.index_shortlist,
             rerank=self.settings.index_rerank,
             background_compaction=self.background_compaction,
+        )
+
+    @property
+    def milvus(self) -> Any:
+        """The one Milvus client of this deployment (Milvus Lite starts on first use)."""
+        with self._lock:
+            if self._milvus is None:
+                s = self.settings
+                token = s.milvus_token.get_secret_value() if s.milvus_token else None
+                self._milvus = connect(s.resolved_milvus_uri, token=token, ca_file=s.milvus_ca_file)
+            return self._milvus
+
+    def milvus_index(self, model_id: str) -> MilvusIndex:
+        s = self.settings
+        return MilvusIndex(
+            self.milvus,
+            model_id,
+            self.model_for(model_id).embedding_size,
+            prefix=s.milvus_collection_prefix,
+            index_type=s.milvus_index,
+            shortlist=s.milvus_shortlist,
         )
 
     def index_for(self, model_id: str) -> VectorIndex:
@@ -222,7 +248,9 @@ class Deployment:
 
     def drop_index_collection(self, model_id: str | None, collection_id: int) -> None:
         """Remove a deleted collection's index files when no index of this process holds it."""
-        if model_id:
+        if model_id and self.settings.index_backend == "milvus":
+            self.milvus_index(model_id).drop_collection(collection_id)
+        elif model_id:
             drop_collection_files(self.settings.index_dir, model_id, collection_id)
 
     def loaded_index(self, model_id: str) -> VectorIndex | None:
@@ -267,5 +295,8 @@ class Deployment:
             wait = getattr(index, "wait", None)
             if wait is not None:
                 wait()
+        if self._milvus is not None:
+            self._milvus.close()
+            self._milvus = None
         self.anchor.close()
         self.db.dispose()

@@ -585,13 +585,17 @@ def _secret_in_settings(ctx: Context) -> Iterator[str]:
             continue
         if _SECRET_NAME.search(leaf) and value not in (None, ""):
             yield f"{ctx.settings.settings_file}: `{name}` holds a secret value"
-        elif leaf.lower() in ("database_url", "facesearch_database_url") and isinstance(value, str):
+        elif leaf.lower() in (
+            "database_url",
+            "facesearch_database_url",
+            "milvus_uri",
+        ) and isinstance(value, str):
             try:
                 has_password = make_url(value).password is not None
             except Exception:
                 has_password = bool(_URL_PASSWORD.search(value))
             if has_password:
-                yield f"{ctx.settings.settings_file}: `{name}` carries a database password"
+                yield f"{ctx.settings.settings_file}: `{name}` carries a password"
 
 
 # -- the service ----------------------------------------------------------------------------------
@@ -670,6 +674,75 @@ def _trusted_proxies(ctx: Context) -> Iterator[str]:
                 f"trusted_proxies contains {proxy!r}: any client can forge its address "
                 "(X-Forwarded-For) and dodge rate limits and lockout"
             )
+
+
+# -- the vector index on Milvus -------------------------------------------------------------------
+
+
+def _milvus_server(ctx: Context) -> tuple[str, str] | None:
+    """(scheme, host) of the Milvus server in use, None for the segment index or Milvus Lite."""
+    s = ctx.settings
+    if s.index_backend != "milvus":
+        return None
+    uri = s.resolved_milvus_uri
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme not in ("http", "https", "tcp", "unix"):
+        return None
+    host = "" if scheme == "unix" else urlsplit(uri).hostname or "localhost"
+    return scheme, host
+
+
+@check(
+    "milvus.no_tls",
+    "Milvus is reached without TLS",
+    "critical",
+    "Use an https:// milvus_uri (enable TLS on the Milvus proxy; set milvus_ca_file to the CA "
+    "that signs it): face embeddings, searches and credentials cross the network.",
+)
+def _milvus_no_tls(ctx: Context) -> Iterator[str]:
+    server = _milvus_server(ctx)
+    if server and server[0] in ("http", "tcp") and not _is_loopback(server[1]):
+        uri = ctx.settings.resolved_milvus_uri
+        yield f"milvus_uri {uri} is plain {server[0]}:// to {server[1]}"
+
+
+@check(
+    "milvus.no_auth",
+    "Milvus is reached without credentials",
+    "critical",
+    "Enable authentication on Milvus (common.security.authorizationEnabled), give facesearch "
+    "its own user with a random password and pass it as FACESEARCH_MILVUS_TOKEN=user:password.",
+)
+def _milvus_no_auth(ctx: Context) -> Iterator[str]:
+    server = _milvus_server(ctx)
+    if server is None:
+        return
+    uri = ctx.settings.resolved_milvus_uri
+    if ctx.settings.milvus_token is None and not (server[0] != "unix" and urlsplit(uri).password):
+        yield (
+            f"facesearch sends no credentials to Milvus at {server[1] or uri}: it works only if "
+            "that Milvus lets anyone who reaches it read and delete every embedding"
+        )
+
+
+@check(
+    "milvus.plaintext_embeddings",
+    "Embeddings in Milvus are not sealed",
+    "warning",
+    "Know who runs Milvus: its operator (its hosts, etcd, the object store and their backups) "
+    "can read every face embedding. Keep it on hosts and storage you control, encrypt its "
+    "disks and bucket, or stay on the sealed segment index (index_backend = segments).",
+)
+def _milvus_plaintext(ctx: Context) -> Iterator[str]:
+    s = ctx.settings
+    if s.index_backend != "milvus":
+        return
+    where = s.resolved_milvus_uri
+    kind = "Milvus server" if _milvus_server(ctx) else "Milvus Lite files"
+    yield (
+        f"face embeddings are stored in plaintext by the {kind} at {where}; the segment index "
+        "seals them under the master key (AES-256-GCM), Milvus cannot"
+    )
 
 
 # -- TLS ------------------------------------------------------------------------------------------

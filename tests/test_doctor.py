@@ -25,6 +25,7 @@ from facesearch import doctor
 from facesearch.config import Settings, load_settings
 from facesearch.crypto import KeyRing
 from facesearch.deployment import Deployment, init_deployment
+from facesearch.errors import ConfigError
 from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, User
 from facesearch.store.db import Database
@@ -891,3 +892,45 @@ def test_service_running_as_root(paths: tuple[Path, Path], monkeypatch: pytest.M
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(doctor, "owner_uid", lambda _path: 0)
     assert_reported(findings(settings_of(paths)), "host.runs_as_root", "warning", "owned by root")
+
+
+# -- the vector index on Milvus -------------------------------------------------------------------
+
+
+def test_milvus_without_tls_or_credentials_is_critical(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = settings_of(paths, index_backend="milvus", milvus_uri="http://milvus.internal:19530")
+    found = findings(plain)
+    assert_reported(found, "milvus.no_tls", "critical", "http://milvus.internal:19530")
+    assert_reported(found, "milvus.no_auth", "critical", "milvus.internal")
+    monkeypatch.setenv("FACESEARCH_MILVUS_TOKEN", "facesearch:" + secrets.token_urlsafe(24))
+    tls = settings_of(paths, index_backend="milvus", milvus_uri="https://milvus.internal:19530")
+    found = findings(tls)
+    assert not only(found, "milvus.no_tls") and not only(found, "milvus.no_auth")
+    assert all(os.environ["FACESEARCH_MILVUS_TOKEN"] not in f.detail for f in found)
+    loopback = settings_of(paths, index_backend="milvus", milvus_uri="http://127.0.0.1:19530")
+    assert not only(findings(loopback), "milvus.no_tls")
+
+
+def test_milvus_embeddings_are_reported_as_plaintext(paths: tuple[Path, Path]) -> None:
+    assert not only(findings(settings_of(paths)), "milvus.plaintext_embeddings")  # segments
+    lite = settings_of(paths, index_backend="milvus")
+    finding = assert_reported(
+        findings(lite), "milvus.plaintext_embeddings", "warning", "plaintext", "milvus.db"
+    )
+    assert "Milvus Lite" in finding.detail
+    assert not only(findings(lite), "milvus.no_auth")  # Milvus Lite runs in-process
+    server = settings_of(paths, index_backend="milvus", milvus_uri="https://milvus.example:443")
+    assert_reported(findings(server), "milvus.plaintext_embeddings", "warning", "Milvus server")
+
+
+def test_a_milvus_token_in_the_settings_file_is_refused(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    with s.settings_file.open("a") as fh:
+        fh.write('index_backend = "milvus"\nmilvus_token = "root:a-long-milvus-password"\n')
+    with pytest.raises(ConfigError, match="FACESEARCH_MILVUS_TOKEN"):
+        settings_of(paths)
+    result = _cli(paths, "--json")  # the doctor reports it rather than crashing
+    assert result.exit_code == 2, result.output
+    assert "milvus_token" in result.output and "a-long-milvus-password" not in result.output
