@@ -110,7 +110,7 @@ def run(
                     s,
                     actor,
                     name=f"bench-{n_workers}-{len(folders)}-{time.monotonic_ns()}",
-                    legal_basis="benchmark",
+                    legal_basis="benchmark of the ingest workers",
                     retention_days=1,
                 )["id"]
             )

@@ -71,13 +71,13 @@ def run_worker(
     app.task(name=queue.TASK_RUN_JOB, pass_context=True)(run_job)
 
     async def watch_stalled() -> None:
-        while True:
-            await asyncio.sleep(settings.worker_heartbeat_seconds)
+        while True:  # at start (a restarted worker picks up its own dead jobs), then regularly
             for name in queues:
                 try:
                     await retry_stalled(app, settings.worker_stalled_seconds, name)
                 except Exception:
                     log.exception("looking for stalled jobs failed")
+            await asyncio.sleep(settings.worker_heartbeat_seconds)
 
     dep.model_for(dep.default_model_id)  # loaded before the first job, and checked
 
