@@ -203,9 +203,10 @@ def test_two_workers_on_one_job_and_one_folder_store_the_faces_once(world: World
     expected = world.reference(folder)
     assert sum(expected.values()) >= 8
     cid = world.collection()
+    # two jobs on the same folder and collection, taken by the two workers at once, and the
+    # first job delivered a second time (as the retry of a worker thought dead would be)
     first = world.folder_job(cid, folder)
-    # the same job delivered a second time (as a retry of a worker thought dead would be), and
-    # another job on the same folder and collection: both workers work at once
+    second = world.folder_job(cid, folder)
     queue.defer(
         world.dep.job_queue(),
         world.dep.settings.job_queue,
@@ -213,7 +214,6 @@ def test_two_workers_on_one_job_and_one_folder_store_the_faces_once(world: World
         task_id=first,
         spec={"kind": "folder", "folder": folder},
     )
-    second = world.folder_job(cid, folder)
     world.start_worker("w1")
     world.start_worker("w2")
     done = [world.wait(first), world.wait(second)]
