@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from facesearch.cli import app
 from facesearch.deployment import Deployment
 from facesearch.errors import ConfigError
 from facesearch.ingest import jobs
@@ -196,6 +198,15 @@ def world(tmp_path: Path) -> Iterator[World]:
 def test_the_queue_runner_needs_postgresql(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PostgreSQL"):
         new_deployment(tmp_path, job_runner="procrastinate")
+
+
+def test_worker_refuses_a_deployment_that_runs_its_jobs_in_process(tmp_path: Path) -> None:
+    base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "init"]).exit_code == 0
+    result = runner.invoke(app, [*base, "worker", "--concurrency", "2"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "job_runner = procrastinate" in str(result.exception)
 
 
 def test_two_workers_on_one_job_and_one_folder_store_the_faces_once(world: World) -> None:
