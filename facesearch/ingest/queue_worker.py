@@ -8,7 +8,8 @@ segment index is the serving host's, which catches up; `Deployment.index_for`).
 
 Workers heartbeat every `worker_heartbeat_seconds`. Every worker also looks, as often, for jobs
 whose worker has been silent for `worker_stalled_seconds` (killed, its host gone) and puts them
-back in the queue; the next worker to take one resumes it (`run_queued`).
+back in the queue; the next worker to take one resumes it (`run_queued`). A job whose run
+raises (the database gone for a moment) is retried up to five times, ten seconds apart.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import socket
 from collections.abc import Callable
 from typing import Any
+
+import procrastinate
 
 from facesearch.deployment import Deployment
 from facesearch.ingest.jobs import run_queued
@@ -68,7 +71,10 @@ def run_worker(
         log.info("job %s (%s), attempt %s", task_id, spec.get("kind"), attempt)
         run_queued(dep, task_id, spec, workers=processes, attempt=attempt)
 
-    app.task(name=queue.TASK_RUN_JOB, pass_context=True)(run_job)
+    # run_queued records every failure of the job itself on its row; what escapes it is the
+    # infrastructure (the database unreachable): retried, and a retry resumes
+    retry = procrastinate.RetryStrategy(max_attempts=5, wait=10)
+    app.task(name=queue.TASK_RUN_JOB, pass_context=True, retry=retry)(run_job)
 
     async def watch_stalled() -> None:
         while True:  # at start (a restarted worker picks up its own dead jobs), then regularly

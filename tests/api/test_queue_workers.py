@@ -17,12 +17,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -33,8 +35,9 @@ from facesearch.errors import ConfigError
 from facesearch.ingest import jobs
 from facesearch.ingest.runner import FolderIngest
 from facesearch.search.engine import SearchEngine
+from facesearch.store import faces as face_queries
 from facesearch.store import queue
-from facesearch.store.gallery import Face, SourceFile
+from facesearch.store.gallery import Face, SourceFile, embedding_aad
 from facesearch.store.jobs import Job
 from tests import pg
 from tests.api.conftest import MakeUser, make_app, new_deployment, user_factory
@@ -335,3 +338,72 @@ def test_uploads_are_staged_in_the_blob_store_and_searches_see_worker_faces(
     assert dep.index_for(model_id).state(cid).count == view["faces"]
     best = [c for face in result.faces for c in face.candidates]
     assert best and max(c.score for c in best) > 0.9
+
+
+def test_the_service_never_misses_a_face_committed_late(world: World) -> None:
+    """Face ids are committed in order (one lock for every face insert): a transaction that
+    took id N+1 cannot commit before the one holding N, so the service's catch-up from its
+    high-water mark never skips a face another worker committed late."""
+    dep = world.dep
+    cid = world.collection()
+    model_id = dep.default_model_id
+    index = dep.index_for(model_id)
+    dim = index.dim
+    rng = np.random.default_rng(1)
+
+    def insert(session: Any, n: int) -> None:
+        face_queries.serialise_face_ids(session)
+        row = SourceFile(
+            collection_id=cid,
+            source=f"late/{n}.jpg",
+            content_hash=f"{n:064x}",
+            byte_size=1,
+            status="ok",
+            face_count=1,
+        )
+        session.add(row)
+        session.flush()
+        vec = rng.standard_normal(dim).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        session.add(
+            Face(
+                file_id=row.id,
+                collection_id=cid,
+                face_index=0,
+                model_id=model_id,
+                runtime="test",
+                detector="test",
+                left=0,
+                top=0,
+                right=10,
+                bottom=10,
+                landmarks=[],
+                confidence=1.0,
+                quality=1.0,
+                quality_detail={},
+                embedding=dep.keys.embeddings.seal(
+                    vec.tobytes(), embedding_aad(row.id, 0, model_id)
+                ),
+            )
+        )
+        session.flush()
+
+    first = dep.db._sessions()  # an open transaction: face id N taken, not yet committed
+    insert(first, 1)
+    second_done = threading.Event()
+
+    def second() -> None:
+        with dep.db.session() as s:
+            insert(s, 2)
+        second_done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not second_done.wait(1.0)  # it waits for the first transaction's lock
+    assert dep.catch_up(index) == 0
+    first.commit()
+    first.close()
+    thread.join(10)
+    assert second_done.is_set()
+    dep.index_for(model_id)  # what a search does first
+    assert index.state(cid).count == 2
