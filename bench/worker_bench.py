@@ -66,6 +66,13 @@ def photos(n: int) -> tuple[list[tuple[str, bytes]], str]:
     return made, "generated"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc): a measure the other load on a
+    shared machine does not inflate as much as wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_worker(dep: Deployment, url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")}
     env["PYTHONPATH"] = str(REPO)
@@ -103,41 +110,56 @@ def run(
     procs = [start_worker(dep, url, log) for log in logs]
     try:
         wait_ready(procs, logs)
-        with dep.db.session() as s:
-            cid = int(
-                create_collection(
-                    dep,
-                    s,
-                    actor,
-                    name=f"bench-{n_workers}-{len(folders)}-{time.monotonic_ns()}",
-                    legal_basis="benchmark of the ingest workers",
-                    retention_days=1,
-                )["id"]
-            )
+        # warm-up: one photo per worker (the first inference of a fresh model is slower)
+        finish(dep, actor, [f"warm{i}" for i in range(n_workers)], procs, logs)
+        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         started = time.perf_counter()
-        ids = []
-        for folder in folders:
-            with dep.db.session() as s:
-                ids.append(int(jobs.start_folder(dep, s, actor, cid, folder)["id"]))
-        while True:
-            with dep.db.session() as s:
-                rows = [s.get(Job, i) for i in ids]
-                if all(
-                    r is not None and r.status in (JobStatus.DONE, JobStatus.FAILED) for r in rows
-                ):
-                    break
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit("a worker died:\n" + "\n".join(p.read_text() for p in logs))
-            time.sleep(0.2)
+        rows = finish(dep, actor, folders, procs, logs)
         seconds = time.perf_counter() - started
-        failed = [r.error for r in rows if r is not None and r.status == JobStatus.FAILED]
-        if failed:
-            raise SystemExit(f"jobs failed: {failed}")
-        files = sum(r.files_done for r in rows if r is not None)
-        faces = sum(r.faces for r in rows if r is not None)
-        return {"seconds": seconds, "files": files, "faces": faces}
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        files = sum(r.files_done for r in rows)
+        faces = sum(r.faces for r in rows)
+        return {"seconds": seconds, "files": files, "faces": faces, "cpu": cpu}
     finally:
         stop(procs)
+
+
+def finish(
+    dep: Deployment,
+    actor: Principal,
+    folders: list[str],
+    procs: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+) -> list[Job]:
+    """Queue one job per folder into a new collection and wait until all have finished."""
+    with dep.db.session() as s:
+        cid = int(
+            create_collection(
+                dep,
+                s,
+                actor,
+                name=f"bench-{len(procs)}-{len(folders)}-{time.monotonic_ns()}",
+                legal_basis="benchmark of the ingest workers",
+                retention_days=1,
+            )["id"]
+        )
+    ids = []
+    for folder in folders:
+        with dep.db.session() as s:
+            ids.append(int(jobs.start_folder(dep, s, actor, cid, folder)["id"]))
+    while True:
+        with dep.db.session() as s:
+            rows = [s.get(Job, i) for i in ids]
+            if all(r is not None and r.status in (JobStatus.DONE, JobStatus.FAILED) for r in rows):
+                break
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("a worker died:\n" + "\n".join(p.read_text() for p in logs))
+        time.sleep(0.2)
+    done = [r for r in rows if r is not None]
+    failed = [r.error for r in done if r.status == JobStatus.FAILED]
+    if failed:
+        raise SystemExit(f"jobs failed: {failed}")
+    return done
 
 
 def main() -> None:
@@ -163,29 +185,38 @@ def main() -> None:
         for part in range(args.parts):
             (drop / f"part{part}").mkdir(parents=True, exist_ok=True)
         (drop / "all").mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            (drop / f"warm{i}").mkdir(parents=True, exist_ok=True)
+            (drop / f"warm{i}" / images[i][0]).write_bytes(images[i][1])
         for i, (name, data) in enumerate(images):
             (drop / f"part{i % args.parts}" / name).write_bytes(data)
             (drop / "all" / name).write_bytes(data)
         parts = [f"part{p}" for p in range(args.parts)]
         load_before = os.getloadavg()
-        cases = [
+        cases = [  # the first case again at the end: how much the machine drifted meanwhile
             (1, parts, f"{args.parts} jobs"),
             (2, parts, f"{args.parts} jobs"),
             (2, ["all"], "1 job"),
+            (1, parts, f"{args.parts} jobs"),
         ]
         rows = []
         for n_workers, folders, label in cases:
             r = run(dep, url, actor, folders, n_workers, tmp)
+            r["load"] = os.getloadavg()[0]
             rows.append((n_workers, label, r))
         load_after = os.getloadavg()
         print(f"\n{len(images)} photos ({source}), {os.cpu_count()} cores")
-        print("\n| workers | jobs | files | faces | seconds | files/s | faces/s |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "\n| workers | jobs | files | faces | seconds | files/s | faces/s "
+            "| worker CPU s/file | load (1 min) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for n_workers, label, r in rows:
             print(
                 f"| {n_workers} | {label} | {r['files']:.0f} | {r['faces']:.0f} | "
                 f"{r['seconds']:.1f} | {r['files'] / r['seconds']:.2f} | "
-                f"{r['faces'] / r['seconds']:.2f} |"
+                f"{r['faces'] / r['seconds']:.2f} | {r['cpu'] / max(r['files'], 1):.3f} | "
+                f"{r['load']:.1f} |"
             )
         print(
             f"\nload average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "

@@ -112,6 +112,7 @@ def new_face(
     collection_id: int,
     position: int,
     face: FaceResult,
+    crop_blob: str | None = None,
 ) -> Face:
     """The row of one analysed face: geometry, quality, the sealed embedding (bound to its file,
     position and model) and the sealed crop. Ingest and re-embed both store faces this way."""
@@ -134,7 +135,7 @@ def new_face(
         embedding=dep.keys.embeddings.seal(
             face.embedding, embedding_aad(file_id, position, model.model_id)
         ),
-        crop_blob=dep.blobs.put(face.crop_jpeg),
+        crop_blob=crop_blob or dep.blobs.put(face.crop_jpeg),
     )
 
 
@@ -313,6 +314,16 @@ class FolderIngest:
         new_vecs: list[bytes] = []
         faces_added = 0
         committed_meanwhile = 0
+        # blobs first, outside the face-insert lock (content-addressed: writing one another run
+        # wrote already is a no-op), so the lock covers the inserts only
+        blobs: dict[int, tuple[str | None, list[str]]] = {}
+        for result in results:
+            data = meta[result.key][2]
+            keep = result.status != FileStatus.REJECTED and store_images
+            blobs[result.key] = (
+                dep.blobs.put(data) if keep else None,
+                [dep.blobs.put(face.crop_jpeg) for face in result.faces],
+            )
         with dep.db.session() as s:
             # face ids in commit order; and, under that lock, files another run (another worker
             # on the same folder or job) committed since this chunk was planned are left out
@@ -329,9 +340,7 @@ class FolderIngest:
                         summary.duplicates += 1
                     committed_meanwhile += 1
                     continue
-                image_blob = None
-                if result.status != FileStatus.REJECTED and store_images:
-                    image_blob = dep.blobs.put(data)
+                image_blob = blobs[result.key][0]
                 row = SourceFile(
                     collection_id=collection_id,
                     job_id=job_id,
@@ -360,6 +369,7 @@ class FolderIngest:
                         collection_id=collection_id,
                         position=index,
                         face=face,
+                        crop_blob=blobs[result.key][1][index],
                     )
                     s.add(face_row)
                     s.flush()
