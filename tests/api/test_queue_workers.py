@@ -7,7 +7,10 @@ processes (real OS processes on the private test cluster, tests/pg.py).
   it, and the faces are exact; progress, summary and failures read through the API's job
   endpoint;
 - an upload is staged in the blob store and cleaned up afterwards without touching a kept image
-  of the same photo; a search in the serving process finds faces a worker committed.
+  of the same photo; a search in the serving process finds faces a worker committed;
+- a re-embed job runs on a worker, and the service's searches use the new model's faces;
+- face ids commit in order, so the service's catch-up never misses a face committed late;
+- the queue runner needs PostgreSQL, and `facesearch worker` refuses an in-process deployment.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from facesearch.store import queue
 from facesearch.store.gallery import Face, SourceFile, embedding_aad
 from facesearch.store.jobs import Job
 from tests import pg
+from tests.api.casework_world import PURPOSE, gallery, probe_bytes
 from tests.api.conftest import MakeUser, make_app, new_deployment, user_factory
 from tests.conftest import REPO_ROOT, faces_dir
 
@@ -71,6 +75,7 @@ class World:
     def __init__(self, dep: Deployment, url: str, make_user: MakeUser) -> None:
         self.dep = dep
         self.url = url
+        self.make_user = make_user
         self.admin = make_user("Org Q", ["org_admin"])
         assert self.admin.org_id is not None
         self.org_id: int = self.admin.org_id
@@ -407,3 +412,39 @@ def test_the_service_never_misses_a_face_committed_late(world: World) -> None:
     assert second_done.is_set()
     dep.index_for(model_id)  # what a search does first
     assert index.state(cid).count == 2
+
+
+def test_a_reembed_job_runs_on_a_worker_and_the_service_searches_its_faces(
+    world: World, tmp_path: Path
+) -> None:
+    investigator = world.make_user("Org Q", ["investigator"])
+    made = world.admin.client.post(
+        "/api/v1/collections",
+        json={"name": "old", "legal_basis": LEGAL, "retention_days": 30, "model": "dlib"},
+    )
+    assert made.status_code == 201, made.text
+    cid = int(made.json()["id"])
+    FolderIngest(world.dep, cid, workers=1).run(gallery(tmp_path / "g"))
+
+    def search() -> dict[str, Any]:
+        reply = investigator.client.post(
+            "/api/v1/searches",
+            files={"probe": ("p.jpg", probe_bytes(), "image/jpeg")},
+            data={"case_number": "2024/91", "purpose": PURPOSE, "collections": str(cid)},
+        )
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    assert [m["model_id"] for m in search()["models"]] == ["dlib-resnet-v1"]
+    search_index = world.dep.index_for("sface-2021dec")  # loaded by the service before the job
+    assert search_index.state(cid).count == 0
+    job = world.admin.client.post(f"/api/v1/collections/{cid}/reembed", json={"model": "sface"})
+    assert job.status_code == 202, job.text
+    world.start_worker("w1")
+    done = world.wait(int(job.json()["id"]))
+    assert done["status"] == "done" and done["faces"] == 2, done
+    after = search()  # the service catches up with the faces the worker committed
+    assert [m["model_id"] for m in after["models"]] == ["sface-2021dec"]
+    best = after["faces"][0]["candidates"][0]
+    assert best["above_threshold"] and best["model_id"] == "sface-2021dec"
+    assert search_index.state(cid).count == 2
