@@ -112,6 +112,32 @@ class Settings(BaseSettings):
     ingest_queue_size: int = Field(
         default=32, ge=1, description="ingest jobs queued or running, all organisations"
     )
+    job_runner: Literal["inprocess", "procrastinate"] = Field(
+        default="inprocess",
+        description="who runs server-side ingest jobs (uploads, server folders, re-embeds): "
+        "inprocess (one worker thread of the service) or procrastinate (a job queue on the "
+        "deployment's PostgreSQL database, run by `facesearch worker` processes on any host)",
+    )
+    job_queue: str = Field(
+        default="ingest",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the procrastinate queue jobs are deferred to (job_runner = procrastinate)",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="how often a `facesearch worker` tells the database it is alive",
+    )
+    worker_stalled_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="a worker silent this long is dead: another worker retries its jobs, "
+        "which resume where it stopped",
+    )
     store_images: bool = Field(
         default=True, description="keep an encrypted copy of each ingested image"
     )
@@ -308,6 +334,11 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.db_path}"
+
+    @property
+    def uses_job_queue(self) -> bool:
+        """Whether jobs go through the PostgreSQL job queue (to `facesearch worker`s)."""
+        return self.job_runner == "procrastinate"
 
     def model_options(self, processes: int = 1) -> dict[str, Any]:
         """Options for `build_model`: ONNX threads are divided among `processes` workers."""

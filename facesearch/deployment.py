@@ -16,10 +16,11 @@ from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.base import VectorIndex
+from facesearch.index.database_only import DatabaseOnlyIndex
 from facesearch.index.milvus_index import MilvusIndex, connect
 from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
-from facesearch.store import faces
+from facesearch.store import faces, queue
 from facesearch.store.anchor import AnchorWriter, anchor_file, forwarders_for
 from facesearch.store.blobs import BlobStore, LocalBlobStore, S3BlobStore, s3_client
 from facesearch.store.db import Database, encrypt_plaintext, migrate
@@ -67,9 +68,13 @@ def init_deployment(settings: Settings) -> Path:
     if settings.blob_store == "local":
         settings.blobs_dir.mkdir(exist_ok=True, mode=0o700)
     settings.index_dir.mkdir(exist_ok=True, mode=0o700)
+    if settings.uses_job_queue:
+        queue.conninfo(settings.sqlalchemy_url)  # PostgreSQL, or a clear ConfigError
     db = Database(settings.sqlalchemy_url, database_key(settings, keyring))
     try:
         migrate(db.engine)
+        if settings.uses_job_queue:
+            queue.ensure_schema(db.engine)
     finally:
         db.dispose()
     if settings.db_path.exists():
@@ -132,6 +137,8 @@ class Deployment:
             every=settings.audit_checkpoint_every,
             forwarders=forwarders_for(settings.audit_forward_syslog, settings.audit_forward_url),
         )
+        if settings.uses_job_queue:
+            queue.conninfo(settings.sqlalchemy_url)  # PostgreSQL, or a clear ConfigError
         self.db = Database(
             settings.sqlalchemy_url,
             key,
@@ -139,12 +146,20 @@ class Deployment:
             on_audit_commit=self.anchor.observe,
         )
         migrate(self.db.engine)
+        if settings.uses_job_queue:
+            queue.ensure_schema(self.db.engine)  # procrastinate's schema, in its own schema
         #: sealed images and crops (`store.blobs.BlobStore`: put/get/exists/delete/ids)
         self.blobs: BlobStore = blob_store_for(settings, self.keys)
         self._lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._milvus: Any = None
+        #: the highest face id each loaded index is known to hold everything up to
+        self._synced_to: dict[str, int] = {}
+        #: a `facesearch worker` writes faces to the database only (the embedded index is the
+        #: serving host's; Milvus is every process's); the service then catches up (`index_for`)
+        self.writes_local_index = True
+        self._job_queue: object | None = None
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
         #: Model work of searches waits here: bounded, a fair share per organisation.
@@ -200,6 +215,8 @@ class Deployment:
         model_id = model_id or self.default_model_id
         if self.settings.index_backend == "milvus":
             return self.milvus_index(model_id)
+        if not self.writes_local_index:
+            return DatabaseOnlyIndex(model_id, self.model_for(model_id).embedding_size)
         return SegmentIndex(
             self.settings.index_dir,
             self.keys.index,
@@ -231,15 +248,66 @@ class Deployment:
             shortlist=s.milvus_shortlist,
         )
 
+    @property
+    def catches_up(self) -> bool:
+        """Whether other processes commit faces this process must catch up with: the service
+        of a deployment whose jobs run in `facesearch worker`s."""
+        return (
+            self.settings.uses_job_queue
+            and self.writes_local_index
+            and self.settings.index_backend != "milvus"  # workers write to Milvus themselves
+        )
+
     def index_for(self, model_id: str) -> VectorIndex:
-        """The vector index of one model, reconciled with the database on first use."""
+        """The vector index of one model, reconciled with the database on first use. When
+        workers elsewhere commit faces (`catches_up`), every call first compares the database's
+        highest face id with the one the index is known to hold (one primary-key probe) and,
+        when the database has moved on, adds the faces past the index's high-water mark."""
         with self._lock:
             index = self._indexes.get(model_id)
             if index is None:
                 index = self.new_index(model_id)
-                self.sync_index(index)
+                if self.writes_local_index:
+                    with self.db.session() as s:
+                        top = faces.max_face_id(s)
+                    self.sync_index(index)
+                    self._synced_to[model_id] = top
                 self._indexes[model_id] = index
+            elif self.catches_up:
+                self.catch_up(index)
             return index
+
+    def catch_up(self, index: VectorIndex) -> int:
+        """Add the faces committed (by other processes) since `index` was last brought up to
+        date; returns how many. Face ids are committed in order (`faces.serialise_face_ids`),
+        so the faces past each collection's high-water mark are exactly the missing ones."""
+        model_id, dim, sealer = index.model_id, index.dim, self.keys.embeddings
+        added = 0
+        with self._lock, self.db.session() as s:
+            top = faces.max_face_id(s)
+            seen = self._synced_to.get(model_id, 0)
+            if top <= seen:
+                return 0
+            for cid in faces.new_faces_after(s, model_id, seen):
+                after = index.state(cid).catch_up_from
+                for ids, vectors in faces.embedding_chunks(
+                    s, sealer, cid, model_id, after, dim=dim
+                ):
+                    index.add(cid, ids, vectors)
+                    added += len(ids)
+            self._synced_to[model_id] = top
+        if added:
+            index.save()
+        return added
+
+    def job_queue(self) -> object:
+        """The job queue (procrastinate, opened for deferring) of `job_runner = procrastinate`."""
+        with self._lock:
+            if self._job_queue is None:
+                app = queue.open_app(self.settings.sqlalchemy_url)
+                app.open()
+                self._job_queue = app
+            return self._job_queue
 
     @property
     def index(self) -> VectorIndex:
@@ -298,5 +366,8 @@ class Deployment:
         if self._milvus is not None:
             self._milvus.close()
             self._milvus = None
+        if self._job_queue is not None:
+            self._job_queue.close()  # type: ignore[attr-defined]
+            self._job_queue = None
         self.anchor.close()
         self.db.dispose()

@@ -16,6 +16,7 @@ from facesearch.cli import (
     eval_cmd,
     remote,
     serve_cmd,
+    worker_cmd,
 )
 from facesearch.cli.common import CliState, console_err
 from facesearch.errors import FacesearchError
@@ -51,7 +52,7 @@ def root(
     ctx.obj = CliState(home=home, key_file=key_file)
 
 
-for group in (core, eval_cmd, serve_cmd, admin_cmd, audit_cmd, remote, doctor_cmd):
+for group in (core, eval_cmd, serve_cmd, admin_cmd, audit_cmd, remote, doctor_cmd, worker_cmd):
     group.register(app)
 
 

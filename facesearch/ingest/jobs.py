@@ -17,6 +17,15 @@ with Retry-After), all organisations together `ingest_queue_size` (more: 503), a
 request at most `max_request_pixels` pixels by its files' headers (more: 413). Progress
 (`files_done` of `files_total`, faces, status) is written to the `ingest_tasks` row as chunks
 commit, so any request can read it.
+
+With `job_runner = "procrastinate"` (PostgreSQL only) a job is deferred to the job queue instead
+and run by a `facesearch worker` on any host (`ingest.queue_worker`) through the same code
+(`run_task`, `run_reembed_job`) writing the same row. Uploads are then staged in the blob store
+(each file sealed with the upload key, so every staged blob's content, hence its id, is unique:
+deleting it after the job can never delete a kept image of the same photo), and admission counts
+the organisation's queued and running rows in the database. A worker killed mid-job leaves its
+row `running`; another worker retries the job, which resumes: committed files are skipped, and
+a per-job lock (`store.queue.job_lock`) keeps two workers from running one job at once.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from facesearch.errors import (
 from facesearch.ingest.runner import FolderIngest
 from facesearch.ingest.walker import (
     MAX_DEPTH,
+    FoundFile,
     Refused,
     Tree,
     check_name,
@@ -59,6 +69,8 @@ from facesearch.ingest.walker import (
 from facesearch.security import audit
 from facesearch.security.actor import Actor, SystemActor
 from facesearch.security.tenancy import managed_collection, org_job, org_of
+from facesearch.store import faces as face_queries
+from facesearch.store import queue as job_queue
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import Collection, SourceFile
 from facesearch.store.jobs import Job, JobKind, JobStatus
@@ -111,14 +123,19 @@ def job_view(task: Job) -> dict[str, Any]:
 
 
 class _TaskProgress:
-    """FolderIngest progress written to the task row (at most a few times a second)."""
+    """FolderIngest progress written to the task row (at most a few times a second). A job that
+    resumes (its first worker died) counts the faces its earlier runs committed too."""
 
-    def __init__(self, dep: Deployment, task_id: int) -> None:
+    def __init__(
+        self, dep: Deployment, task_id: int, run_of: Callable[[], int | None] | None = None
+    ) -> None:
         self.dep = dep
         self.task_id = task_id
+        self.run_of = run_of
         self.total = 0
         self.done = 0
         self.faces = 0
+        self.runs: list[int] = []
 
     def _write(self) -> None:
         with self.dep.db.session() as s:
@@ -130,12 +147,34 @@ class _TaskProgress:
 
     def start(self, total: int) -> None:
         self.total = total
+        run_id = self.run_of() if self.run_of is not None else None
+        if run_id is not None:
+            with self.dep.db.session() as s:
+                task = s.get(Job, self.task_id)
+                if task is not None:
+                    earlier = [int(r) for r in (task.summary or {}).get("runs", [])]
+                    self.faces = _faces_of_runs(s, earlier)
+                    self.runs = [*earlier, run_id]
+                    task.summary = {**(task.summary or {}), "runs": self.runs}
         self._write()
 
     def advance(self, files: int, faces: int) -> None:
         self.done += files
         self.faces += faces
         self._write()
+
+
+def _faces_of_runs(session: Session, runs: list[int]) -> int:
+    if not runs:
+        return 0
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(SourceFile.face_count), 0)).where(
+                SourceFile.job_id.in_(runs)
+            )
+        )
+        or 0
+    )
 
 
 class JobRunner:
@@ -243,7 +282,8 @@ def runner_for(dep: Deployment) -> JobRunner:
 
 
 def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int = 1) -> None:
-    """Run one task to its end, recording the outcome on its row (never raises)."""
+    """Run one task to its end, recording the outcome on its row (never raises). A task whose
+    earlier run was cut short (its worker died) resumes: committed files are skipped."""
     with dep.db.session() as s:
         task = s.get(Job, task_id)
         if task is None or task.collection_id is None:
@@ -255,25 +295,23 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
             return
         task.status = JobStatus.RUNNING
         collection_id, kind = collection.id, task.kind
-    progress = _TaskProgress(dep, task_id)
+    upload = kind == JobKind.UPLOAD
+    ingest = FolderIngest(
+        dep,
+        collection_id,
+        workers=workers,
+        sealed=upload,  # staged uploads are sealed (ADR 0010)
+        provenance=(lambda found: upload_source(found, task_id)) if upload else None,
+        source_kind="upload" if upload else "file",
+    )
+    progress = _TaskProgress(dep, task_id, lambda: ingest.run_id)
+    ingest.progress = progress
     status, error = JobStatus.FAILED, None
     summary: dict[str, Any] = {}
     try:
-        result = FolderIngest(
-            dep,
-            collection_id,
-            workers=workers,
-            progress=progress,
-            sealed=kind == JobKind.UPLOAD,  # staged uploads are sealed (ADR 0010)
-        ).run(folder)
+        result = ingest.run(folder)
         summary = result.as_dict()
         status = JobStatus.DONE
-        if kind == JobKind.UPLOAD and isinstance(folder, Path):
-            _rewrite_provenance(dep, result.job_id, folder, task_id)
-            summary["rejected_files"] = [
-                {"path": _upload_source(p, folder, task_id), "reason": reason}
-                for p, reason in result.rejected_files
-            ]
     except FacesearchError as exc:
         error = str(exc)
     except Refused as exc:
@@ -286,6 +324,8 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
     with dep.db.session() as s:
         task = s.get(Job, task_id)
         if task is not None:
+            if progress.runs:
+                summary["runs"] = progress.runs
             task.status = status
             task.error = error
             task.summary = summary
@@ -300,20 +340,10 @@ def _label(folder: Path | Tree) -> str:
     return folder.label if isinstance(folder, Tree) else "the upload"
 
 
-def _upload_source(path: str, folder: Path, task_id: int) -> str:
-    try:
-        rel = Path(path).relative_to(folder.resolve())
-    except ValueError:
-        return path
-    name = rel.name.split("-", 1)[-1].removesuffix(".upload.jpg")
+def upload_source(found: FoundFile, task_id: int) -> str:
+    """The provenance of a staged upload: `upload:<task id>/<original file name>`."""
+    name = found.parts[-1].split("-", 1)[-1].removesuffix(".upload.jpg")
     return f"upload:{task_id}/{name}"
-
-
-def _rewrite_provenance(dep: Deployment, job_id: int, folder: Path, task_id: int) -> None:
-    with dep.db.session() as s:
-        for row in s.scalars(select(SourceFile).where(SourceFile.job_id == job_id)):
-            row.source = _upload_source(row.source, folder, task_id)
-            row.source_kind = "upload"
 
 
 # -- requests -------------------------------------------------------------------------------------
@@ -365,6 +395,8 @@ def start_upload(
             f"the files hold {pixels} pixels; one request may bring at most "
             f"{dep.settings.max_request_pixels}"
         )
+    if _queued(dep, runner):
+        return _queue_upload(dep, session, actor, org_id, collection.id, files)
     runner = runner or runner_for(dep)
     runner.admit(org_id)
     task = new_job(session, actor, org_id, collection.id, JobKind.UPLOAD, files_total=len(files))
@@ -375,25 +407,181 @@ def start_upload(
             fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(dep.keys.blobs.seal(f.data, upload_aad(name)))
-        audit.record_for(
-            session,
-            actor,
-            "ingest.started",
-            target_type="job",
-            target_id=task.id,
-            details={
-                "kind": "upload",
-                "collection_id": collection.id,
-                "files": len(files),
-                "bytes": sum(len(f.data) for f in files),
-            },
-        )
+        _audit_upload(session, actor, task.id, collection.id, files)
         session.commit()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     runner.submit(task.id, folder, temporary=True, org_id=org_id)
     return job_view(task)
+
+
+def _audit_upload(
+    session: Session, actor: Actor, task_id: int, collection_id: int, files: list[UploadFile]
+) -> None:
+    audit.record_for(
+        session,
+        actor,
+        "ingest.started",
+        target_type="job",
+        target_id=task_id,
+        details={
+            "kind": "upload",
+            "collection_id": collection_id,
+            "files": len(files),
+            "bytes": sum(len(f.data) for f in files),
+        },
+    )
+
+
+# -- the job queue (job_runner = procrastinate) ---------------------------------------------------
+def _queued(dep: Deployment, runner: JobRunner | None) -> bool:
+    """Whether a new job goes to the job queue (not to an in-process runner given by a test)."""
+    return runner is None and dep.settings.uses_job_queue
+
+
+def _admit_queued(dep: Deployment, session: Session, org_id: int) -> None:
+    """The in-process runner's admission, counted on the jobs table (every server process and
+    worker sees the same): 429 over the organisation's share, 503 over the queue's size."""
+    active = Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))
+    mine = session.scalar(select(func.count(Job.id)).where(active, Job.org_id == org_id)) or 0
+    if mine >= dep.settings.ingest_queue_per_org:
+        raise TooManyRequests(60)
+    if (session.scalar(select(func.count(Job.id)).where(active)) or 0) >= (
+        dep.settings.ingest_queue_size
+    ):
+        raise Unavailable(60)
+
+
+#: what a staged upload blob holds: this prefix, the staged file name, NUL, then the file sealed
+#: with the upload key (bound to that name). Job arguments carry only blob ids: no file name
+#: reaches the queue's tables or a worker's log.
+STAGED_PREFIX = b"facesearch/staged-upload/v1\x00"
+
+
+def _queue_upload(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    org_id: int,
+    collection_id: int,
+    files: list[UploadFile],
+) -> dict[str, Any]:
+    """Stage the files in the blob store (which every worker reaches) and defer the job."""
+    _admit_queued(dep, session, org_id)
+    task = new_job(session, actor, org_id, collection_id, JobKind.UPLOAD, files_total=len(files))
+    staged: list[str] = []
+    try:
+        for i, f in enumerate(files):
+            name = safe_filename(f.filename, i)
+            sealed = dep.keys.blobs.seal(f.data, upload_aad(name))  # a fresh nonce: a unique blob
+            staged.append(dep.blobs.put(STAGED_PREFIX + name.encode() + b"\x00" + sealed))
+        _audit_upload(session, actor, task.id, collection_id, files)
+        session.commit()
+    except BaseException:
+        delete_staged(dep, staged)
+        raise
+    _defer(dep, task.id, {"kind": "upload", "staged": staged})
+    return job_view(task)
+
+
+def _defer(dep: Deployment, task_id: int, spec: dict[str, Any]) -> None:
+    try:
+        job_queue.defer(
+            dep.job_queue(),
+            dep.settings.job_queue,
+            job_queue.TASK_RUN_JOB,
+            task_id=task_id,
+            spec=spec,
+        )
+    except Exception:
+        log.exception("job %s could not be queued", task_id)
+        with dep.db.session() as s:
+            task = s.get(Job, task_id)
+            if task is not None:
+                task.status, task.error = JobStatus.FAILED, "the job queue is unreachable"
+                task.finished_at = utcnow()
+        delete_staged(dep, spec.get("staged", []))
+        raise Unavailable(30) from None
+
+
+def delete_staged(dep: Deployment, staged: list[str]) -> None:
+    """Delete an upload's staged blobs, never one that a face crop or a kept image uses."""
+    with dep.db.session() as s:
+        for blob in staged:
+            if not face_queries.blob_in_use(s, blob):
+                dep.blobs.delete(blob)
+
+
+def stage_upload(dep: Deployment, task_id: int, staged: list[str]) -> Path:
+    """The staged blobs of an upload as a private local folder of sealed files, for a worker."""
+    folder = Path(tempfile.mkdtemp(prefix=f"task-{task_id}-", dir=uploads_root(dep)))
+    try:
+        for blob in staged:
+            data = dep.blobs.get(blob)
+            if not data.startswith(STAGED_PREFIX):
+                raise ValueError("not a staged upload")
+            raw_name, _, sealed = data[len(STAGED_PREFIX) :].partition(b"\x00")
+            name = raw_name.decode()
+            check_name(name)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(sealed)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def run_queued(
+    dep: Deployment, task_id: int, spec: dict[str, Any], *, workers: int = 1, attempt: int = 1
+) -> None:
+    """Run a job taken from the job queue (in a `facesearch worker`), to its end, recording
+    the outcome on its row. One worker at a time runs a job (a lock per job, released when the
+    worker's connection goes, even by kill -9); a job found finished is not run again."""
+    with job_queue.job_lock(dep.db.engine, task_id):
+        with dep.db.session() as s:
+            task = s.get(Job, task_id)
+            finished = task is None or task.status in (JobStatus.DONE, JobStatus.FAILED)
+            org_id = task.org_id if task is not None else None
+        kind = spec.get("kind")
+        if finished:
+            pass
+        elif kind == "folder" and org_id is not None:
+            try:
+                tree = drop_tree(dep, org_id, str(spec.get("folder", ".")))
+            except FacesearchError as exc:
+                _fail(dep, task_id, str(exc))
+            else:
+                run_task(dep, task_id, tree, workers=workers)
+        elif kind == "upload":
+            try:
+                folder = stage_upload(dep, task_id, spec.get("staged", []))
+            except (OSError, ValueError):
+                _fail(dep, task_id, "the staged upload is gone or damaged")
+            else:
+                try:
+                    run_task(dep, task_id, folder, workers=workers)
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+        elif kind == "reembed":
+            run_reembed_job(dep, task_id, str(spec.get("model")), workers=workers)
+        else:
+            _fail(dep, task_id, f"unknown job kind {kind!r}")
+        if kind == "upload":
+            delete_staged(dep, spec.get("staged", []))  # the job is finished either way
+        if attempt > 1 and not finished:
+            with dep.db.session() as s:
+                task = s.get(Job, task_id)
+                if task is not None:
+                    task.summary = {**(task.summary or {}), "attempts": attempt}
+
+
+def _fail(dep: Deployment, task_id: int, error: str) -> None:
+    with dep.db.session() as s:
+        task = s.get(Job, task_id)
+        if task is not None:
+            task.status, task.error, task.finished_at = JobStatus.FAILED, error, utcnow()
 
 
 def drop_tree(dep: Deployment, org_id: int, folder: str) -> Tree:
@@ -453,8 +641,12 @@ def start_folder(
     org_id = org_of(actor)
     collection = managed_collection(session, org_id, collection_id)
     tree = drop_tree(dep, org_id, folder)
-    runner = runner or runner_for(dep)
-    runner.admit(org_id)
+    queued = _queued(dep, runner)
+    if queued:
+        _admit_queued(dep, session, org_id)
+    else:
+        runner = runner or runner_for(dep)
+        runner.admit(org_id)
     try:
         tree.exists()
     except Refused as exc:
@@ -478,7 +670,11 @@ def start_folder(
         details={"kind": "folder", "collection_id": collection.id, "folder": tree.label},
     )
     session.commit()
-    runner.submit(task.id, tree, temporary=False, org_id=org_id)
+    if queued:
+        _defer(dep, task.id, {"kind": "folder", "folder": folder})
+    else:
+        assert runner is not None
+        runner.submit(task.id, tree, temporary=False, org_id=org_id)
     return job_view(task)
 
 
@@ -524,11 +720,8 @@ def run_reembed_job(dep: Deployment, job_id: int, model: str, *, workers: int = 
         job = s.get(Job, job_id)
         if job is not None:
             job.status, job.error, job.summary = status, error, summary
-            job.files_total, job.files_done, job.faces = (
-                progress.total,
-                progress.done,
-                progress.faces,
-            )
+            job.files_total, job.files_done = progress.total, progress.done
+            job.faces = int(summary.get("faces", progress.faces))
             job.finished_at = utcnow()
 
 
@@ -557,8 +750,12 @@ def start_reembed(
     )
     if busy is not None:
         raise Conflict(f"job {busy} is still working on this collection; wait for it")
-    runner = runner or runner_for(dep)
-    runner.admit(org_id)
+    queued = _queued(dep, runner)
+    if queued:
+        _admit_queued(dep, session, org_id)
+    else:
+        runner = runner or runner_for(dep)
+        runner.admit(org_id)
     task = new_job(session, actor, org_id, collection.id, JobKind.REEMBED)
     audit.record_for(
         session,
@@ -574,6 +771,10 @@ def start_reembed(
     )
     session.commit()
     job_id = task.id
+    if queued:
+        _defer(dep, job_id, {"kind": "reembed", "model": target_name(target)})
+        return job_view(task)
+    assert runner is not None
     runner.submit_work(
         job_id, lambda: run_reembed_job(dep, job_id, target_name(target)), org_id=org_id
     )

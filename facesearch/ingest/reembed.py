@@ -31,6 +31,7 @@ from facesearch.ingest.worker import FileResult, run_chunks
 from facesearch.security import audit
 from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import display_name
+from facesearch.store import faces
 from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile
 
 CHUNK_FILES = 4
@@ -156,7 +157,21 @@ class Reembed:
             new_ids: list[int] = []
             vectors: list[bytes] = []
             with self.dep.db.session() as s:
+                # face ids in commit order; files another run re-embedded meanwhile are left out
+                faces.serialise_face_ids(s)
+                already = set(
+                    s.scalars(
+                        select(Face.file_id)
+                        .where(
+                            Face.file_id.in_([r.key for r in results]),
+                            Face.model_id == self.target,
+                        )
+                        .distinct()
+                    )
+                )
                 for result in results:
+                    if result.key in already:
+                        continue
                     for position, face in enumerate(result.faces):
                         row = new_face(
                             self.dep,

@@ -9,7 +9,7 @@ exactly where an uninterrupted run would.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -112,6 +112,7 @@ def new_face(
     collection_id: int,
     position: int,
     face: FaceResult,
+    crop_blob: str | None = None,
 ) -> Face:
     """The row of one analysed face: geometry, quality, the sealed embedding (bound to its file,
     position and model) and the sealed crop. Ingest and re-embed both store faces this way."""
@@ -134,7 +135,7 @@ def new_face(
         embedding=dep.keys.embeddings.seal(
             face.embedding, embedding_aad(file_id, position, model.model_id)
         ),
-        crop_blob=dep.blobs.put(face.crop_jpeg),
+        crop_blob=crop_blob or dep.blobs.put(face.crop_jpeg),
     )
 
 
@@ -150,10 +151,17 @@ class FolderIngest:
         workers: int | None = None,
         progress: IngestProgress | None = None,
         sealed: bool = False,
+        provenance: Callable[[FoundFile], str] | None = None,
+        source_kind: str = "file",
     ) -> None:
         self.dep = dep
         self.collection_id = collection_id
         self.sealed = sealed  # the folder's files are sealed uploads
+        #: how a found file is named in provenance (default: its path as the tree names it)
+        self.provenance = provenance or (lambda found: found.source)
+        self.source_kind = source_kind
+        #: the IngestRun of the current run, once it has started
+        self.run_id: int | None = None
         self.workers = workers if workers is not None else dep.settings.worker_count
         self.progress = progress or NoProgress()
 
@@ -191,7 +199,7 @@ class FolderIngest:
         self, collection_id: int, batch: list[FoundFile]
     ) -> set[tuple[str, int, float | None]]:
         with self.dep.db.session() as s:
-            return faces.known_sources(s, collection_id, [f.source for f in batch])
+            return faces.known_sources(s, collection_id, [self.provenance(f) for f in batch])
 
     def _known_hashes(self, collection_id: int, digests: list[str]) -> set[str]:
         with self.dep.db.session() as s:
@@ -223,6 +231,7 @@ class FolderIngest:
             s.add(run)
             s.flush()
             job_id = run.id
+        self.run_id = job_id
         summary = IngestSummary(name, job_id)
         files = list(tree.walk())
         summary.files_seen = len(files)
@@ -263,7 +272,7 @@ class FolderIngest:
             batch = files[start : start + self.LOOKUP_BATCH]
             known_stat = self._known_stat(collection_id, batch)
             for offset, found in enumerate(batch):
-                source = found.source
+                source = self.provenance(found)
                 if (source, found.size, found.mtime) in known_stat:
                     summary.skipped += 1
                     self.progress.advance(1, 0)
@@ -304,19 +313,39 @@ class FolderIngest:
         new_ids: list[int] = []
         new_vecs: list[bytes] = []
         faces_added = 0
+        committed_meanwhile = 0
+        # blobs first, outside the face-insert lock (content-addressed: writing one another run
+        # wrote already is a no-op), so the lock covers the inserts only
+        blobs: dict[int, tuple[str | None, list[str]]] = {}
+        for result in results:
+            data = meta[result.key][2]
+            keep = result.status != FileStatus.REJECTED and store_images
+            blobs[result.key] = (
+                dep.blobs.put(data) if keep else None,
+                [dep.blobs.put(face.crop_jpeg) for face in result.faces],
+            )
         with dep.db.session() as s:
+            # face ids in commit order; and, under that lock, files another run (another worker
+            # on the same folder or job) committed since this chunk was planned are left out
+            faces.serialise_face_ids(s)
+            taken = faces.hashes_with_sources(s, collection_id, [d for _, d, _ in meta.values()])
             pending: list[tuple[SourceFile, FileResult]] = []
             for result in results:
                 found, digest, data = meta[result.key]
-                source = found.source
-                image_blob = None
-                if result.status != FileStatus.REJECTED and store_images:
-                    image_blob = dep.blobs.put(data)
+                source = self.provenance(found)
+                if digest in taken:
+                    if taken[digest] == source:
+                        summary.skipped += 1
+                    else:
+                        summary.duplicates += 1
+                    committed_meanwhile += 1
+                    continue
+                image_blob = blobs[result.key][0]
                 row = SourceFile(
                     collection_id=collection_id,
                     job_id=job_id,
                     source=source,
-                    source_kind="file",
+                    source_kind=self.source_kind,
                     content_hash=digest,
                     byte_size=len(data),
                     mtime=found.mtime,
@@ -340,6 +369,7 @@ class FolderIngest:
                         collection_id=collection_id,
                         position=index,
                         face=face,
+                        crop_blob=blobs[result.key][1][index],
                     )
                     s.add(face_row)
                     s.flush()
@@ -358,4 +388,4 @@ class FolderIngest:
         if new_ids:
             vectors = np.frombuffer(b"".join(new_vecs), dtype=np.float32).reshape(len(new_ids), -1)
             self.index.add(collection_id, np.asarray(new_ids, dtype=np.int64), vectors)
-        self.progress.advance(len(results), faces_added)
+        self.progress.advance(len(pending) + committed_meanwhile, faces_added)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from facesearch.crypto import Sealer
@@ -153,3 +153,45 @@ def known_hashes(session: Session, collection_id: int, hashes: Sequence[str]) ->
             )
         )
     )
+
+
+#: the PostgreSQL advisory lock key under which face rows are inserted (see `serialise_face_ids`)
+FACE_INSERT_LOCK = 0x46534643  # "FSFC"
+
+
+def serialise_face_ids(session: Session) -> None:
+    """Take, for the rest of the session's transaction, the one lock every transaction that
+    inserts faces holds (PostgreSQL; SQLite has one writer anyway). Face ids are then allocated
+    and committed in order: whoever sees face id N committed also sees every committed face
+    below N, so a process catches up by reading past its high-water mark (`max_face_id`,
+    `new_faces_after`) and never misses a face another process committed late."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FACE_INSERT_LOCK})
+
+
+def max_face_id(session: Session) -> int:
+    """The highest face id committed (one probe of the primary key)."""
+    return int(session.scalar(select(func.max(Face.id))) or 0)
+
+
+def new_faces_after(session: Session, model_id: str, after_id: int) -> dict[int, int]:
+    """{collection id: faces} of one model's faces past `after_id` (a primary-key range)."""
+    rows = session.execute(
+        select(Face.collection_id, func.count(Face.id))
+        .where(Face.id > after_id, Face.model_id == model_id)
+        .group_by(Face.collection_id)
+    ).all()
+    return {int(cid): int(n) for cid, n in rows}
+
+
+def hashes_with_sources(
+    session: Session, collection_id: int, hashes: Sequence[str]
+) -> dict[str, str]:
+    """{content hash: source} of those of `hashes` the collection already holds."""
+    rows = session.execute(
+        select(SourceFile.content_hash, SourceFile.source).where(
+            SourceFile.collection_id == collection_id,
+            SourceFile.content_hash.in_(list(hashes)),
+        )
+    ).all()
+    return {str(h): str(src) for h, src in rows}

@@ -157,6 +157,14 @@ class Face(Base):
         Index("ix_faces_collection_id_id", "collection_id", "id"),
         #: the index's catch-up and counts: one model's faces of a collection, by id
         Index("ix_faces_model_id_collection_id_id", "model_id", "collection_id", "id"),
+        #: one face per file, model and position, whichever worker commits it
+        Index(
+            "uq_faces_file_id_model_id_face_index",
+            "file_id",
+            "model_id",
+            "face_index",
+            unique=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -53,6 +53,10 @@ def test_hot_queries_use_indexes(tmp_path: Path) -> None:
             faces.known_sources(s, 1, ["/a.jpg", "/b.jpg"])
             faces.known_hashes(s, 1, ["00" * 32])
             faces.model_ids(s)
+            # the service's catch-up with faces workers commit, and a chunk's re-check
+            faces.max_face_id(s)
+            faces.new_faces_after(s, "sface-2021dec", 10)
+            faces.hashes_with_sources(s, 1, ["00" * 32])
             # search: the faces of the hits; collection deletion: its rows, then its blobs
             s.execute(
                 select(Face, SourceFile)
