@@ -5,6 +5,8 @@ It holds no rules of its own: services receive a `Deployment` and use its parts.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import threading
 import tomllib
@@ -28,6 +30,8 @@ from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
 from facesearch.workqueue import FairQueue
+
+log = logging.getLogger(__name__)
 
 MARKER = "deployment"
 
@@ -154,6 +158,8 @@ class Deployment:
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._milvus: Any = None
+        #: model id -> the open file holding that model's segment-index writer lock
+        self._index_locks: dict[str, int] = {}
         #: the highest face id each loaded index is known to hold everything up to
         self._synced_to: dict[str, int] = {}
         #: a `facesearch worker` writes faces to the database only (the embedded index is the
@@ -225,7 +231,32 @@ class Deployment:
             shortlist=self.settings.index_shortlist,
             rerank=self.settings.index_rerank,
             background_compaction=self.background_compaction,
+            read_only=not self._take_index_writer_lock(model_id),
         )
+
+    def _take_index_writer_lock(self, model_id: str) -> bool:
+        """One process writes a model's segment files: the first to open them (the service,
+        when it runs). The lock (flock on `<index dir>/<model>.writer.lock`) lives as long as
+        the deployment; a process that cannot take it reads the segments, keeps its own index
+        changes in memory and leaves them to the writer, which catches up from the database."""
+        with self._lock:
+            if model_id in self._index_locks:
+                return True
+            self.settings.index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = self.settings.index_dir / f"{model_id}.writer.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                log.warning(
+                    "another process (the service?) writes the %s index: this one reads it and "
+                    "leaves its changes to that process, which catches up from the database",
+                    model_id,
+                )
+                return False
+            self._index_locks[model_id] = fd
+            return True
 
     @property
     def milvus(self) -> Any:
@@ -250,13 +281,10 @@ class Deployment:
 
     @property
     def catches_up(self) -> bool:
-        """Whether other processes commit faces this process must catch up with: the service
-        of a deployment whose jobs run in `facesearch worker`s."""
-        return (
-            self.settings.uses_job_queue
-            and self.writes_local_index
-            and self.settings.index_backend != "milvus"  # workers write to Milvus themselves
-        )
+        """Whether other processes may commit faces this process must catch up with: with the
+        embedded index, `facesearch worker`s and CLI commands run beside the service write the
+        database only (the service holds the index's writer lock)."""
+        return self.writes_local_index and self.settings.index_backend != "milvus"
 
     def index_for(self, model_id: str) -> VectorIndex:
         """The vector index of one model, reconciled with the database on first use. When
@@ -369,5 +397,8 @@ class Deployment:
         if self._job_queue is not None:
             self._job_queue.close()  # type: ignore[attr-defined]
             self._job_queue = None
+        for fd in self._index_locks.values():
+            os.close(fd)  # releases the writer lock
+        self._index_locks.clear()
         self.anchor.close()
         self.db.dispose()

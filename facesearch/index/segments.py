@@ -394,7 +394,7 @@ class CollectionSegments:
                         for v in views
                     ]
             named = {self.seg_path(v.segment.seq).name for v in views} | {"manifest"}
-            if self.directory.exists():
+            if self.directory.exists() and not self.owner.read_only:
                 for path in self.directory.iterdir():
                     if path.name not in named:
                         path.unlink(missing_ok=True)
@@ -406,14 +406,15 @@ class CollectionSegments:
             )
             self.loaded = True
             if manifest is not None and manifest.get("pending_deleted"):
-                self.write_manifest(self.snapshot)  # the tombstones now sit in their segments
+                # the tombstones now sit in their segments (in memory only when read-only)
+                self.write_manifest(self.snapshot)
 
     def remove_unloaded(self, drop: I64) -> bool:
         """Tombstone `drop` without opening a segment: the ids go to the manifest's
         `pending_deleted` (durable at once) and into the segments on the next load. True when
         done so; False when the collection is loaded (the caller removes in memory)."""
         with self.lock:
-            if self.loaded:
+            if self.loaded or self.owner.read_only:
                 return False
             manifest = self.read_manifest()
             if manifest is None:
@@ -453,6 +454,8 @@ class CollectionSegments:
             ],
         }
         self._manifest = doc
+        if self.owner.read_only:
+            return
         _write_atomic(
             self.directory / "manifest",
             self.owner.sealer.seal(json.dumps(doc).encode(), self._aad("manifest")),
@@ -503,8 +506,12 @@ class SegmentIndex:
         tail_limit: int = 8192,
         max_segments: int = 8,
         background_compaction: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.directory = directory / model_id
+        #: another process writes this index (the service holds its writer lock): this one reads
+        #: the sealed segments and keeps its own changes in memory, never touching a file
+        self.read_only = read_only
         self.sealer = sealer
         self.model_id = model_id
         self.dim = dim
@@ -522,13 +529,14 @@ class SegmentIndex:
                     cs = CollectionSegments(self, int(path.name[1:]))
                     try:
                         if cs.read_manifest() is None:
-                            shutil.rmtree(path, ignore_errors=True)
+                            if not read_only:
+                                shutil.rmtree(path, ignore_errors=True)
                             continue
                     except Exception as exc:  # unreadable: rebuilt from the database
                         log.warning("ignoring unreadable index manifest %s: %s", path, exc)
                         continue
                     self._collections[cs.collection_id] = cs
-            for path in self.directory.glob("*.trash"):
+            for path in self.directory.glob("*.trash") if not read_only else ():
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -589,6 +597,8 @@ class SegmentIndex:
 
     def _seal_tail(self, cs: CollectionSegments) -> None:
         """Seal the tail into a new segment and publish a manifest naming it."""
+        if self.read_only:
+            return  # the tail stays in memory
         with cs.lock:
             snap = cs.snapshot
             if snap.tail_ids.shape[0]:
@@ -614,6 +624,8 @@ class SegmentIndex:
         drop = np.unique(np.asarray(list(ids), dtype=np.int64))
         if cs.remove_unloaded(drop):
             return  # a cold index (the CLI): no segment is opened for a tombstone
+        cs = self._get(collection_id)
+        assert cs is not None
         with cs.lock:
             snap = cs.snapshot
             views = []
@@ -639,7 +651,7 @@ class SegmentIndex:
         if cs is not None:
             with cs.lock:
                 cs.snapshot = Snapshot(tail_vectors=np.zeros((0, self.dim), np.float32))
-        if directory.exists():
+        if directory.exists() and not self.read_only:
             trash = directory.with_name(directory.name + ".trash")
             shutil.rmtree(trash, ignore_errors=True)
             directory.replace(trash)
@@ -658,6 +670,9 @@ class SegmentIndex:
             cs = self._collections.get(collection_id)
             if cs is None:
                 cs = self._collections[collection_id] = CollectionSegments(self, collection_id)
+        if self.read_only:
+            self._rebuild_in_memory(cs, chunks)
+            return
         if not cs.loaded:
             try:
                 manifest = cs.read_manifest()
@@ -706,6 +721,19 @@ class SegmentIndex:
             for path in cs.directory.iterdir():
                 if path.name not in named:
                     path.unlink(missing_ok=True)
+
+    def _rebuild_in_memory(self, cs: CollectionSegments, chunks: Iterable[tuple[I64, F32]]) -> None:
+        """A read-only index's rebuild: the whole collection in the (exactly searched) tail."""
+        parts = [(np.asarray(i, np.int64), np.asarray(v, np.float32)) for i, v in chunks if len(i)]
+        ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+        vecs = (
+            np.concatenate([v for _, v in parts]) if parts else np.zeros((0, self.dim), np.float32)
+        )
+        ids, first = np.unique(ids, return_index=True)
+        with cs.lock:
+            high = int(ids[-1]) if ids.shape[0] else 0
+            cs.snapshot = Snapshot((), ids, np.ascontiguousarray(vecs[first]), high)
+            cs.loaded = True
 
     def search(self, queries: F32, k: int, collections: Sequence[int]) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -806,6 +834,8 @@ class SegmentIndex:
 
     def save(self) -> None:
         """Seal every dirty tail into a segment; then compact where segments pile up."""
+        if self.read_only:
+            return
         for cs in list(self._collections.values()):
             if cs.dirty:
                 self._seal_tail(cs)
@@ -823,7 +853,7 @@ class SegmentIndex:
         return by_size[: len(views) - self.max_segments // 2 + 1]
 
     def _maybe_compact(self, cs: CollectionSegments) -> None:
-        if not cs.loaded or not self._plan(cs.snapshot):
+        if self.read_only or not cs.loaded or not self._plan(cs.snapshot):
             return
         if self.background_compaction:
             thread = threading.Thread(
@@ -842,6 +872,8 @@ class SegmentIndex:
     def compact(self, collection_id: int) -> bool:
         """Merge what `_plan` picks into one segment, off the search path; returns whether it
         changed anything. Deletes that arrive meanwhile are carried over at the switch."""
+        if self.read_only:
+            return False
         cs = self._get(collection_id)
         if cs is None or not cs.compacting.acquire(blocking=False):
             return False
