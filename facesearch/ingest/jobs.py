@@ -53,6 +53,7 @@ from facesearch.ingest.walker import (
     Refused,
     Tree,
     check_name,
+    folder_label,
     protected_files,
     upload_aad,
 )
@@ -301,11 +302,11 @@ def _label(folder: Path | Tree) -> str:
 
 
 def _upload_source(path: str, folder: Path, task_id: int) -> str:
-    try:
-        rel = Path(path).relative_to(folder.resolve())
-    except ValueError:
+    """`upload:<job>/<file name>` for a staged upload's source (`folder:<staging>/<name>`)."""
+    prefix = folder_label(folder.resolve()) + "/"
+    if not path.startswith(prefix):
         return path
-    name = rel.name.split("-", 1)[-1].removesuffix(".upload.jpg")
+    name = path.removeprefix(prefix).split("-", 1)[-1].removesuffix(".upload.jpg")
     return f"upload:{task_id}/{name}"
 
 

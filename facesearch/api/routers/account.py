@@ -12,10 +12,21 @@ from facesearch.api.deps import (
     CurrentPrincipal,
     DbSession,
     DeploymentDep,
-    Id,
     Principal,
     require_session,
     session_policy,
+)
+from facesearch.api.ids import (
+    ApiKeyId,
+    ApiKeyIdOut,
+    Details,
+    NoticeIdOut,
+    OrganisationIdOut,
+    PasskeyId,
+    PasskeyIdOut,
+    SessionId,
+    SessionIdOut,
+    UserIdOut,
 )
 from facesearch.security import api_keys, lifecycle, notices, passkeys, self_service
 from facesearch.security.roles import SCOPES
@@ -24,10 +35,10 @@ router = APIRouter(tags=["account"])
 
 
 class MeReply(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     email: str
     display_name: str
-    org_id: int | None
+    org_id: OrganisationIdOut | None
     organisation: str | None
     roles: list[str]
     scopes: list[str]
@@ -38,7 +49,7 @@ class MeReply(BaseModel):
 
 
 class SessionOut(BaseModel):
-    id: int
+    id: SessionIdOut
     created_at: datetime
     last_seen_at: datetime
     expires_at: datetime
@@ -54,7 +65,7 @@ class KeyCreate(BaseModel):
 
 
 class KeyOut(BaseModel):
-    id: int
+    id: ApiKeyIdOut
     name: str
     prefix: str
     scopes: list[str]
@@ -85,7 +96,7 @@ def my_sessions(request: Request, principal: SignedInPerson, s: DbSession) -> li
 
 
 @router.delete("/api/v1/me/sessions/{session_id}", status_code=204, response_class=Response)
-def end_my_session(session_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
+def end_my_session(session_id: SessionId, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.end_my_session(s, principal, session_id)
     return Response(status_code=204)
 
@@ -107,7 +118,7 @@ def create_key(
 
 
 @router.delete("/api/v1/me/api-keys/{key_id}", status_code=204, response_class=Response)
-def revoke_key(key_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
+def revoke_key(key_id: ApiKeyId, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.revoke_key(s, principal, key_id)
     return Response(status_code=204)
 
@@ -173,10 +184,10 @@ def regenerate_recovery_codes(s: DbSession, principal: FreshSession) -> Recovery
 
 
 class NoticeOut(BaseModel):
-    id: int
+    id: NoticeIdOut
     kind: str  # signin.new_device, apikey.created, password.changed, password.reset, ...
     message: str
-    details: dict[str, Any]
+    details: Details
     created_at: datetime
 
 
@@ -202,7 +213,7 @@ class PasskeyRegistration(BaseModel):
 
 
 class PasskeyOut(BaseModel):
-    id: int
+    id: PasskeyIdOut
     name: str
     created_at: datetime
     last_used_at: datetime | None
@@ -235,7 +246,7 @@ def my_passkeys(
 
 
 @router.delete("/api/v1/me/passkeys/{passkey_id}", status_code=204, response_class=Response)
-def remove_passkey(passkey_id: Id, s: DbSession, principal: FreshSession) -> Response:
+def remove_passkey(passkey_id: PasskeyId, s: DbSession, principal: FreshSession) -> Response:
     """Remove a passkey (needs a fresh re-authentication)."""
     passkeys.remove(s, principal, passkey_id)
     return Response(status_code=204)

@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 
-from facesearch.api.deps import MAX_ID, DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
+from facesearch.api.ids import (
+    ApiKeyIdOut,
+    AuditCursor,
+    AuditEntryId,
+    AuditEntryIdOut,
+    Details,
+    OrganisationIdOut,
+    UserIdOut,
+    encode_target,
+)
 from facesearch.api.schemas import Page
 from facesearch.security import audit
 from facesearch.security.roles import Scope
@@ -18,18 +28,22 @@ Auditor = Annotated[Principal, require(Scope.AUDIT)]
 
 
 class EntryOut(BaseModel):
-    id: int
+    id: AuditEntryIdOut
     ts: str
-    org_id: int | None
-    actor_user_id: int | None
-    actor_key_id: int | None
+    org_id: OrganisationIdOut | None
+    actor_user_id: UserIdOut | None
+    actor_key_id: ApiKeyIdOut | None
     action: str
     target_type: str | None
     target_id: str | None
     ip: str | None
-    details: dict[str, Any]
+    details: Details
     prev_hash: str
     entry_hash: str
+
+    @field_serializer("target_id")
+    def _target(self, target_id: str | None) -> str | None:
+        return encode_target(self.target_type, target_id)
 
 
 class EntryList(Page):
@@ -50,11 +64,11 @@ class PublicKeyOut(BaseModel):
 def get_entries(
     db: DbSession,
     principal: Auditor,
-    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    after_id: AuditCursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=80)] = None,
 ) -> dict[str, Any]:
-    return audit.org_entries(db, principal, after_id=after_id, limit=limit, action=action)
+    return audit.org_entries(db, principal, after_id=after_id or 0, limit=limit, action=action)
 
 
 @router.get(
@@ -62,7 +76,7 @@ def get_entries(
     response_model=EntryOut,
     summary="One audit entry of the organisation",
 )
-def get_entry(entry_id: Id, db: DbSession, principal: Auditor) -> dict[str, Any]:
+def get_entry(entry_id: AuditEntryId, db: DbSession, principal: Auditor) -> dict[str, Any]:
     return audit.org_entry(db, principal, entry_id)
 
 
