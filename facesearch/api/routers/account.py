@@ -225,7 +225,9 @@ def passkey_registration_options(
 ) -> PasskeyOptionsOut:
     """Register a passkey, step 1 (needs a fresh re-authentication): creation options with a
     single-use challenge that expires in five minutes."""
-    return PasskeyOptionsOut(options=passkeys.registration_options(s, dep.settings, principal))
+    return PasskeyOptionsOut(
+        options=passkeys.registration_options(s, dep.settings, principal, dep.keys)
+    )
 
 
 @router.post("/api/v1/me/passkeys", response_model=PasskeyOut, status_code=201)
