@@ -53,6 +53,8 @@ KINDS: dict[str, str] = {
 
 #: What a string that does not decode becomes: no table has a row with id 0.
 UNKNOWN = 0
+#: The largest integer id (a 32-bit key: no value reaches the database as an overflow).
+MAX_ID = 2_147_483_647
 
 _CODEC: ContextVar[IdCodec | None] = ContextVar("facesearch_id_codec", default=None)
 
@@ -86,10 +88,6 @@ def decode(kind: str, text: object) -> int:
     """The integer behind an id of `kind`; `UNKNOWN` for anything else."""
     value = _codec().decode(kind, text)
     return UNKNOWN if value is None or value > MAX_ID else value
-
-
-#: The largest integer id (a 32-bit key: no value reaches the database as an overflow).
-MAX_ID = 2_147_483_647
 
 
 def pattern(kind: str) -> str:
