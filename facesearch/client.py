@@ -12,15 +12,20 @@ Every refusal raises a subclass of `ApiError` carrying the HTTP status and the s
 `Unauthorized` (401), `Forbidden` (403), `NotFound` (404, also for other organisations' objects),
 `Conflict` (409), `PayloadTooLarge` (413), `InvalidRequest` (400/422), `RateLimited` (429, with
 `retry_after` seconds), `ServerError` (5xx).
+
+Ids are opaque strings (`col_...`, `face_...`, `case_...`): take them from the server's answers
+and hand them back unchanged; they reveal neither order nor count (docs/decisions/0011).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -125,6 +130,15 @@ def raise_for(response: httpx.Response) -> None:
     raise _BY_STATUS.get(status, ApiError)(status, detail, body)
 
 
+#: What an opaque id of the API looks like: `<kind>_<base32>`.
+_OPAQUE_ID = re.compile(r"^[a-z]+_[a-z2-7]{26}$")
+
+
+def _seg(object_id: str) -> str:
+    """An id as one path segment (quoted: an id never changes which route is called)."""
+    return quote(str(object_id), safe="")
+
+
 def _read_probe(probe: ProbeLike) -> tuple[str, bytes]:
     if isinstance(probe, bytes):
         return "probe.jpg", probe
@@ -186,7 +200,7 @@ class FacesearchClient:
         probe: ProbeLike,
         case: str,
         purpose: str,
-        collections: Iterable[int] | None = None,
+        collections: Iterable[str] | None = None,
         top_k: int = 10,
         threshold: float | None = None,
     ) -> dict[str, Any]:
@@ -194,7 +208,7 @@ class FacesearchClient:
         name, data = _read_probe(probe)
         form: dict[str, Any] = {"case_number": case, "purpose": purpose, "top_k": str(top_k)}
         if collections:
-            form["collections"] = ",".join(str(int(c)) for c in collections)
+            form["collections"] = ",".join(str(c) for c in collections)
         if threshold is not None:
             form["threshold"] = str(threshold)
         return self._json(
@@ -207,40 +221,40 @@ class FacesearchClient:
     def cases(self) -> dict[str, Any]:
         return self._json("GET", "/cases")
 
-    def get_case(self, case_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/cases/{int(case_id)}")
+    def get_case(self, case_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/cases/{_seg(case_id)}")
 
-    def get_search(self, search_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/searches/{int(search_id)}")
+    def get_search(self, search_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/searches/{_seg(search_id)}")
 
-    def review(self, result_id: int, decision: str, note: str = "") -> dict[str, Any]:
+    def review(self, result_id: str, decision: str, note: str = "") -> dict[str, Any]:
         """Confirm or reject a result ("confirm" | "reject")."""
         return self._json(
-            "POST", f"/results/{int(result_id)}/reviews", json={"decision": decision, "note": note}
+            "POST", f"/results/{_seg(result_id)}/reviews", json={"decision": decision, "note": note}
         )
 
     def review_queue(self) -> dict[str, Any]:
         return self._json("GET", "/reviews/queue")
 
-    def crop(self, face_id: int) -> bytes:
+    def crop(self, face_id: str) -> bytes:
         """The JPEG crop of a candidate face (viewing it is audited)."""
-        return self._request("GET", f"/faces/{int(face_id)}/crop").content
+        return self._request("GET", f"/faces/{_seg(face_id)}/crop").content
 
     # -- collections and ingest -------------------------------------------------------------------
     def collections(self) -> list[dict[str, Any]]:
         items = self._json("GET", "/collections").get("items", [])
         return list(items)
 
-    def collection_id(self, name_or_id: str | int) -> int:
-        """Resolve a collection name (own first, then shared) or id."""
+    def collection_id(self, name_or_id: str) -> str:
+        """Resolve a collection name (own first, then shared) or id (`col_...`)."""
         text = str(name_or_id)
-        if text.isdigit():
-            return int(text)
+        if _OPAQUE_ID.match(text) and text.startswith("col_"):
+            return text
         found = [c for c in self.collections() if c["name"] == text]
         found.sort(key=lambda c: not c.get("owned", False))
         if not found:
             raise NotFound(404, f"no collection named {text!r}")
-        return int(found[0]["id"])
+        return str(found[0]["id"])
 
     def create_collection(
         self, name: str, legal_basis: str, retention_days: int, description: str = ""
@@ -256,14 +270,14 @@ class FacesearchClient:
             },
         )
 
-    def share_collection(self, collection_id: int, code: str) -> dict[str, Any]:
+    def share_collection(self, collection_id: str, code: str) -> dict[str, Any]:
         """Offer a collection to the organisation that handed out the one-time share `code`."""
-        return self._json("POST", f"/collections/{int(collection_id)}/shares", json={"code": code})
+        return self._json("POST", f"/collections/{_seg(collection_id)}/shares", json={"code": code})
 
-    def delete_collection(self, collection_id: int) -> dict[str, Any]:
-        return self._json("DELETE", f"/collections/{int(collection_id)}")
+    def delete_collection(self, collection_id: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/collections/{_seg(collection_id)}")
 
-    def upload(self, collection_id: int, files: Iterable[UploadLike]) -> dict[str, Any]:
+    def upload(self, collection_id: str, files: Iterable[UploadLike]) -> dict[str, Any]:
         """Upload images into a collection; returns the background job (see `job`)."""
         parts: list[tuple[str, tuple[str, bytes, str]]] = []
         for item in files:
@@ -273,12 +287,12 @@ class FacesearchClient:
                 path = Path(item)
                 name, data = path.name, path.read_bytes()
             parts.append(("files", (name, data, "application/octet-stream")))
-        return self._json("POST", f"/collections/{int(collection_id)}/uploads", files=parts)
+        return self._json("POST", f"/collections/{_seg(collection_id)}/uploads", files=parts)
 
-    def job(self, job_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{int(job_id)}")
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/jobs/{_seg(job_id)}")
 
-    def wait_job(self, job_id: int, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
+    def wait_job(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
@@ -287,8 +301,12 @@ class FacesearchClient:
             time.sleep(poll)
 
     # -- audit ------------------------------------------------------------------------------------
-    def audit_entries(self, after_id: int = 0, limit: int = 100) -> dict[str, Any]:
-        return self._json("GET", "/audit/entries", params={"after_id": after_id, "limit": limit})
+    def audit_entries(self, after_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Entries oldest first; page on with `after_id` = the last entry's id."""
+        params: dict[str, Any] = {"limit": limit}
+        if after_id is not None:
+            params["after_id"] = after_id
+        return self._json("GET", "/audit/entries", params=params)
 
     def search_history(self, limit: int = 100) -> dict[str, Any]:
         return self._json("GET", "/audit/searches", params={"limit": limit})

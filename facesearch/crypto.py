@@ -15,12 +15,15 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -28,6 +31,7 @@ from facesearch.errors import ConfigError
 
 KEY_FILE_VERSION = 1
 NONCE_SIZE = 12
+_BASE32_BODY = re.compile(r"[a-z2-7]{26}")
 _MAGIC = b"FSE1"  # facesearch sealed envelope, version 1
 
 
@@ -61,6 +65,87 @@ class Sealer:
         return self._aead.decrypt(nonce, sealed[len(_MAGIC) + NONCE_SIZE :], aad)
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lowercase, no padding
+#: our alphabet -> the digits of Python's int(x, 32) ("0-9a-v"), to decode in one call
+_TO_INT32 = str.maketrans(_B32, "0123456789abcdefghijklmnopqrstuv")
+
+
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two characters
+_B32_SHIFTS = tuple(range(120, -1, -10))
+
+
+def _b32(raw: bytes) -> str:
+    """16 bytes as 26 base32 characters (the last one carries 3 bits and two zero bits)."""
+    n = int.from_bytes(raw, "big") << 2
+    return "".join([_B32_PAIRS[(n >> shift) & 1023] for shift in _B32_SHIFTS])
+
+
+def _unb32(body: str) -> bytes | None:
+    """The 16 bytes of a canonical 26-character body, or None (any other spelling)."""
+    if not _BASE32_BODY.fullmatch(body):
+        return None
+    n = int(body.translate(_TO_INT32), 32)
+    if n & 3:
+        return None  # a non-canonical spelling of some block: refused, never an alias
+    return (n >> 2).to_bytes(16, "big")
+
+
+class IdCodec:
+    """Opaque ids for the API (docs/decisions/0015-opaque-ids.md).
+
+    An id of kind `k` (`collection`, `face`, ...) is `<prefix>_<base32 of AES-256(block)>`, the
+    block being `tag(k) (4 bytes) | id (8 bytes, big-endian) | 4 zero bytes`: one call of the
+    block cipher (a keyed pseudo-random permutation of 16-byte blocks), so two ids reveal neither
+    their order nor how many objects exist, and a changed character decrypts to a block whose tag
+    and zero bytes do not check (a forgery succeeds with probability 2^-64). Decoding answers
+    None for anything that is not an id of that kind made with this key."""
+
+    BLOCK = 16
+    #: lowercase RFC 4648 base32 of 16 bytes, without padding
+    BODY_CHARS = 26
+
+    def __init__(self, key: bytes, prefixes: dict[str, str]) -> None:
+        if len(key) != 32:
+            raise ConfigError("the id key must be 32 bytes")
+        # a single block, never a message: ECB over one block *is* the block cipher (ADR 0015).
+        # One long-lived context each way (block-aligned input: every update returns its block
+        # at once, no state carries over); contexts are not thread-safe, hence the lock.
+        cipher = Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305
+        self._enc = cipher.encryptor()
+        self._dec = cipher.decryptor()
+        self._lock = threading.Lock()
+        self.prefixes = dict(prefixes)
+        self._tags = {
+            kind: hashlib.sha256(b"facesearch/id-kind/" + kind.encode()).digest()[:4]
+            for kind in prefixes
+        }
+
+    def encode(self, kind: str, value: int) -> str:
+        if not 0 <= value < 2**63:
+            raise ValueError(f"id out of range for {kind}")
+        block = self._tags[kind] + value.to_bytes(8, "big") + bytes(4)
+        with self._lock:
+            out = self._enc.update(block)
+        return f"{self.prefixes[kind]}_{_b32(out)}"
+
+    def decode(self, kind: str, text: object) -> int | None:
+        """The integer behind an opaque id of `kind`, or None (malformed, another kind, another
+        deployment's key, tampered)."""
+        prefix = self.prefixes[kind] + "_"
+        if not isinstance(text, str) or len(text) != len(prefix) + self.BODY_CHARS:
+            return None
+        if not text.startswith(prefix):
+            return None
+        raw = _unb32(text[len(prefix) :])
+        if raw is None:
+            return None
+        with self._lock:
+            block = self._dec.update(raw)
+        if not hmac.compare_digest(block[:4], self._tags[kind]) or block[12:] != bytes(4):
+            return None
+        return int.from_bytes(block[4:12], "big")
+
+
 class KeyRing:
     """The sub-keys of one deployment, derived from the master key in its key file."""
 
@@ -79,6 +164,8 @@ class KeyRing:
         self.database_key = _derive(master, "facesearch/database/v1")
         #: the HMAC-SHA256 key of the audit chain (scheme hmac-sha256/v1, docs/decisions/0009)
         self.audit_mac_key = _derive(master, "facesearch/audit-chain/v1")
+        #: the AES-256 key of the API's opaque ids (docs/decisions/0011)
+        self.id_key = _derive(master, "facesearch/opaque-ids/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""

@@ -26,7 +26,7 @@ from facesearch.client import (
 )
 from facesearch.deployment import Deployment
 from tests.api.casework_world import LEGAL, PURPOSE, blank_png, gallery
-from tests.api.conftest import make_app, new_deployment, user_factory
+from tests.api.conftest import api_id, db_id, make_app, new_deployment, user_factory
 from tests.conftest import faces_dir, ingest
 
 
@@ -35,7 +35,7 @@ class Server:
     url: str
     dep: Deployment
     keys: dict[str, str]
-    collection_id: int
+    collection_id: str  # opaque, as the API shows it
     probe: Path
 
 
@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     assert reply.status_code == 201, reply.text
     assert admin.org_id is not None
-    ingest(dep, int(reply.json()["id"]), gallery(tmp_path_factory.mktemp("gallery")))
+    ingest(dep, db_id(dep, "collection", reply.json()["id"]), gallery(tmp_path_factory.mktemp("g")))
     keys = {
         "search": make_user("Client Org", ["investigator"]).api_key(["search"]),
         "review1": make_user("Client Org", ["reviewer"]).api_key(["review"]),
@@ -74,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     while not uv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert uv.started, "uvicorn did not start"
-    yield Server(f"http://127.0.0.1:{port}", dep, keys, int(reply.json()["id"]), probe)
+    yield Server(f"http://127.0.0.1:{port}", dep, keys, str(reply.json()["id"]), probe)
     uv.should_exit = True
     thread.join(timeout=10)
     dep.close()
@@ -94,7 +94,10 @@ def test_search_review_crop_and_case(server: Server) -> None:
         with pytest.raises(Forbidden):
             fs.review(cand["result_id"], "confirm")
         with pytest.raises(NotFound):
-            fs.get_case(999_999)
+            fs.get_case(api_id(server.dep, "case", 999_999))
+        with pytest.raises(NotFound):  # an id is one path segment, whatever it holds
+            fs.get_case("../collections")
+        assert fs.collection_id(server.collection_id) == server.collection_id
         with pytest.raises(InvalidRequest) as bad:
             fs.search(server.probe, "2024/77", "short")
         assert "purpose" in bad.value.detail

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facesearch import web
+from facesearch.api import ids
 from facesearch.api.deps import guard
 from facesearch.api.errors import install_handlers
 from facesearch.api.routers import (
@@ -35,6 +36,7 @@ from facesearch.api.routers import (
     searches,
     users,
 )
+from facesearch.crypto import IdCodec
 from facesearch.deployment import Deployment
 from facesearch.security.denials import DenialLog
 from facesearch.security.ratelimit import RateLimiter
@@ -101,9 +103,16 @@ class RequestGuard:
     """Pure ASGI middleware (so it also wraps errors and streaming bodies)."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int, trusted_proxies: list[str], tls: bool
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        trusted_proxies: list[str],
+        tls: bool,
+        codec: IdCodec | None = None,
     ) -> None:
         self.app = app
+        self.codec = codec
         self.max_body = max_body
         self.trusted = _networks(trusted_proxies)
         self.tls = tls
@@ -207,7 +216,11 @@ class RequestGuard:
             return message
 
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            if self.codec is None:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            else:
+                with ids.using(self.codec):  # the deployment's opaque ids (api/ids.py)
+                    await self.app(scope, receive_wrapper, send_wrapper)
         except Exception as exc:
             if cut_off and type(exc).__name__ == "ClientDisconnect":
                 return
@@ -264,5 +277,6 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
         max_body=settings.max_request_bytes,
         trusted_proxies=list(settings.trusted_proxies),
         tls=bool(settings.tls_cert and settings.tls_key),
+        codec=ids.codec_for(dep.keys),
     )
     return app

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 from fastapi import params as fastapi_params
 from sqlalchemy.orm import Session
 
+from facesearch.api.ids import MAX_ID as MAX_ID  # re-exported: the bound of integer ids
 from facesearch.api.public_routes import PUBLIC_ROUTES
 from facesearch.deployment import Deployment
 from facesearch.errors import Forbidden, TooManyRequests, Unauthenticated
@@ -245,8 +246,3 @@ def need_any(principal: Principal, *scopes: str) -> Principal:
     if not principal.scopes & set(scopes):
         raise Forbidden(f"this needs one of the scopes {', '.join(scopes)}")
     return principal
-
-
-MAX_ID = 2_147_483_647
-#: A database id in a path (bounded so that no value reaches the database as an overflow).
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from facesearch.api.ids import (
+    ApiKeyIdOut,
+    CaseIdOut,
+    CollectionIdOut,
+    CropUrl,
+    FaceIdOut,
+    ResultIdOut,
+    SearchIdOut,
+    UserIdOut,
+)
+
 
 class ReviewOut(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     decision: str = Field(description="confirm or reject")
     note: str
     created_at: str
@@ -15,11 +26,11 @@ class ReviewOut(BaseModel):
 class ResultOut(BaseModel):
     """A candidate a search returned, stored as a lead with its review status."""
 
-    id: int
-    search_id: int
+    id: ResultIdOut
+    search_id: SearchIdOut
     probe_face: int
     rank: int
-    face_id: int
+    face_id: FaceIdOut
     score: float
     status: str = Field(description="lead, confirmed (two reviewers) or rejected")
     independent: bool | None = Field(
@@ -28,21 +39,21 @@ class ResultOut(BaseModel):
         "(a reviewer invited by the searcher or by the other reviewer, or all three invited by "
         "one person around the case's time)",
     )
-    crop_url: str
+    crop_url: CropUrl
     reviews: list[ReviewOut]
 
 
 class SearchRecordOut(BaseModel):
     """A search as recorded: who, for which case and purpose, over which collections."""
 
-    id: int
-    case_id: int
+    id: SearchIdOut
+    case_id: CaseIdOut
     case_number: str | None
-    user_id: int | None
-    api_key_id: int | None
+    user_id: UserIdOut | None
+    api_key_id: ApiKeyIdOut | None
     purpose: str
     probe_hash: str
-    collections: list[int]
+    collections: list[CollectionIdOut]
     top_k: int
     threshold: float | None
     model_id: str

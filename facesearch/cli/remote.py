@@ -1,7 +1,8 @@
 """`facesearch remote ...`: talk to a facesearch server with an API key.
 
 The server and key come from --url/--api-key or FACESEARCH_URL/FACESEARCH_API_KEY (prefer the
-environment: a key on the command line lands in the shell history)."""
+environment: a key on the command line lands in the shell history). Ids are the server's opaque
+strings (`col_...`, `job_...`), shown and taken as they are."""
 
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ def ingest(
         try:
             job = fs.upload(fs.collection_id(collection), files)
             if wait:
-                job = fs.wait_job(int(job["id"]))
+                job = fs.wait_job(str(job["id"]))
         except ApiError as exc:
             _fail(exc)
             return
@@ -171,7 +172,7 @@ def ingest(
 
 @remote_app.command("job")
 def job(
-    job_id: int,
+    job_id: Annotated[str, typer.Argument(help="the job's id (job_...)")],
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,

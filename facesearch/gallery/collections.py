@@ -337,7 +337,7 @@ def share_collection(
 def _incoming(session: Session, org_id: int, share_id: int) -> CollectionShare:
     share = session.get(CollectionShare, share_id)
     if share is None or share.org_id != org_id:
-        raise NotFound(f"no share {share_id}")
+        raise NotFound("no such share")
     return share
 
 
@@ -409,7 +409,7 @@ def unshare_collection(
             details={"share_id": share_id},
         )
         session.commit()
-        raise NotFound(f"no share {share_id} of this collection")
+        raise NotFound("no such share of this collection")
     _end_share(session, actor, share, "owner")
     return collection_view(session, collection, org_id)
 

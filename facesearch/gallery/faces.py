@@ -58,13 +58,13 @@ def _audited_crop(
     dep: Deployment, session: Session, actor: Actor, face: Face, org_id: int | None
 ) -> bytes:
     if face.crop_blob is None:
-        raise NotFound(f"face {face.id} has no stored crop")
+        raise NotFound("the face has no stored crop")
     try:
         data = dep.blobs.get(face.crop_blob)
     except (OSError, ValueError) as exc:
         if isinstance(exc, BlobIntegrityError):  # tampering is the operator's business
             log.error("face %s: %s", face.id, exc)
-        raise NotFound(f"face {face.id} has no readable crop") from exc
+        raise NotFound("the face has no readable crop") from exc
     audit.record_for(
         session,
         actor,
@@ -88,7 +88,7 @@ def operator_crop(dep: Deployment, session: Session, face_id: int) -> bytes:
     """The operator's view of a crop at the command line (any collection), audited as `cli`."""
     face = session.get(Face, face_id)
     if face is None:
-        raise NotFound(f"no face {face_id}")
+        raise NotFound("no such face")
     collection = session.get(Collection, face.collection_id)
     return _audited_crop(
         dep, session, system_actor(), face, collection.org_id if collection else None

@@ -89,7 +89,7 @@ class Reembed:
         with self.dep.db.session() as s:
             collection = s.get(Collection, self.collection_id)
             if collection is None:
-                raise NotFound(f"no collection {self.collection_id}")
+                raise NotFound("no such collection")
             if collection.model_id == self.target:
                 raise Conflict(
                     f"collection {display_name(collection)!r} already holds {self.target} "

@@ -211,7 +211,7 @@ class FolderIngest:
         with self.dep.db.session() as s:
             collection = s.get(Collection, collection_id)
             if collection is None:
-                raise NotFound(f"no collection {collection_id}")
+                raise NotFound("no such collection")
             model = self._model_of(collection)
             if collection.model_id is None:
                 collection.model_id = model.model_id

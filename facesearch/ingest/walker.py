@@ -14,7 +14,9 @@ never followed. Each file is checked when it is opened, not when the job was sub
 - only then is that very inode opened for reading, through `/proc/self/fd`.
 
 Sources are named relative to a display root when one is given (drop folders: relative to the
-organisation's drop root, so no server path reaches a job summary or provenance).
+organisation's drop root), and a folder an operator named is labelled `folder:<its name>/<path
+below it>` (`Tree.at`), so no server path reaches provenance, a job summary or an API answer; the
+folder itself is recorded only on the ingest run row, which no API shows.
 """
 
 from __future__ import annotations
@@ -67,13 +69,19 @@ def _display(parts: tuple[str, ...]) -> str:
     return "/".join(p.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for p in parts)
 
 
+def folder_label(root: Path) -> str:
+    """How provenance names a folder an operator ingested: by its name, never its path."""
+    return f"folder:{_display((root.name or 'root',))}"
+
+
 @dataclass(frozen=True)
 class Tree:
     """A folder `anchor/parts...`; `anchor` is trusted (the data directory, or a folder the
     operator named on the command line), nothing below it is followed if it is a link.
 
     `display_from`: sources are named by their components from this index of `parts` on
-    (relative names); None names them by absolute path."""
+    (relative names); None names them by absolute path, or, with `source_label`, as
+    `<source_label>/<path below the folder>`."""
 
     anchor: Path
     parts: tuple[str, ...] = ()
@@ -82,6 +90,8 @@ class Tree:
     single_file: str | None = None
     #: files of this folder are sealed (staged uploads, ADR 0010): opened with this key
     sealer: Sealer | None = None
+    #: a stable label for the root in provenance (`folder:<root name>`), instead of its path
+    source_label: str | None = None
 
     @classmethod
     def at(cls, root: Path, *, protected: frozenset[tuple[int, int]] = frozenset()) -> Tree:
@@ -89,8 +99,11 @@ class Tree:
         links, nothing below it is."""
         resolved = root.expanduser().resolve()
         if resolved.is_file():
-            return cls(resolved.parent, (), None, protected, single_file=resolved.name)
-        return cls(resolved, (), None, protected)
+            label = folder_label(resolved.parent)
+            return cls(
+                resolved.parent, (), None, protected, single_file=resolved.name, source_label=label
+            )
+        return cls(resolved, (), None, protected, source_label=folder_label(resolved))
 
     @property
     def label(self) -> str:
@@ -99,6 +112,8 @@ class Tree:
         return _display(self.parts[self.display_from :]) or "."
 
     def source_of(self, rel: tuple[str, ...]) -> str:
+        if self.display_from is None and self.source_label is not None:
+            return f"{self.source_label}/{_display(self.parts + rel)}"
         if self.display_from is None:
             return str(self.anchor.joinpath(*self.parts, *rel))
         return _display(self.parts[self.display_from :] + rel)
@@ -242,7 +257,7 @@ class FoundFile:
 
     @property
     def source(self) -> str:
-        """Its provenance: relative to the display root, or the absolute path."""
+        """Its provenance: relative to the display root, or labelled by the root's name."""
         return self.tree.source_of(self.parts)
 
     def read(self, limit: int | None = None) -> bytes:

@@ -74,12 +74,13 @@ def independence(
     invited = {u: _invited(session, u) for u in [searcher, *confirmers] if u is not None}
     inviter = {u: by for u, (by, _) in invited.items()}
     problems: list[str] = []
-    for u in confirmers:
+    # reviewers are named by their place in `confirmed_by`, never by a database id
+    for n, u in enumerate(confirmers, 1):
         if searcher is not None and inviter.get(u) == searcher:
-            problems.append(f"reviewer {u} was invited by the searcher")
-        for other in confirmers:
+            problems.append(f"confirming reviewer {n} was invited by the searcher")
+        for m, other in enumerate(confirmers, 1):
             if other != u and inviter.get(u) == other:
-                problems.append(f"reviewer {u} was invited by reviewer {other}")
+                problems.append(f"confirming reviewer {n} was invited by confirming reviewer {m}")
     people = [u for u in [searcher, *confirmers] if u is not None]
     inviters = {inviter.get(u) for u in people}
     if len(people) == len(confirmers) + 1 and len(inviters) == 1 and None not in inviters:

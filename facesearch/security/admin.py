@@ -108,7 +108,7 @@ def invite(
     else:
         own = org_of(principal)
         if org_id is not None and org_id != own:
-            raise NotFound(f"no organisation {org_id}")
+            raise NotFound("no such organisation")
         target = own
     new = accounts.create_invitation(
         session, principal, org_id=target, email=email, roles=roles, hours=hours

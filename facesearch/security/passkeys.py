@@ -40,6 +40,7 @@ from webauthn.helpers.structs import (
 )
 
 from facesearch import clock
+from facesearch.crypto import KeyRing
 from facesearch.errors import Conflict, InvalidRequest, Locked, Unauthenticated
 from facesearch.security import accounts, audit, lifecycle, notices, recovery, sessions
 from facesearch.security.actor import Principal
@@ -118,7 +119,15 @@ def _json(options: Any) -> dict[str, Any]:
 
 
 # -- registration (a fresh, verified session) -----------------------------------------------------
-def registration_options(session: Session, settings: Any, principal: Principal) -> dict[str, Any]:
+def user_handle(keys: KeyRing, user_id: int) -> bytes:
+    """The WebAuthn user handle of an account: stable, and a keyed hash of the id, so the
+    browser (and the authenticator) never learn the account's database id (ADR 0011)."""
+    return bytes.fromhex(keys.blind_index("webauthn-user-handle", str(user_id)))[:16]
+
+
+def registration_options(
+    session: Session, settings: Any, principal: Principal, keys: KeyRing
+) -> dict[str, Any]:
     user = session.get(User, principal.user_id)
     assert user is not None and principal.session_id is not None
     count = len(_descriptors(session, user.id))
@@ -130,7 +139,7 @@ def registration_options(session: Session, settings: Any, principal: Principal) 
         rp_id=rp_id,
         rp_name=RP_NAME,
         user_name=user.email,
-        user_id=f"facesearch-user-{user.id}".encode(),
+        user_id=user_handle(keys, user.id),
         user_display_name=user.display_name or user.email,
         challenge=challenge,
         authenticator_selection=AuthenticatorSelectionCriteria(

@@ -77,7 +77,7 @@ def searchable_collection_ids(session: Session, org_id: int) -> list[int]:
 def searchable_collection(session: Session, org_id: int, collection_id: int) -> Collection:
     collection = session.get(Collection, collection_id)
     if collection is None or collection.id not in set(searchable_collection_ids(session, org_id)):
-        raise NotFound(f"no collection {collection_id}")
+        raise NotFound("no such collection")
     return collection
 
 
@@ -86,7 +86,7 @@ def managed_collection(session: Session, org_id: int, collection_id: int) -> Col
     it is answered exactly like a missing collection would be."""
     collection = session.get(Collection, collection_id)
     if collection is None or collection.org_id != org_id:
-        raise NotFound(f"no collection {collection_id}")
+        raise NotFound("no such collection")
     return collection
 
 
@@ -100,7 +100,7 @@ def check_searchable(session: Session, org_id: int, collection_ids: list[int]) -
     wanted: list[int] = []
     for cid in collection_ids:
         if cid not in allowed_set:
-            raise NotFound(f"no collection {cid}")
+            raise NotFound("no such collection")
         if cid not in wanted:
             wanted.append(cid)
     return wanted
@@ -111,7 +111,7 @@ def visible_face(session: Session, org_id: int, face_id: int) -> Face:
     """A face in a collection the organisation may search."""
     face = session.get(Face, face_id)
     if face is None or face.collection_id not in set(searchable_collection_ids(session, org_id)):
-        raise NotFound(f"no face {face_id}")
+        raise NotFound("no such face")
     return face
 
 
@@ -119,7 +119,7 @@ def _owned(session: Session, model: type[_Owned], object_id: int, org_id: int, w
     """The object if it belongs to the organisation; otherwise exactly like a missing id."""
     obj = session.get(model, object_id)
     if obj is None or obj.org_id is None or obj.org_id != org_id:
-        raise NotFound(f"no {what} {object_id}")
+        raise NotFound(f"no such {what}")
     return obj
 
 
@@ -135,7 +135,7 @@ def org_lead(session: Session, org_id: int, lead_id: int) -> tuple[Lead, Search]
     lead = session.get(Lead, lead_id)
     search = session.get(Search, lead.search_id) if lead is not None else None
     if lead is None or search is None or search.org_id != org_id:
-        raise NotFound(f"no result {lead_id}")
+        raise NotFound("no such result")
     return lead, search
 
 
@@ -162,14 +162,14 @@ def visible_invitation(session: Session, principal: Principal, invitation_id: in
         same_org = principal.org_id is not None and row.org_id == principal.org_id
         if not principal.is_platform_admin and same_org:
             return row
-    raise NotFound(f"no invitation {invitation_id}")
+    raise NotFound("no such invitation")
 
 
 def own_session(session: Session, actor: Actor, session_id: int) -> UserSession:
     """One of the caller's own live sessions."""
     row = session.get(UserSession, session_id)
     if row is None or row.user_id != actor.user_id or row.revoked_at is not None:
-        raise NotFound(f"no session {session_id}")
+        raise NotFound("no such session")
     return row
 
 
@@ -177,7 +177,7 @@ def own_api_key(session: Session, actor: Actor, key_id: int) -> ApiKey:
     """One of the caller's own API keys."""
     row = session.get(ApiKey, key_id)
     if row is None or row.user_id != actor.user_id:
-        raise NotFound(f"no API key {key_id}")
+        raise NotFound("no such API key")
     return row
 
 
@@ -185,7 +185,7 @@ def own_passkey(session: Session, actor: Actor, passkey_id: int) -> Passkey:
     """One of the caller's own passkeys."""
     row = session.get(Passkey, passkey_id)
     if row is None or row.user_id != actor.user_id:
-        raise NotFound(f"no passkey {passkey_id}")
+        raise NotFound("no such passkey")
     return row
 
 
@@ -193,14 +193,14 @@ def organisation(session: Session, org_id: int) -> Organisation:
     """An organisation by id (platform administration only: callers check the role)."""
     org = session.get(Organisation, org_id)
     if org is None:
-        raise NotFound(f"no organisation {org_id}")
+        raise NotFound("no such organisation")
     return org
 
 
 def live_organisation(session: Session, org_id: int) -> Organisation:
     org = session.get(Organisation, org_id)
     if org is None or org.disabled:
-        raise NotFound(f"no organisation {org_id}")
+        raise NotFound("no such organisation")
     return org
 
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from facesearch.deployment import Deployment
-from tests.api.conftest import MakeUser, SignedIn, key_client
+from tests.api.conftest import MakeUser, SignedIn, db_id, key_client
 from tests.conftest import faces_dir, ingest
 
 PURPOSE = "Identify the suspect of robbery 2024/17 from a CCTV still"
@@ -30,7 +30,8 @@ class Org:
     reviewer2: SignedIn
     auditor: SignedIn
     ingestor: SignedIn
-    collection_id: int
+    collection_id: str  # as the API shows it (opaque)
+    collection_db_id: int  # the same collection in the database
     keys: dict[str, TestClient] = field(default_factory=dict)
 
 
@@ -60,9 +61,10 @@ def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str, imag
         json={"name": "mugshots", "legal_basis": LEGAL, "retention_days": 365},
     )
     assert reply.status_code == 201, reply.text
-    collection_id = int(reply.json()["id"])
+    collection_id = str(reply.json()["id"])
+    collection_db_id = db_id(dep, "collection", collection_id)
     assert admin.org_id is not None
-    ingest(dep, collection_id, images)
+    ingest(dep, collection_db_id, images)
     org = Org(
         name=name,
         admin=admin,
@@ -72,6 +74,7 @@ def make_org(dep: Deployment, app: FastAPI, make_user: MakeUser, name: str, imag
         auditor=make_user(name, ["auditor"]),
         ingestor=make_user(name, ["ingestor"]),
         collection_id=collection_id,
+        collection_db_id=collection_db_id,
     )
     org.keys["search"] = key_client(app, org.investigator.api_key(["search"]))
     org.keys["ingest"] = key_client(app, org.ingestor.api_key(["ingest"]))

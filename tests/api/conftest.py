@@ -9,6 +9,8 @@
   API (password, then TOTP), holding an MFA-verified cookie session with the CSRF header set.
   `SignedIn.api_key(scopes, days=30)` creates a key through the API and returns `fsk_...`.
 - `module_deployment`, `module_app`, `module_make_user`: the same, shared by a test module.
+- `api_id(dep, kind, n)` / `db_id(dep, kind, text)`: the API's opaque id of a database id and
+  back (facesearch.api.ids, the one codec), for tests that reach into the database.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from facesearch import clock
+from facesearch.api import ids
 from facesearch.api.app import create_app
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.config import load_settings
@@ -71,6 +74,18 @@ def fast_limiter() -> RateLimiter:
     return RateLimiter(limits)
 
 
+def api_id(dep: Deployment, kind: str, value: int) -> str:
+    """The opaque id the API shows for database id `value` of `kind` (api/ids.py KINDS)."""
+    return ids.codec_for(dep.keys).encode(kind, value)
+
+
+def db_id(dep: Deployment, kind: str, text: str) -> int:
+    """The database id behind an opaque id the API gave out."""
+    value = ids.codec_for(dep.keys).decode(kind, text)
+    assert value is not None, f"{text!r} is not an id of kind {kind}"
+    return value
+
+
 def make_app(dep: Deployment) -> FastAPI:
     return create_app(dep, limiter=fast_limiter())
 
@@ -105,6 +120,18 @@ class SignedIn:
 
     def totp_code(self, offset: int = 0) -> str:
         return totp.code_at(self.totp_secret, totp.current_step() + offset)
+
+    @property
+    def uid(self) -> str:
+        """The user's id as the API shows it (opaque)."""
+        return api_id(self.client.app.state.deployment, "user", self.user_id)  # type: ignore[attr-defined]
+
+    @property
+    def oid(self) -> str | None:
+        """The organisation's id as the API shows it (opaque); None for a platform admin."""
+        if self.org_id is None:
+            return None
+        return api_id(self.client.app.state.deployment, "organisation", self.org_id)  # type: ignore[attr-defined]
 
 
 def key_client(app: Any, key: str) -> TestClient:

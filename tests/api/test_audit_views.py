@@ -14,7 +14,7 @@ from facesearch.security import audit
 from facesearch.security.actor import Principal
 from facesearch.security.roles import scopes_for
 from facesearch.store.audit import AuditEntry
-from tests.api.conftest import MakeUser
+from tests.api.conftest import MakeUser, api_id, db_id
 
 
 def act(dep: Deployment, user_id: int, org_id: int | None, action: str, **details: object) -> None:
@@ -49,7 +49,7 @@ def test_activity_counts_searches_per_user_per_week_and_decisions_per_month(
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert len(body["weeks"]) == 6 and len(body["months"]) == 3
-    assert [s["user_id"] for s in body["searches"]] == [ines.user_id]
+    assert [s["user_id"] for s in body["searches"]] == [ines.uid]
     counts = body["searches"][0]["counts"]
     assert counts[-1] == 2 and counts[-4] == 1 and sum(counts) == 3
     assert body["confirmations"][-1] == 1 and body["rejections"][-1] == 1
@@ -57,7 +57,7 @@ def test_activity_counts_searches_per_user_per_week_and_decisions_per_month(
     assert {ines.email, rex.email, auditor.email} <= emails and outsider.email not in emails
     # another organisation's auditor sees its own activity only
     theirs = other.client.get("/api/v1/audit/activity").json()
-    assert [s["user_id"] for s in theirs["searches"]] == [outsider.user_id]
+    assert [s["user_id"] for s in theirs["searches"]] == [outsider.uid]
     assert sum(theirs["confirmations"]) == 0
     # auditors only
     assert ines.client.get("/api/v1/audit/activity").status_code == 403
@@ -83,22 +83,25 @@ def test_entries_filter_by_user_action_case_and_time(
         assert reply.status_code == 200, reply.text
         return list(reply.json()["items"])
 
-    mine = get(user_id=ines.user_id)
-    assert mine and {e["actor_user_id"] for e in mine} == {ines.user_id}
+    mine = get(user_id=ines.uid)
+    assert mine and {e["actor_user_id"] for e in mine} == {ines.uid}
     assert {e["action"] for e in get(action="review.decided")} == {"review.decided"}
     by_number = get(case="C-7")
     assert [e["action"] for e in by_number] == ["search.performed"]
-    by_id = get(case="7")
+    case_7 = api_id(deployment, "case", 7)  # the case as the API names it
+    by_id = get(case=case_7)
     assert [e["action"] for e in by_id] == ["search.performed", "review.decided"]
-    assert get(case="C-7", user_id=rex.user_id) == []
+    assert get(case="C-7", user_id=rex.uid) == []
     newest = get(newest_first=True, limit=2)
-    assert newest[0]["id"] > newest[1]["id"]
+    assert db_id(deployment, "audit_entry", str(newest[0]["id"])) > db_id(
+        deployment, "audit_entry", str(newest[1]["id"])
+    )
     assert get(before_id=newest[0]["id"], newest_first=True, limit=1)[0]["id"] == newest[1]["id"]
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert get(since=future) == []
-    assert len(get(until=future, case="7")) == 2
+    assert len(get(until=future, case=case_7)) == 2
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    assert get(until=past, case="7") == []
+    assert get(until=past, case=case_7) == []
 
 
 def test_the_chain_status_is_verified_now_and_audited(

@@ -177,13 +177,13 @@ def test_org_admin_invites_into_own_org_only(
     )
     assert r.status_code == 201, r.text
     created = r.json()
-    assert created["org_id"] == admin_a.org_id and "#token=" in created["link"]
+    assert created["org_id"] == admin_a.oid and "#token=" in created["link"]
     assert created["token"] not in created["link"].split("#")[0]
     # other organisation: 404, not 403
     assert admin_b.client.delete(f"/api/v1/invitations/{created['id']}").status_code == 404
     r = admin_a.client.post(
         "/api/v1/invitations",
-        json={"email": "x@a.test", "roles": ["investigator"], "org_id": admin_b.org_id},
+        json={"email": "x@a.test", "roles": ["investigator"], "org_id": admin_b.oid},
     )
     assert r.status_code == 404
     r = admin_a.client.post(
@@ -243,18 +243,16 @@ def test_roles_change_and_disable(make_user: MakeUser) -> None:
     admin = make_user("Acme", ["org_admin"])
     worker = make_user("Acme", ["investigator"])
     key = worker.api_key(["search"])
-    r = admin.client.put(f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["reviewer"]})
+    r = admin.client.put(f"/api/v1/users/{worker.uid}/roles", json={"roles": ["reviewer"]})
     assert r.status_code == 200 and r.json()["roles"] == ["reviewer"]
     # the key keeps only scopes the current roles grant
     me = key_client(admin.client.app, key).get("/api/v1/me").json()
     assert me["scopes"] == []
-    r = admin.client.put(f"/api/v1/users/{admin.user_id}/roles", json={"roles": ["reviewer"]})
+    r = admin.client.put(f"/api/v1/users/{admin.uid}/roles", json={"roles": ["reviewer"]})
     assert r.status_code == 403
-    r = admin.client.put(
-        f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["platform_admin"]}
-    )
+    r = admin.client.put(f"/api/v1/users/{worker.uid}/roles", json={"roles": ["platform_admin"]})
     assert r.status_code == 422
-    r = admin.client.post(f"/api/v1/users/{worker.user_id}/disable")
+    r = admin.client.post(f"/api/v1/users/{worker.uid}/disable")
     assert r.status_code == 200 and r.json()["disabled"]
     assert worker.client.get("/api/v1/me").status_code == 401
     assert key_client(admin.client.app, key).get("/api/v1/me").status_code == 401

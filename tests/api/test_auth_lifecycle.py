@@ -120,12 +120,12 @@ def test_sensitive_actions_need_a_recent_reauthentication(
     invite = {"email": "new@acme.test", "roles": ["investigator"]}
     attempts = [
         boss.client.post("/api/v1/invitations", json=invite),
-        boss.client.put(f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["reviewer"]}),
+        boss.client.put(f"/api/v1/users/{worker.uid}/roles", json={"roles": ["reviewer"]}),
         boss.client.post(
             "/api/v1/me/api-keys", json={"name": "k", "scopes": ["admin"], "expires_in_days": 5}
         ),
-        boss.client.post(f"/api/v1/users/{worker.user_id}/password-reset", json={}),
-        boss.client.post(f"/api/v1/users/{worker.user_id}/unlock"),
+        boss.client.post(f"/api/v1/users/{worker.uid}/password-reset", json={}),
+        boss.client.post(f"/api/v1/users/{worker.uid}/unlock"),
         boss.client.post("/api/v1/me/mfa/enrol"),
         boss.client.post("/api/v1/me/recovery-codes"),
     ]
@@ -149,7 +149,7 @@ def test_sensitive_actions_need_a_recent_reauthentication(
     assert boss.client.post("/api/v1/invitations", json=invite).status_code == 401
     assert reauth(boss) == 200
     assert boss.client.post("/api/v1/invitations", json=invite).status_code == 201
-    r = boss.client.put(f"/api/v1/users/{worker.user_id}/roles", json={"roles": ["reviewer"]})
+    r = boss.client.put(f"/api/v1/users/{worker.uid}/roles", json={"roles": ["reviewer"]})
     assert r.status_code == 200
     # a key cannot re-authenticate; its admin scope was granted by a fresh session
     assert key_client(app, admin_key).get("/api/v1/users").status_code == 200
@@ -185,19 +185,15 @@ def test_admin_reset_link_sets_a_new_password_once(
     stranger = make_user("Other", ["org_admin"])
     worker = make_user("Acme", ["investigator"])
     assert (
-        stranger.client.post(f"/api/v1/users/{worker.user_id}/password-reset", json={}).status_code
+        stranger.client.post(f"/api/v1/users/{worker.uid}/password-reset", json={}).status_code
         == 404
     )
-    assert (
-        boss.client.post(f"/api/v1/users/{boss.user_id}/password-reset", json={}).status_code == 409
-    )
-    r = boss.client.post(
-        f"/api/v1/users/{worker.user_id}/password-reset", json={"expires_in_hours": 2}
-    )
+    assert boss.client.post(f"/api/v1/users/{boss.uid}/password-reset", json={}).status_code == 409
+    r = boss.client.post(f"/api/v1/users/{worker.uid}/password-reset", json={"expires_in_hours": 2})
     assert r.status_code == 201, r.text
     first = r.json()
     assert "#token=" in first["link"] and first["token"] not in first["link"].split("#")[0]
-    r = boss.client.post(f"/api/v1/users/{worker.user_id}/password-reset", json={})
+    r = boss.client.post(f"/api/v1/users/{worker.uid}/password-reset", json={})
     token = r.json()["token"]
     # an earlier link dies when a new one is issued
     r = client.post(
@@ -236,7 +232,7 @@ def test_reset_that_clears_the_second_factor_and_expiry(
     boss = make_user("Acme", ["org_admin"])
     worker = make_user("Acme", ["investigator"])
     r = boss.client.post(
-        f"/api/v1/users/{worker.user_id}/password-reset",
+        f"/api/v1/users/{worker.uid}/password-reset",
         json={"expires_in_hours": 1, "reset_second_factor": True},
     )
     token = r.json()["token"]
@@ -247,7 +243,7 @@ def test_reset_that_clears_the_second_factor_and_expiry(
     assert r.status_code == 410  # expired
     boss.client = boss.sign_in_again()  # an hour idle ended the session
     r = boss.client.post(
-        f"/api/v1/users/{worker.user_id}/password-reset", json={"reset_second_factor": True}
+        f"/api/v1/users/{worker.uid}/password-reset", json={"reset_second_factor": True}
     )
     token = r.json()["token"]
     r = client.post(
@@ -272,10 +268,10 @@ def test_admin_unlocks_a_locked_account(
     for _ in range(5):
         sign_in_password(app, worker.email, "wrong wrong wrong")
     assert sign_in_password(app, worker.email, worker.password)[1] == 423
-    assert boss.client.get(f"/api/v1/users/{worker.user_id}").json()["locked"] is True
+    assert boss.client.get(f"/api/v1/users/{worker.uid}").json()["locked"] is True
     other = make_user("Other", ["org_admin"])
-    assert other.client.post(f"/api/v1/users/{worker.user_id}/unlock").status_code == 404
-    r = boss.client.post(f"/api/v1/users/{worker.user_id}/unlock")
+    assert other.client.post(f"/api/v1/users/{worker.uid}/unlock").status_code == 404
+    r = boss.client.post(f"/api/v1/users/{worker.uid}/unlock")
     assert r.status_code == 200 and r.json()["locked"] is False
     assert sign_in_password(app, worker.email, worker.password)[1] == 200
     with deployment.db.session() as s:
@@ -367,7 +363,7 @@ def test_a_reset_that_clears_the_second_factor_counts_as_an_invitation(
     with deployment.db.session() as s:
         assert review._invited(s, reviewer.user_id) == (None, None)
     r = boss.client.post(
-        f"/api/v1/users/{reviewer.user_id}/password-reset", json={"reset_second_factor": False}
+        f"/api/v1/users/{reviewer.uid}/password-reset", json={"reset_second_factor": False}
     )
     token = r.json()["token"]
     client.post(
@@ -376,7 +372,7 @@ def test_a_reset_that_clears_the_second_factor_counts_as_an_invitation(
     with deployment.db.session() as s:
         assert review._invited(s, reviewer.user_id)[0] is None  # the user's own factor stays
     r = boss.client.post(
-        f"/api/v1/users/{reviewer.user_id}/password-reset", json={"reset_second_factor": True}
+        f"/api/v1/users/{reviewer.uid}/password-reset", json={"reset_second_factor": True}
     )
     token = r.json()["token"]
     client.post(

@@ -22,18 +22,18 @@ from facesearch.security.actor import Principal
 from facesearch.security.roles import Role, Scope
 from facesearch.store.db import connect_sqlite
 from facesearch.store.gallery import SourceFile
-from tests.api.conftest import MakeUser
+from tests.api.conftest import MakeUser, api_id, db_id
 from tests.conftest import REPO_ROOT, faces_dir
 
 LEGAL = "Police Act s.64A: custody images of arrested persons"
 
 
-def _collection(client: TestClient, name: str = "drop") -> int:
+def _collection(client: TestClient, name: str = "drop") -> str:
     reply = client.post(
         "/api/v1/collections", json={"name": name, "legal_basis": LEGAL, "retention_days": 30}
     )
     assert reply.status_code == 201, reply.text
-    return int(reply.json()["id"])
+    return str(reply.json()["id"])
 
 
 def _drop(dep: Deployment, org_id: int) -> Path:
@@ -42,7 +42,7 @@ def _drop(dep: Deployment, org_id: int) -> Path:
     return root
 
 
-def _run_job(client: TestClient, dep: Deployment, cid: int, folder: str) -> dict[str, Any]:
+def _run_job(client: TestClient, dep: Deployment, cid: str, folder: str) -> dict[str, Any]:
     reply = client.post(f"/api/v1/collections/{cid}/folder-jobs", json={"folder": folder})
     assert reply.status_code == 202, reply.text
     assert runner_for(dep).wait_idle(180)
@@ -51,9 +51,11 @@ def _run_job(client: TestClient, dep: Deployment, cid: int, folder: str) -> dict
     return dict(job)
 
 
-def _sources(dep: Deployment, cid: int) -> list[str]:
+def _sources(dep: Deployment, cid: str) -> list[str]:
+    collection = db_id(dep, "collection", cid)
     with dep.db.session() as s:
-        return [r.source for r in s.query(SourceFile).filter(SourceFile.collection_id == cid)]
+        rows = s.query(SourceFile).filter(SourceFile.collection_id == collection)
+        return [r.source for r in rows]
 
 
 def test_links_in_a_drop_folder_are_never_followed(
@@ -122,13 +124,20 @@ def test_a_folder_swapped_for_a_link_after_submission_is_not_walked(
         a.user_id, a.org_id, frozenset({Role.ORG_ADMIN}), frozenset({Scope.ADMIN}), None, None, None
     )
     with deployment.db.session() as s:
-        job = jobs.start_folder(deployment, s, actor, cid, "batch", runner=Held())  # type: ignore[arg-type]
+        job = jobs.start_folder(
+            deployment,
+            s,
+            actor,
+            db_id(deployment, "collection", cid),
+            "batch",
+            runner=Held(),  # type: ignore[arg-type]
+        )
     (mine / "batch").rename(mine / "batch.old")
     (mine / "batch").symlink_to(theirs, target_is_directory=True)  # swapped after the check
     [(task_id, folder)] = submitted
     jobs.run_task(deployment, task_id, folder)
 
-    view = a.client.get(f"/api/v1/jobs/{job['id']}").json()
+    view = a.client.get(f"/api/v1/jobs/{api_id(deployment, 'job', job['id'])}").json()
     assert view["status"] == "failed", view
     assert "link" in (view["error"] or ""), view
     assert str(deployment.settings.home) not in str(view)

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from facesearch.deployment import Deployment
 from facesearch.ingest.jobs import runner_for
 from tests.api.casework_world import LEGAL, PURPOSE, gallery, probe_bytes
-from tests.api.conftest import MakeUser
+from tests.api.conftest import MakeUser, db_id
 from tests.conftest import ingest
 
 
-def _wait(client: TestClient, job_id: int) -> dict[str, object]:
+def _wait(client: TestClient, job_id: str) -> dict[str, object]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = client.get(f"/api/v1/jobs/{job_id}").json()
@@ -40,8 +40,8 @@ def test_collection_model_choice_and_reembed_job(
         "/api/v1/collections", json={"name": "new", "legal_basis": LEGAL, "retention_days": 30}
     )
     assert default.json()["model_id"] == "sface-2021dec"
-    cid = int(made.json()["id"])
-    ingest(deployment, cid, gallery(tmp_path / "g"))
+    cid = str(made.json()["id"])
+    ingest(deployment, db_id(deployment, "collection", cid), gallery(tmp_path / "g"))
 
     def search() -> dict[str, object]:
         reply = investigator.client.post(
@@ -61,7 +61,7 @@ def test_collection_model_choice_and_reembed_job(
     again = admin.client.post(f"/api/v1/collections/{cid}/reembed", json={"model": "sface"})
     assert again.status_code == 409  # one job per collection at a time
     runner_for(deployment).wait_idle(120)
-    done = _wait(admin.client, int(job.json()["id"]))
+    done = _wait(admin.client, str(job.json()["id"]))
     assert done["status"] == "done", done
     assert admin.client.get(f"/api/v1/collections/{cid}").json()["model_id"] == "sface-2021dec"
 

@@ -44,7 +44,7 @@ from facesearch.store.gallery import Face, SourceFile, embedding_aad
 from facesearch.store.jobs import Job
 from tests import pg
 from tests.api.casework_world import PURPOSE, gallery, probe_bytes
-from tests.api.conftest import MakeUser, make_app, new_deployment, user_factory
+from tests.api.conftest import MakeUser, api_id, db_id, make_app, new_deployment, user_factory
 from tests.conftest import REPO_ROOT, faces_dir
 
 LEGAL = "Police Act s.64A: custody images of arrested persons"
@@ -92,7 +92,7 @@ class World:
             json={"name": f"q{self.n}", "legal_basis": LEGAL, "retention_days": 30},
         )
         assert reply.status_code == 201, reply.text
-        return int(reply.json()["id"])
+        return db_id(self.dep, "collection", reply.json()["id"])
 
     def folder(self, name: str, photos: list[tuple[str, str]], *, broken: bool = False) -> str:
         target = self.drop / name
@@ -105,13 +105,14 @@ class World:
 
     def folder_job(self, cid: int, folder: str) -> int:
         reply = self.admin.client.post(
-            f"/api/v1/collections/{cid}/folder-jobs", json={"folder": folder}
+            f"/api/v1/collections/{api_id(self.dep, 'collection', cid)}/folder-jobs",
+            json={"folder": folder},
         )
         assert reply.status_code == 202, reply.text
-        return int(reply.json()["id"])
+        return db_id(self.dep, "job", reply.json()["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
-        reply = self.admin.client.get(f"/api/v1/jobs/{job_id}")
+        reply = self.admin.client.get(f"/api/v1/jobs/{api_id(self.dep, 'job', job_id)}")
         assert reply.status_code == 200, reply.text
         return dict(reply.json())
 
@@ -312,14 +313,14 @@ def test_uploads_are_staged_in_the_blob_store_and_searches_see_worker_faces(
     assert dep.index_for(model_id).state(cid).count == 0  # the server's index, loaded before
     blobs_before = set(dep.blobs.ids())
     reply = world.admin.client.post(
-        f"/api/v1/collections/{cid}/uploads",
+        f"/api/v1/collections/{api_id(dep, 'collection', cid)}/uploads",
         files=[
             ("files", ("obama.jpg", photo.read_bytes(), "image/jpeg")),
             ("files", ("lennon.jpg", other.read_bytes(), "image/jpeg")),
         ],
     )
     assert reply.status_code == 202, reply.text
-    job_id = int(reply.json()["id"])
+    job_id = db_id(dep, "job", reply.json()["id"])
     staged = set(dep.blobs.ids()) - blobs_before
     assert len(staged) == 2  # staged in the blob store, not on the server's disk
     assert not any((dep.settings.home / "uploads").glob("task-*"))
@@ -423,14 +424,18 @@ def test_a_reembed_job_runs_on_a_worker_and_the_service_searches_its_faces(
         json={"name": "old", "legal_basis": LEGAL, "retention_days": 30, "model": "dlib"},
     )
     assert made.status_code == 201, made.text
-    cid = int(made.json()["id"])
+    cid = db_id(world.dep, "collection", made.json()["id"])
     FolderIngest(world.dep, cid, workers=1).run(gallery(tmp_path / "g"))
 
     def search() -> dict[str, Any]:
         reply = investigator.client.post(
             "/api/v1/searches",
             files={"probe": ("p.jpg", probe_bytes(), "image/jpeg")},
-            data={"case_number": "2024/91", "purpose": PURPOSE, "collections": str(cid)},
+            data={
+                "case_number": "2024/91",
+                "purpose": PURPOSE,
+                "collections": api_id(world.dep, "collection", cid),
+            },
         )
         assert reply.status_code == 200, reply.text
         return dict(reply.json())
@@ -438,10 +443,13 @@ def test_a_reembed_job_runs_on_a_worker_and_the_service_searches_its_faces(
     assert [m["model_id"] for m in search()["models"]] == ["dlib-resnet-v1"]
     search_index = world.dep.index_for("sface-2021dec")  # loaded by the service before the job
     assert search_index.state(cid).count == 0
-    job = world.admin.client.post(f"/api/v1/collections/{cid}/reembed", json={"model": "sface"})
+    job = world.admin.client.post(
+        f"/api/v1/collections/{api_id(world.dep, 'collection', cid)}/reembed",
+        json={"model": "sface"},
+    )
     assert job.status_code == 202, job.text
     world.start_worker("w1")
-    done = world.wait(int(job.json()["id"]))
+    done = world.wait(db_id(world.dep, "job", job.json()["id"]))
     assert done["status"] == "done" and done["faces"] == 2, done
     after = search()  # the service catches up with the faces the worker committed
     assert [m["model_id"] for m in after["models"]] == ["sface-2021dec"]

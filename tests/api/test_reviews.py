@@ -9,7 +9,7 @@ from sqlalchemy import select
 from facesearch.deployment import Deployment
 from facesearch.store.audit import AuditEntry
 from tests.api.casework_world import Org, gallery, make_org, probe_bytes, search
-from tests.api.conftest import MakeUser, key_client
+from tests.api.conftest import MakeUser, api_id, db_id, key_client
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def org(
 
 
 @pytest.fixture(scope="module")
-def results(org: Org) -> list[int]:
+def results(org: Org) -> list[str]:
     status, body = search(org.keys["search"], probe_bytes(), top_k=2)
     assert status == 200, body
     ids = [c["result_id"] for f in body["faces"] for c in f["candidates"]]
@@ -37,7 +37,7 @@ def results(org: Org) -> list[int]:
     return ids
 
 
-def _review(org: Org, who: str, result_id: int, decision: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _review(org: Org, who: str, result_id: str, decision: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     reply = org.keys[who].post(
         f"/api/v1/results/{result_id}/reviews",
         json={"decision": decision, "note": f"{who} says {decision}"},
@@ -45,12 +45,12 @@ def _review(org: Org, who: str, result_id: int, decision: str) -> tuple[int, dic
     return reply.status_code, reply.json()
 
 
-def _status(org: Org, result_id: int) -> str:
+def _status(org: Org, result_id: str) -> str:
     return str(org.keys["review1"].get(f"/api/v1/results/{result_id}").json()["status"])
 
 
 def test_two_different_reviewers_confirm(
-    org: Org, results: list[int], module_deployment: Deployment
+    org: Org, results: list[str], module_deployment: Deployment
 ) -> None:
     rid = results[0]
     code, body = _review(org, "review1", rid, "confirm")
@@ -72,7 +72,8 @@ def test_two_different_reviewers_confirm(
         decided = list(
             s.scalars(
                 select(AuditEntry).where(
-                    AuditEntry.action == "review.decided", AuditEntry.target_id == str(rid)
+                    AuditEntry.action == "review.decided",
+                    AuditEntry.target_id == str(db_id(module_deployment, "result", rid)),
                 )
             )
         )
@@ -80,7 +81,7 @@ def test_two_different_reviewers_confirm(
     assert {e.actor_user_id for e in decided} == {org.reviewer1.user_id, org.reviewer2.user_id}
 
 
-def test_a_rejection_is_final(org: Org, results: list[int]) -> None:
+def test_a_rejection_is_final(org: Org, results: list[str]) -> None:
     rid = results[1]
     code, body = _review(org, "review2", rid, "reject")
     assert code == 200 and body["status"] == "rejected"
@@ -106,7 +107,7 @@ def test_searcher_cannot_review_own_results(
     assert rid not in [q["result_id"] for q in own.json()["items"]]
 
 
-def test_review_needs_the_reviewer(org: Org, results: list[int]) -> None:
+def test_review_needs_the_reviewer(org: Org, results: list[str]) -> None:
     for who in ("search", "audit", "ingest", "admin"):
         code, _ = _review(org, who, results[0], "confirm")
         assert code == 403, who
@@ -114,9 +115,8 @@ def test_review_needs_the_reviewer(org: Org, results: list[int]) -> None:
         f"/api/v1/results/{results[0]}/reviews", json={"decision": "identified"}
     )
     assert reply.status_code == 422
-    assert (
-        org.keys["review1"]
-        .post("/api/v1/results/999999/reviews", json={"decision": "confirm"})
-        .status_code
-        == 404
+    unknown = api_id(org.admin.client.app.state.deployment, "result", 999_999)  # type: ignore[attr-defined]
+    reply = org.keys["review1"].post(
+        f"/api/v1/results/{unknown}/reviews", json={"decision": "confirm"}
     )
+    assert reply.status_code == 404

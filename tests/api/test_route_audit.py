@@ -20,10 +20,28 @@ from fastapi.testclient import TestClient
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.api.public_routes import ANY_PRINCIPAL_ROUTES, PUBLIC_ROUTES
 from facesearch.security.roles import ORG_ROLES, SCOPES
-from tests.api.conftest import MakeUser, create_user, key_client
+from tests.api.conftest import MakeUser, api_id, create_user, key_client
 
 ANY_PRINCIPAL = ANY_PRINCIPAL_ROUTES
-DUMMY_ID = "999999"
+#: a database id no row has; routes are asked for its opaque id of the parameter's kind
+DUMMY_ID = 999_999
+#: path parameters -> kinds of opaque ids (facesearch/api/ids.py)
+PARAM_KINDS = {
+    "collection_id": "collection",
+    "share_id": "share",
+    "face_id": "face",
+    "case_id": "case",
+    "search_id": "search",
+    "result_id": "result",
+    "job_id": "job",
+    "user_id": "user",
+    "org_id": "organisation",
+    "session_id": "session",
+    "key_id": "api_key",
+    "passkey_id": "passkey",
+    "invitation_id": "invitation",
+    "entry_id": "audit_entry",
+}
 REFUSED = {403, 404}
 REPORT = Path(tempfile.gettempdir()) / "facesearch-route-audit.md"
 
@@ -53,8 +71,9 @@ def declared_scope(rc: Any) -> str | None:
     return None
 
 
-def concrete(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", DUMMY_ID, path)
+def concrete(dep: Any, path: str) -> str:
+    """The route with each parameter a well-formed, unknown opaque id of its kind."""
+    return re.sub(r"\{([^}]+)\}", lambda m: api_id(dep, PARAM_KINDS[m.group(1)], DUMMY_ID), path)
 
 
 @dataclass
@@ -101,7 +120,7 @@ def test_every_route_refuses_the_unauthorised(
             continue
         scope = declared_scope(rc)
         row = Row(method, path, scope or ("any" if (method, path) in ANY_PRINCIPAL else "?"))
-        url = concrete(path)
+        url = concrete(deployment, path)
         code = anonymous.request(method, url).status_code
         row.anonymous = str(code)
         if code != 401:

@@ -20,7 +20,15 @@ from facesearch.errors import BlobIntegrityError, Unavailable
 from facesearch.store.blobs import S3BlobStore
 from facesearch.store.gallery import Face, SourceFile
 from tests.api.casework_world import LEGAL, probe_bytes, search
-from tests.api.conftest import SignedIn, key_client, make_app, new_deployment, user_factory
+from tests.api.conftest import (
+    SignedIn,
+    api_id,
+    db_id,
+    key_client,
+    make_app,
+    new_deployment,
+    user_factory,
+)
 from tests.conftest import faces_dir, ingest
 from tests.s3 import S3Server, s3_server
 
@@ -50,7 +58,8 @@ def _collection(admin: SignedIn, name: str) -> int:
         "/api/v1/collections", json={"name": name, "legal_basis": LEGAL, "retention_days": 365}
     )
     assert reply.status_code == 201, reply.text
-    return int(reply.json()["id"])
+    dep = admin.client.app.state.deployment  # type: ignore[attr-defined]
+    return db_id(dep, "collection", reply.json()["id"])
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +151,9 @@ def test_the_bucket_holds_only_ciphertext_under_opaque_keys(world: World) -> Non
 
 def test_search_and_crops_through_the_api(world: World) -> None:
     investigator = key_client(world.app, world.investigator.api_key(["search"]))
-    status, body = search(investigator, probe_bytes(), collections=str(world.mugshots))
+    status, body = search(
+        investigator, probe_bytes(), collections=api_id(world.dep, "collection", world.mugshots)
+    )
     assert status == 200, body
     leads = [c for f in body["faces"] for c in f["candidates"]]
     assert leads and leads[0]["source"].endswith(("obama1.jpg", "obama3.jpg"))
@@ -151,7 +162,7 @@ def test_search_and_crops_through_the_api(world: World) -> None:
         assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
         assert crop.content[:3] == JPEG
         with world.dep.db.session() as s:
-            face = s.get(Face, lead["face_id"])
+            face = s.get(Face, db_id(world.dep, "face", lead["face_id"]))
             assert face is not None and face.crop_blob
             key = f"{PREFIX}{face.crop_blob[:2]}/{face.crop_blob}"
         sealed = world.server.objects(world.bucket)[key]
@@ -173,7 +184,7 @@ def test_a_tampered_object_is_refused(world: World, caplog: pytest.LogCaptureFix
     try:
         with pytest.raises(BlobIntegrityError, match="integrity check"):
             world.dep.blobs.get(blob)
-        reply = investigator.get(f"/api/v1/faces/{face_id}/crop")
+        reply = investigator.get(f"/api/v1/faces/{api_id(world.dep, 'face', face_id)}/crop")
         assert reply.status_code == 404 and "no readable crop" in reply.json()["detail"]
         assert JPEG not in reply.content
         assert any(
@@ -182,7 +193,10 @@ def test_a_tampered_object_is_refused(world: World, caplog: pytest.LogCaptureFix
         )
     finally:
         client.put_object(Bucket=world.bucket, Key=key, Body=original)
-    assert investigator.get(f"/api/v1/faces/{face_id}/crop").status_code == 200
+    assert (
+        investigator.get(f"/api/v1/faces/{api_id(world.dep, 'face', face_id)}/crop").status_code
+        == 200
+    )
 
 
 def test_deleting_a_collection_removes_its_objects_and_keeps_shared_ones(world: World) -> None:
@@ -190,7 +204,9 @@ def test_deleting_a_collection_removes_its_objects_and_keeps_shared_ones(world: 
     doomed = blobs_of(world.dep, world.other)
     shared = kept & doomed
     assert shared and doomed - kept  # the shared photo, and Lennon's image and crop
-    reply = world.admin.client.delete(f"/api/v1/collections/{world.other}")
+    reply = world.admin.client.delete(
+        f"/api/v1/collections/{api_id(world.dep, 'collection', world.other)}"
+    )
     assert reply.status_code == 200, reply.text
     assert reply.json()["deleted"] is True
     left = {KEY.match(k).group(2) for k in world.server.objects(world.bucket)}  # type: ignore[union-attr]
@@ -214,7 +230,9 @@ def test_a_blob_the_store_fails_to_delete_does_not_stop_the_purge(
         real_delete(blob_id)
 
     monkeypatch.setattr(world.dep.blobs, "delete", flaky_delete)
-    reply = world.admin.client.delete(f"/api/v1/collections/{world.third}")
+    reply = world.admin.client.delete(
+        f"/api/v1/collections/{api_id(world.dep, 'collection', world.third)}"
+    )
     assert reply.status_code == 200 and reply.json()["deleted"] is True, reply.text
     left = {KEY.match(k).group(2) for k in world.server.objects(world.bucket)}  # type: ignore[union-attr]
     assert doomed & left == set(failed)  # the others went

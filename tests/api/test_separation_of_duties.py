@@ -14,7 +14,7 @@ from facesearch.api.deps import CSRF_HEADER
 from facesearch.deployment import Deployment
 from facesearch.security import totp
 from tests.api.casework_world import LEGAL, gallery, probe_bytes, search
-from tests.api.conftest import MakeUser, SignedIn
+from tests.api.conftest import MakeUser, SignedIn, db_id
 from tests.conftest import ingest
 
 PASSWORD = "correct horse battery staple 42"
@@ -56,7 +56,7 @@ def test_a_platform_administrator_cannot_enter_a_tenant(app: FastAPI, make_user:
     # an organisation that has an administrator manages its own members
     r = root.client.post(
         "/api/v1/invitations",
-        json={"email": root.email, "roles": ["org_admin"], "org_id": tenant_admin.org_id},
+        json={"email": root.email, "roles": ["org_admin"], "org_id": tenant_admin.oid},
     )
     assert r.status_code == 409, r.text
     r = root.client.post(
@@ -64,7 +64,7 @@ def test_a_platform_administrator_cannot_enter_a_tenant(app: FastAPI, make_user:
         json={
             "email": "me-again@platform.test",
             "roles": ["org_admin"],
-            "org_id": tenant_admin.org_id,
+            "org_id": tenant_admin.oid,
         },
     )
     assert r.status_code == 409, r.text
@@ -82,12 +82,12 @@ def test_nobody_changes_their_own_roles(make_user: MakeUser) -> None:
     boss = make_user("Acme", ["org_admin"])
     other = make_user("Acme", ["org_admin"])
     for roles in (["org_admin", "investigator"], ["org_admin", "auditor"], ["investigator"]):
-        r = boss.client.put(f"/api/v1/users/{boss.user_id}/roles", json={"roles": roles})
+        r = boss.client.put(f"/api/v1/users/{boss.uid}/roles", json={"roles": roles})
         assert r.status_code == 403, (roles, r.text)
     assert boss.client.get("/api/v1/me").json()["roles"] == ["org_admin"]
     # another administrator may
     r = other.client.put(
-        f"/api/v1/users/{boss.user_id}/roles", json={"roles": ["org_admin", "investigator"]}
+        f"/api/v1/users/{boss.uid}/roles", json={"roles": ["org_admin", "investigator"]}
     )
     assert r.status_code == 200
 
@@ -100,7 +100,7 @@ def test_confirmations_by_people_the_searcher_invited_are_not_independent(
     r = boss.client.post(
         "/api/v1/collections", json={"name": "mugshots", "legal_basis": LEGAL, "retention_days": 30}
     )
-    ingest(deployment, int(r.json()["id"]), gallery(tmp_path / "g"))
+    ingest(deployment, db_id(deployment, "collection", r.json()["id"]), gallery(tmp_path / "g"))
     # ... invites two reviewers of its own
     puppets = []
     for n in (1, 2):
@@ -122,7 +122,7 @@ def test_confirmations_by_people_the_searcher_invited_are_not_independent(
     last = entries[-1]["details"]
     assert last["independent"] is False
     assert any("invited by the searcher" in p for p in last["independence_problems"])
-    assert {last["invited_by"][str(u)] for u in last["confirmed_by"]} == {boss.user_id}
+    assert {last["invited_by"][u] for u in last["confirmed_by"]} == {boss.uid}
 
     # two reviewers the searcher did not invite: an independent confirmation
     r1, r2 = make_user("Acme", ["reviewer"]), make_user("Acme", ["reviewer"])
@@ -146,6 +146,6 @@ def test_accepting_an_invitation_answers_the_same_for_an_existing_address(
         k: v for k, v in fresh[1].items() if k != "email"
     }
     # nothing happened to the existing account, and it joined nothing
-    assert victim.client.get("/api/v1/me").json()["org_id"] == victim.org_id
+    assert victim.client.get("/api/v1/me").json()["org_id"] == victim.oid
     emails = [u["email"] for u in prober.client.get("/api/v1/users").json()]
     assert victim.email not in emails

@@ -9,17 +9,17 @@ from fastapi.testclient import TestClient
 
 from facesearch.deployment import Deployment
 from tests.api.casework_world import LEGAL, gallery, probe_bytes, search
-from tests.api.conftest import MakeUser
+from tests.api.conftest import MakeUser, db_id
 from tests.conftest import ingest
 
 
-def _collection(client: TestClient, dep: Deployment, tmp: Path) -> int:
+def _collection(client: TestClient, dep: Deployment, tmp: Path) -> str:
     r = client.post(
         "/api/v1/collections", json={"name": "pushed", "legal_basis": LEGAL, "retention_days": 30}
     )
     assert r.status_code == 201, r.text
-    cid = int(r.json()["id"])
-    ingest(dep, cid, gallery(tmp))
+    cid = str(r.json()["id"])
+    ingest(dep, db_id(dep, "collection", cid), gallery(tmp))
     return cid
 
 

@@ -1,6 +1,10 @@
 """The two-organisation matrix: every object id of organisation A requested with organisation B's
 credentials (holding the right scope) answers 404, like a missing id; B's lists and counts never
-include A's data; a collection A shares read-only with B is searchable by B, never modifiable."""
+include A's data; a collection A shares read-only with B is searchable by B, never modifiable.
+
+Ids are opaque (docs/decisions/0011): beside A's id, each route is asked for an unknown id of the
+right kind, A's id with one character changed, and an id of another kind; all four answer the
+same 404 with the same body."""
 
 from __future__ import annotations
 
@@ -22,23 +26,28 @@ from tests.api.casework_world import (
     probe_bytes,
     search,
 )
-from tests.api.conftest import MakeUser
+from tests.api.conftest import MakeUser, api_id, db_id, key_client
 
+#: a database id no row has: its opaque id is "an unknown id of the right kind"
 MISSING = 999_999
+#: the matrix's object names -> kinds of opaque ids (facesearch/api/ids.py)
+KIND = {"api key": "api_key", "audit entry": "audit_entry"}
 
 
 @dataclass
 class AData:
-    collection: int
-    search: int
-    case: int
-    result: int
-    face: int
-    job: int
-    user: int
-    invitation: int
-    api_key: int
-    audit_entry: int
+    """A's objects, by the opaque ids the API gave out."""
+
+    collection: str
+    search: str
+    case: str
+    result: str
+    face: str
+    job: str
+    user: str
+    invitation: str
+    api_key: str
+    audit_entry: str
 
 
 @dataclass
@@ -87,7 +96,7 @@ def world(
         result=cand["result_id"],
         face=cand["face_id"],
         job=job.json()["id"],
-        user=a.investigator.user_id,
+        user=a.investigator.uid,
         invitation=inv.json()["id"],
         api_key=keys[0]["id"],
         audit_entry=entries["items"][0]["id"],
@@ -98,10 +107,10 @@ def world(
     return World(a, b, ids, module_app)
 
 
-Call = Callable[[TestClient, int], Response]
+Call = Callable[[TestClient, str], Response]
 
 
-def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, int]]:
+def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, str]]:
     b, i = w.b, w.ids
     admin = b.admin.client  # org administrator session (admin + ingest)
     form = {"case_number": "B-2024-1", "purpose": "Searching on behalf of case B-2024-1"}
@@ -251,17 +260,34 @@ def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, int]]:
     ]
 
 
-def test_every_object_of_a_is_404_for_b(world: World) -> None:
+def tampered(opaque: str) -> str:
+    """The id with its last character changed (still well-formed base32)."""
+    return opaque[:-1] + ("q" if opaque[-1] != "q" else "r")
+
+
+def other_kind(kind: str, w: World) -> str:
+    """An id the API gave out, of a kind other than `kind`."""
+    return w.ids.search if kind != "search" else w.ids.case
+
+
+def test_every_object_of_a_is_404_for_b(world: World, module_deployment: Deployment) -> None:
     rows = []
     for kind, route, client, call, a_id in _matrix(world):
         theirs = call(client, a_id)
-        missing = call(client, MISSING)
-        rows.append((kind, route, a_id, theirs.status_code, missing.status_code))
+        missing = call(client, api_id(module_deployment, KIND.get(kind, kind), MISSING))
+        bent = call(client, tampered(a_id))
+        wrong = call(client, other_kind(kind, world))
+        replies = (theirs, missing, bent, wrong)
+        same = all(r.json() == missing.json() for r in replies)
+        rows.append((kind, route, *(r.status_code for r in replies), same))
     print("\ntenancy matrix (B's credentials on A's ids):")
-    print(f"{'object':<12} {'request':<38} {'A id':>6} {'status':>6} {'missing id':>10}")
-    for kind, route, a_id, got, miss in rows:
-        print(f"{kind:<12} {route:<38} {a_id:>6} {got:>6} {miss:>10}")
-    bad = [r for r in rows if r[3] != 404 or r[4] != 404]
+    print(
+        f"{'object':<12} {'request':<38} {'A id':>5} {'missing':>8} {'tampered':>9} "
+        f"{'other kind':>11} {'same body':>10}"
+    )
+    for kind, route, got, miss, bent, wrong, same in rows:
+        print(f"{kind:<12} {route:<38} {got:>5} {miss:>8} {bent:>9} {wrong:>11} {same!s:>10}")
+    bad = [r for r in rows if r[2:6] != (404, 404, 404, 404) or not r[6]]
     assert not bad, bad
     # and nothing was changed: A's objects are intact
     a = world.a
@@ -298,12 +324,12 @@ def test_lists_and_counts_of_b_exclude_a(world: World) -> None:
         items = body["items"] if isinstance(body, dict) else body
         text = reply.text
         for item in items:
-            assert item.get("org_id", b.admin.org_id) == b.admin.org_id, (path, item)
+            assert item.get("org_id", b.admin.oid) == b.admin.oid, (path, item)
         if path.startswith("/api/v1/collections"):
             assert ids.collection not in [c["id"] for c in items]
         if path.startswith("/api/v1/audit/entries"):
             assert ids.audit_entry not in [e["id"] for e in items]
-            assert all(e["org_id"] == b.admin.org_id for e in items)
+            assert all(e["org_id"] == b.admin.oid for e in items)
         if path.startswith("/api/v1/jobs"):
             assert ids.job not in [j["id"] for j in items]
         if path.startswith("/api/v1/users"):
@@ -398,9 +424,11 @@ def test_denied_attempts_and_sensitive_reads_are_audited(
         with module_deployment.db.session() as s:
             return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
+    # a key of its own: the matrix spent the quota of B's usual search key
+    probe = key_client(world.app, b.investigator.api_key(["search"], name="probe"))
     before = len(entries("access.denied"))
-    assert b.keys["search"].get(f"/api/v1/cases/{ids.case}").status_code == 404
-    assert b.keys["search"].get(f"/api/v1/faces/{ids.face}").status_code == 404
+    assert probe.get(f"/api/v1/cases/{ids.case}").status_code == 404
+    assert probe.get(f"/api/v1/faces/{ids.face}").status_code == 404
     assert b.keys["audit"].get("/api/v1/cases").status_code == 403  # wrong scope
     denied = entries("access.denied")[before:]
     assert [(e.details["status"], e.details["method"]) for e in denied] == [
@@ -412,7 +440,7 @@ def test_denied_attempts_and_sensitive_reads_are_audited(
     assert denied[0].details["path"] == f"/api/v1/cases/{ids.case}"
     # a caller probing by the thousand gets at most its quota on the record
     for n in range(40):
-        b.keys["review1"].get(f"/api/v1/results/{MISSING + n}")
+        b.keys["review1"].get(f"/api/v1/results/{api_id(module_deployment, 'result', MISSING + n)}")
     probing = [e for e in entries("access.denied") if e.actor_key_id == _key_id(b.keys["review1"])]
     assert 1 <= len(probing) <= 20
     # reads of case detail, a search and a face's provenance are on A's record
@@ -420,9 +448,10 @@ def test_denied_attempts_and_sensitive_reads_are_audited(
     assert a.keys["search"].get(f"/api/v1/cases/{ids.case}").status_code == 200
     assert a.keys["search"].get(f"/api/v1/faces/{ids.face}").status_code == 200
     viewed = entries("case.viewed")[cases_before:]
-    assert [(e.target_id, e.org_id) for e in viewed] == [(str(ids.case), a.admin.org_id)]
+    case_id = str(db_id(module_deployment, "case", ids.case))
+    assert [(e.target_id, e.org_id) for e in viewed] == [(case_id, a.admin.org_id)]
     seen = entries("face.provenance_viewed")[faces_before:]
-    assert [e.target_id for e in seen] == [str(ids.face)]
+    assert [e.target_id for e in seen] == [str(db_id(module_deployment, "face", ids.face))]
     with module_deployment.db.session() as s:
         from facesearch.security import audit
 

@@ -12,10 +12,21 @@ from facesearch.api.deps import (
     CurrentPrincipal,
     DbSession,
     DeploymentDep,
-    Id,
     Principal,
     require_session,
     session_policy,
+)
+from facesearch.api.ids import (
+    ApiKeyId,
+    ApiKeyIdOut,
+    Details,
+    NoticeIdOut,
+    OrganisationIdOut,
+    PasskeyId,
+    PasskeyIdOut,
+    SessionId,
+    SessionIdOut,
+    UserIdOut,
 )
 from facesearch.security import api_keys, lifecycle, notices, passkeys, self_service
 from facesearch.security.roles import SCOPES
@@ -24,10 +35,10 @@ router = APIRouter(tags=["account"])
 
 
 class MeReply(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     email: str
     display_name: str
-    org_id: int | None
+    org_id: OrganisationIdOut | None
     organisation: str | None
     roles: list[str]
     scopes: list[str]
@@ -41,7 +52,7 @@ class MeReply(BaseModel):
 
 
 class SessionOut(BaseModel):
-    id: int
+    id: SessionIdOut
     created_at: datetime
     last_seen_at: datetime
     expires_at: datetime
@@ -57,7 +68,7 @@ class KeyCreate(BaseModel):
 
 
 class KeyOut(BaseModel):
-    id: int
+    id: ApiKeyIdOut
     name: str
     prefix: str
     scopes: list[str]
@@ -91,7 +102,7 @@ def my_sessions(request: Request, principal: SignedInPerson, s: DbSession) -> li
 
 
 @router.delete("/api/v1/me/sessions/{session_id}", status_code=204, response_class=Response)
-def end_my_session(session_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
+def end_my_session(session_id: SessionId, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.end_my_session(s, principal, session_id)
     return Response(status_code=204)
 
@@ -113,7 +124,7 @@ def create_key(
 
 
 @router.delete("/api/v1/me/api-keys/{key_id}", status_code=204, response_class=Response)
-def revoke_key(key_id: Id, principal: SignedInPerson, s: DbSession) -> Response:
+def revoke_key(key_id: ApiKeyId, principal: SignedInPerson, s: DbSession) -> Response:
     self_service.revoke_key(s, principal, key_id)
     return Response(status_code=204)
 
@@ -179,10 +190,10 @@ def regenerate_recovery_codes(s: DbSession, principal: FreshSession) -> Recovery
 
 
 class NoticeOut(BaseModel):
-    id: int
+    id: NoticeIdOut
     kind: str  # signin.new_device, apikey.created, password.changed, password.reset, ...
     message: str
-    details: dict[str, Any]
+    details: Details
     created_at: datetime
 
 
@@ -208,7 +219,7 @@ class PasskeyRegistration(BaseModel):
 
 
 class PasskeyOut(BaseModel):
-    id: int
+    id: PasskeyIdOut
     name: str
     created_at: datetime
     last_used_at: datetime | None
@@ -220,7 +231,9 @@ def passkey_registration_options(
 ) -> PasskeyOptionsOut:
     """Register a passkey, step 1 (needs a fresh re-authentication): creation options with a
     single-use challenge that expires in five minutes."""
-    return PasskeyOptionsOut(options=passkeys.registration_options(s, dep.settings, principal))
+    return PasskeyOptionsOut(
+        options=passkeys.registration_options(s, dep.settings, principal, dep.keys)
+    )
 
 
 @router.post("/api/v1/me/passkeys", response_model=PasskeyOut, status_code=201)
@@ -241,7 +254,7 @@ def my_passkeys(
 
 
 @router.delete("/api/v1/me/passkeys/{passkey_id}", status_code=204, response_class=Response)
-def remove_passkey(passkey_id: Id, s: DbSession, principal: FreshSession) -> Response:
+def remove_passkey(passkey_id: PasskeyId, s: DbSession, principal: FreshSession) -> Response:
     """Remove a passkey (needs a fresh re-authentication)."""
     passkeys.remove(s, principal, passkey_id)
     return Response(status_code=204)

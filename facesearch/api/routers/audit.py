@@ -6,9 +6,21 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 
-from facesearch.api.deps import MAX_ID, DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
+from facesearch.api.ids import (
+    ApiKeyIdOut,
+    AuditCursor,
+    AuditEntryId,
+    AuditEntryIdOut,
+    Details,
+    OrganisationIdOut,
+    UserId,
+    UserIdOut,
+    case_reference,
+    encode_target,
+)
 from facesearch.api.schemas import Page
 from facesearch.security import audit
 from facesearch.security.roles import Scope
@@ -19,18 +31,22 @@ Auditor = Annotated[Principal, require(Scope.AUDIT)]
 
 
 class EntryOut(BaseModel):
-    id: int
+    id: AuditEntryIdOut
     ts: str
-    org_id: int | None
-    actor_user_id: int | None
-    actor_key_id: int | None
+    org_id: OrganisationIdOut | None
+    actor_user_id: UserIdOut | None
+    actor_key_id: ApiKeyIdOut | None
     action: str
     target_type: str | None
     target_id: str | None
     ip: str | None
-    details: dict[str, Any]
+    details: Details
     prev_hash: str
     entry_hash: str
+
+    @field_serializer("target_id")
+    def _target(self, target_id: str | None) -> str | None:
+        return encode_target(self.target_type, target_id)
 
 
 class EntryList(Page):
@@ -51,10 +67,10 @@ class PublicKeyOut(BaseModel):
 def get_entries(
     db: DbSession,
     principal: Auditor,
-    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    after_id: AuditCursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=80)] = None,
-    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the acting user")] = None,
+    user_id: Annotated[UserId | None, Query(description="the acting user")] = None,
     case: Annotated[
         str | None,
         Query(
@@ -63,17 +79,17 @@ def get_entries(
     ] = None,
     since: Annotated[datetime | None, Query(description="entries at or after this time")] = None,
     until: Annotated[datetime | None, Query(description="entries before this time")] = None,
-    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    before_id: AuditCursor | None = None,
     newest_first: bool = False,
 ) -> dict[str, Any]:
     return audit.org_entries(
         db,
         principal,
-        after_id=after_id,
+        after_id=after_id or 0,
         limit=limit,
         action=action,
         user_id=user_id,
-        case=case,
+        case=case_reference(case),
         since=since,
         until=until,
         before_id=before_id,
@@ -87,7 +103,7 @@ class ChainStatusOut(BaseModel):
     checkpoints: int
     anchored_length: int
     problem: str | None
-    first_bad_id: int | None
+    first_bad_id: AuditEntryIdOut | None
     checked_at: datetime
 
 
@@ -102,12 +118,12 @@ def get_chain_status(dep: DeploymentDep, db: DbSession, principal: Auditor) -> d
 
 
 class UserSeries(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     counts: list[int]
 
 
 class Person(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     email: str
     display_name: str
 
@@ -141,7 +157,7 @@ def get_activity(
     response_model=EntryOut,
     summary="One audit entry of the organisation",
 )
-def get_entry(entry_id: Id, db: DbSession, principal: Auditor) -> dict[str, Any]:
+def get_entry(entry_id: AuditEntryId, db: DbSession, principal: Auditor) -> dict[str, Any]:
     return audit.org_entry(db, principal, entry_id)
 
 

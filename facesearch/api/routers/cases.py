@@ -8,14 +8,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from facesearch.api.deps import (
-    MAX_ID,
     CurrentPrincipal,
     DbSession,
-    Id,
     Principal,
     need_any,
     require,
 )
+from facesearch.api.ids import MAX_ID, CaseId, CaseIdOut, SearchCursor, UserIdOut
 from facesearch.api.schemas import Page, SearchRecordOut, SearchWithResults
 from facesearch.search import casework
 from facesearch.security.roles import Scope
@@ -24,9 +23,9 @@ router = APIRouter(tags=["cases"])
 
 
 class CaseOut(BaseModel):
-    id: int
+    id: CaseIdOut
     number: str
-    created_by: int | None
+    created_by: UserIdOut | None
     created_at: str
     searches: int
 
@@ -62,7 +61,7 @@ def get_cases(
     response_model=CaseDetail,
     summary="A case with its searches and results",
 )
-def get_case(case_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_case(case_id: CaseId, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     """Investigators, reviewers and auditors of the organisation."""
     need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
     return casework.get_case(db, principal, case_id)
@@ -77,6 +76,6 @@ def get_search_history(
     db: DbSession,
     principal: Annotated[Principal, require(Scope.AUDIT)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    before_id: SearchCursor | None = None,
 ) -> dict[str, Any]:
     return casework.search_history(db, principal, limit=limit, before_id=before_id)

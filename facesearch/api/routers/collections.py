@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, Principal, require
+from facesearch.api.ids import CollectionId, CollectionIdOut, ShareCodeIdOut, ShareId, ShareIdOut
 from facesearch.gallery import collections as service
 from facesearch.security.roles import Role, Scope
 
@@ -47,8 +48,8 @@ class ShareIn(BaseModel):
 
 
 class ShareOut(BaseModel):
-    id: int
-    collection_id: int
+    id: ShareIdOut
+    collection_id: CollectionIdOut
     collection: str | None
     organisation: str | None = Field(description="the other organisation")
     state: str = Field(description="offered (not searchable yet), accepted, or ended")
@@ -61,13 +62,13 @@ class ShareList(BaseModel):
 
 
 class ShareCodeOut(BaseModel):
-    id: int
+    id: ShareCodeIdOut
     code: str = Field(description="shown once; hand it to the organisation that will share")
     expires_at: str
 
 
 class CollectionOut(BaseModel):
-    id: int
+    id: CollectionIdOut
     name: str
     description: str
     owned: bool
@@ -91,7 +92,7 @@ class CollectionList(BaseModel):
 
 
 class CollectionDeleted(BaseModel):
-    id: int
+    id: CollectionIdOut
     deleted: bool
     files: int
     faces: int
@@ -135,7 +136,9 @@ def post_collection(
     response_model_exclude_unset=True,
     summary="One collection",
 )
-def get_collection(collection_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_collection(
+    collection_id: CollectionId, db: DbSession, principal: CurrentPrincipal
+) -> dict[str, Any]:
     return service.get_collection(db, principal, collection_id)
 
 
@@ -145,7 +148,7 @@ def get_collection(collection_id: Id, db: DbSession, principal: CurrentPrincipal
     summary="Delete a collection with its images and faces",
 )
 def delete_collection(
-    collection_id: Id, dep: DeploymentDep, db: DbSession, principal: OrgAdmin
+    collection_id: CollectionId, dep: DeploymentDep, db: DbSession, principal: OrgAdmin
 ) -> dict[str, Any]:
     return service.delete_collection(dep, db, principal, collection_id)
 
@@ -157,7 +160,7 @@ def delete_collection(
     summary="Offer a collection read-only to the organisation that handed out a share code",
 )
 def post_share(
-    collection_id: Id, body: ShareIn, db: DbSession, principal: OrgAdmin
+    collection_id: CollectionId, body: ShareIn, db: DbSession, principal: OrgAdmin
 ) -> dict[str, Any]:
     return service.share_collection(db, principal, collection_id, body.code)
 
@@ -169,7 +172,7 @@ def post_share(
     summary="Withdraw a share of a collection",
 )
 def delete_share(
-    collection_id: Id, share_id: Id, db: DbSession, principal: OrgAdmin
+    collection_id: CollectionId, share_id: ShareId, db: DbSession, principal: OrgAdmin
 ) -> dict[str, Any]:
     return service.unshare_collection(db, principal, collection_id, share_id)
 
@@ -198,7 +201,7 @@ def get_incoming(db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
     response_model=ShareOut,
     summary="Accept an offered share: the collection enters this organisation's search scope",
 )
-def accept_share(share_id: Id, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+def accept_share(share_id: ShareId, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
     return service.accept_share(db, principal, share_id)
 
 
@@ -207,5 +210,5 @@ def accept_share(share_id: Id, db: DbSession, principal: OrgAdmin) -> dict[str, 
     response_model=ShareOut,
     summary="Decline an offered share, or leave an accepted one",
 )
-def decline_share(share_id: Id, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
+def decline_share(share_id: ShareId, db: DbSession, principal: OrgAdmin) -> dict[str, Any]:
     return service.decline_share(db, principal, share_id)

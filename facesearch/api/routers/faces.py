@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, Id, need_any
+from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, need_any
+from facesearch.api.ids import CollectionIdOut, CropUrl, FaceId, FaceIdOut, Source
 from facesearch.gallery import faces
 from facesearch.security.roles import Scope
 
@@ -16,10 +17,10 @@ router = APIRouter(tags=["faces"])
 
 
 class FaceOut(BaseModel):
-    id: int
-    collection_id: int
+    id: FaceIdOut
+    collection_id: CollectionIdOut
     collection: str | None
-    source: str | None
+    source: Source | None
     source_kind: str | None
     media_url: str | None
     frame_time: float | None
@@ -28,7 +29,7 @@ class FaceOut(BaseModel):
     low_quality: bool
     model_id: str
     ingested_at: str | None
-    crop_url: str
+    crop_url: CropUrl
 
 
 @router.get(
@@ -38,7 +39,7 @@ class FaceOut(BaseModel):
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def get_crop(
-    face_id: Id, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
+    face_id: FaceId, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
 ) -> Response:
     need_any(principal, Scope.SEARCH, Scope.REVIEW)
     data = faces.view_crop(dep, db, principal, face_id)
@@ -52,6 +53,6 @@ def get_crop(
     response_model=FaceOut,
     summary="A face's provenance, geometry and quality",
 )
-def get_face(face_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_face(face_id: FaceId, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     need_any(principal, Scope.SEARCH, Scope.REVIEW)
     return faces.face_view(db, principal, face_id)

@@ -14,15 +14,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from facesearch.api.deps import (
-    MAX_ID,
     DbSession,
     DeploymentDep,
-    Id,
     Principal,
     client_ip,
     enforce_rate_limit,
     require,
 )
+from facesearch.api.ids import InvitationId, InvitationIdOut, OrganisationId, OrganisationIdOut
 from facesearch.security import accounts, admin
 from facesearch.security.roles import Role, Scope
 
@@ -39,8 +38,8 @@ FreshAdmin = Annotated[
 class InviteBody(BaseModel):
     email: str = Field(min_length=3, max_length=320)
     roles: list[str] = Field(min_length=1, max_length=6)
-    org_id: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="required for platform administrators"
+    org_id: OrganisationId | None = Field(
+        default=None, description="required for platform administrators"
     )
     expires_in_hours: int = Field(
         default=accounts.INVITATION_HOURS, ge=1, le=accounts.MAX_INVITATION_HOURS
@@ -48,8 +47,8 @@ class InviteBody(BaseModel):
 
 
 class InvitationOut(BaseModel):
-    id: int
-    org_id: int | None
+    id: InvitationIdOut
+    org_id: OrganisationIdOut | None
     email: str
     roles: list[str]
     created_at: datetime
@@ -100,7 +99,7 @@ def list_invitations(principal: Admin, s: DbSession) -> list[dict[str, Any]]:
 
 
 @router.delete("/api/v1/invitations/{invitation_id}", response_model=InvitationOut)
-def revoke(invitation_id: Id, principal: Admin, s: DbSession) -> dict[str, Any]:
+def revoke(invitation_id: InvitationId, principal: Admin, s: DbSession) -> dict[str, Any]:
     return admin.revoke_invitation(s, principal, invitation_id)
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
+from facesearch.api.ids import CollectionId, CollectionIdOut, JobId, JobIdOut, RunSummary
 from facesearch.api.schemas import Page
 from facesearch.errors import PayloadTooLarge
 from facesearch.ingest import jobs as service
@@ -35,14 +36,14 @@ class ReembedIn(BaseModel):
 
 
 class JobOut(BaseModel):
-    id: int
+    id: JobIdOut
     kind: str = Field(description="upload, folder or reembed")
     status: str = Field(description="queued, running, done or failed")
-    collection_id: int | None
+    collection_id: CollectionIdOut | None
     files_total: int
     files_done: int
     faces: int
-    summary: dict[str, Any]
+    summary: RunSummary
     error: str | None
     created_at: str
     finished_at: str | None
@@ -59,7 +60,7 @@ class JobList(Page):
     summary="Upload images into a collection (ingested in the background)",
 )
 def post_upload(
-    collection_id: Id,
+    collection_id: CollectionId,
     dep: DeploymentDep,
     db: DbSession,
     principal: Ingestor,
@@ -82,7 +83,7 @@ def post_upload(
     summary="Ingest a folder on the server (organisation administrators)",
 )
 def post_folder_job(
-    collection_id: Id,
+    collection_id: CollectionId,
     body: FolderJobIn,
     dep: DeploymentDep,
     db: DbSession,
@@ -99,7 +100,7 @@ def post_folder_job(
     "administrators)",
 )
 def post_reembed(
-    collection_id: Id,
+    collection_id: CollectionId,
     body: ReembedIn,
     dep: DeploymentDep,
     db: DbSession,
@@ -118,5 +119,5 @@ def get_jobs(
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's progress")
-def get_job(job_id: Id, db: DbSession, principal: Ingestor) -> dict[str, Any]:
+def get_job(job_id: JobId, db: DbSession, principal: Ingestor) -> dict[str, Any]:
     return service.get_job(db, principal, job_id)

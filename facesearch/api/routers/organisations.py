@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, Id, Principal, require
+from facesearch.api.deps import DbSession, Principal, require
+from facesearch.api.ids import OrganisationId, OrganisationIdOut
 from facesearch.security import admin
 from facesearch.security.roles import Role, Scope
 
@@ -23,7 +24,7 @@ class OrgCreate(BaseModel):
 
 
 class OrgOut(BaseModel):
-    id: int
+    id: OrganisationIdOut
     name: str
     disabled: bool
     created_at: datetime
@@ -42,5 +43,5 @@ def create_org(body: OrgCreate, principal: PlatformAdmin, s: DbSession) -> dict[
 
 
 @router.get("/api/v1/organisations/{org_id}", response_model=OrgOut)
-def get_org(org_id: Id, principal: PlatformAdmin, s: DbSession) -> dict[str, Any]:
+def get_org(org_id: OrganisationId, principal: PlatformAdmin, s: DbSession) -> dict[str, Any]:
     return admin.get_organisation(s, org_id)

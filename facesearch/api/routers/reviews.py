@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, Id, Principal, need_any, require
+from facesearch.api.deps import CurrentPrincipal, DbSession, Principal, need_any, require
+from facesearch.api.ids import CaseIdOut, CropUrl, FaceIdOut, ResultId, ResultIdOut, SearchIdOut
 from facesearch.api.schemas import Page, ResultOut
 from facesearch.search import review
 from facesearch.security.roles import Scope
@@ -23,14 +24,14 @@ class ReviewIn(BaseModel):
 
 
 class QueueItem(BaseModel):
-    result_id: int
-    search_id: int
-    case_id: int
-    face_id: int
+    result_id: ResultIdOut
+    search_id: SearchIdOut
+    case_id: CaseIdOut
+    face_id: FaceIdOut
     score: float
     rank: int
     status: str
-    crop_url: str
+    crop_url: CropUrl
 
 
 class Queue(Page):
@@ -43,7 +44,7 @@ class Queue(Page):
     summary="Confirm or reject a result (two different reviewers confirm)",
 )
 def post_review(
-    result_id: Id, body: ReviewIn, db: DbSession, principal: Reviewer
+    result_id: ResultId, body: ReviewIn, db: DbSession, principal: Reviewer
 ) -> dict[str, Any]:
     return review.decide(db, principal, result_id, body.decision, body.note)
 
@@ -53,7 +54,7 @@ def post_review(
     response_model=ResultOut,
     summary="A result with its status and reviews",
 )
-def get_result(result_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_result(result_id: ResultId, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
     return review.result_view(db, principal, result_id)
 

@@ -3,23 +3,32 @@ audit record is committed before the results are returned."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
 from facesearch.api.deps import (
-    MAX_ID,
     DbSession,
     DeploymentDep,
-    Id,
     Principal,
     enforce_rate_limit,
     require,
 )
+from facesearch.api.ids import (
+    AuditEntryIdOut,
+    CaseIdOut,
+    CollectionIdOut,
+    CropUrl,
+    FaceIdOut,
+    ResultIdOut,
+    SearchId,
+    SearchIdOut,
+    Source,
+    decode_list,
+)
 from facesearch.api.schemas import SearchWithResults
-from facesearch.errors import InvalidRequest, PayloadTooLarge
+from facesearch.errors import PayloadTooLarge
 from facesearch.search import casework
 from facesearch.search.engine import MAX_TOP_K
 from facesearch.security.roles import Scope
@@ -27,18 +36,17 @@ from facesearch.security.roles import Scope
 router = APIRouter(tags=["searches"])
 
 Investigator = Annotated[Principal, require(Scope.SEARCH)]
-_IDS = re.compile(r"^\s*\d{1,10}(\s*,\s*\d{1,10})*\s*$")
 
 
 class CandidateOut(BaseModel):
     rank: int
-    face_id: int
+    face_id: FaceIdOut
     score: float = Field(description="similarity, 0 to 1 (higher is more similar)")
     above_threshold: bool = Field(description="the score clears its model's threshold")
     model_id: str
-    collection_id: int
+    collection_id: CollectionIdOut
     collection: str
-    source: str
+    source: Source
     source_kind: str
     media_url: str | None
     frame_time: float | None
@@ -46,9 +54,9 @@ class CandidateOut(BaseModel):
     quality: float
     low_quality: bool
     ingested_at: str
-    result_id: int
+    result_id: ResultIdOut
     status: str
-    crop_url: str
+    crop_url: CropUrl
 
 
 class ProbeFaceOut(BaseModel):
@@ -59,14 +67,14 @@ class ProbeFaceOut(BaseModel):
 
 
 class CollectionRef(BaseModel):
-    id: int
+    id: CollectionIdOut
     name: str
 
 
 class ModelUsed(BaseModel):
     model_id: str
     threshold: float = Field(description="the model's 1:1 same-person threshold")
-    collection_ids: list[int]
+    collection_ids: list[CollectionIdOut]
     gallery_faces: int = Field(description="faces of this model in the searched collections")
     expected_false_candidates: float | None = Field(
         description="unrelated faces a search of someone absent is expected to raise at or "
@@ -76,12 +84,12 @@ class ModelUsed(BaseModel):
 
 
 class SearchOut(BaseModel):
-    search_id: int
-    case_id: int
+    search_id: SearchIdOut
+    case_id: CaseIdOut
     case_number: str
     purpose: str
     created_at: str
-    audit_entry_id: int
+    audit_entry_id: AuditEntryIdOut
     model_id: str
     threshold: float
     collections: list[CollectionRef]
@@ -94,19 +102,9 @@ class SearchOut(BaseModel):
 
 
 def parse_collections(raw: list[str] | None) -> list[int]:
-    """Collection ids as repeated fields and/or comma-separated lists; empty = all searchable."""
-    ids: list[int] = []
-    for part in raw or []:
-        if not part.strip():
-            continue
-        if not _IDS.match(part):
-            raise InvalidRequest("collection ids (integers), comma-separated", field="collections")
-        for token in part.split(","):
-            value = int(token)
-            if not 1 <= value <= MAX_ID:
-                raise InvalidRequest("no such collection id", field="collections")
-            ids.append(value)
-    return ids
+    """Collection ids as repeated fields and/or comma-separated lists; empty = all searchable.
+    An id that does not decode is answered like an unknown collection."""
+    return decode_list("collection", raw)
 
 
 @router.post(
@@ -156,5 +154,5 @@ def create_search(
     response_model=SearchWithResults,
     summary="A search of the organisation, with results",
 )
-def get_search(search_id: Id, db: DbSession, principal: Investigator) -> dict[str, Any]:
+def get_search(search_id: SearchId, db: DbSession, principal: Investigator) -> dict[str, Any]:
     return casework.get_search(db, principal, search_id)

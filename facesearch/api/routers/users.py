@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import DbSession, DeploymentDep, Id, Principal, require
+from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
+from facesearch.api.ids import UserId, UserIdOut
 from facesearch.security import admin, lifecycle
 from facesearch.security.roles import Role, Scope
 
@@ -21,7 +22,7 @@ FreshOrgAdmin = Annotated[Principal, require(Scope.ADMIN, roles={Role.ORG_ADMIN}
 
 
 class UserOut(BaseModel):
-    id: int
+    id: UserIdOut
     email: str
     display_name: str
     roles: list[str]
@@ -42,19 +43,19 @@ def list_users(principal: OrgAdmin, s: DbSession) -> list[dict[str, Any]]:
 
 
 @router.get("/api/v1/users/{user_id}", response_model=UserOut)
-def get_user(user_id: Id, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
+def get_user(user_id: UserId, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
     return admin.get_user(s, principal, user_id)
 
 
 @router.put("/api/v1/users/{user_id}/roles", response_model=UserOut)
 def set_roles(
-    user_id: Id, body: RolesBody, principal: FreshOrgAdmin, s: DbSession
+    user_id: UserId, body: RolesBody, principal: FreshOrgAdmin, s: DbSession
 ) -> dict[str, Any]:
     return admin.set_roles(s, principal, user_id, body.roles)
 
 
 @router.post("/api/v1/users/{user_id}/disable", response_model=UserOut)
-def disable(user_id: Id, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
+def disable(user_id: UserId, principal: OrgAdmin, s: DbSession) -> dict[str, Any]:
     return admin.disable_user(s, principal, user_id)
 
 
@@ -66,7 +67,7 @@ class ResetBody(BaseModel):
 
 
 class ResetIssued(BaseModel):
-    user_id: int
+    user_id: UserIdOut
     expires_at: datetime
     reset_second_factor: bool
     token: str  # shown once
@@ -75,7 +76,7 @@ class ResetIssued(BaseModel):
 
 @router.post("/api/v1/users/{user_id}/password-reset", response_model=ResetIssued, status_code=201)
 def issue_password_reset(
-    user_id: Id, body: ResetBody, principal: FreshOrgAdmin, s: DbSession, dep: DeploymentDep
+    user_id: UserId, body: ResetBody, principal: FreshOrgAdmin, s: DbSession, dep: DeploymentDep
 ) -> ResetIssued:
     """A one-time, expiring link for the user to set a new password (hand it over yourself;
     facesearch sends no e-mail). Using it ends the user's sessions."""
@@ -96,6 +97,6 @@ def issue_password_reset(
 
 
 @router.post("/api/v1/users/{user_id}/unlock", response_model=UserOut)
-def unlock(user_id: Id, principal: FreshOrgAdmin, s: DbSession) -> dict[str, Any]:
+def unlock(user_id: UserId, principal: FreshOrgAdmin, s: DbSession) -> dict[str, Any]:
     """Clear the user's lockout and failure counts."""
     return admin.user_view(lifecycle.unlock(s, principal, user_id))
