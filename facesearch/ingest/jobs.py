@@ -22,6 +22,7 @@ commit, so any request can read it.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import queue
@@ -29,7 +30,8 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -111,31 +113,49 @@ def job_view(task: Job) -> dict[str, Any]:
 
 
 class _TaskProgress:
-    """FolderIngest progress written to the task row (at most a few times a second)."""
+    """FolderIngest progress written to the task row as chunks commit: files done of total,
+    faces, the rates so far and the files rejected so far (with their reasons), so that a
+    reader follows the job live (`job_events`)."""
 
-    def __init__(self, dep: Deployment, task_id: int) -> None:
+    def __init__(
+        self, dep: Deployment, task_id: int, rename: Callable[[str], str] | None = None
+    ) -> None:
         self.dep = dep
         self.task_id = task_id
+        self.rename = rename or (lambda path: path)
         self.total = 0
         self.done = 0
         self.faces = 0
+        self.started = time.monotonic()
+        self.rejections: list[dict[str, str]] = []
 
     def _write(self) -> None:
+        seconds = max(time.monotonic() - self.started, 1e-9)
         with self.dep.db.session() as s:
             task = s.get(Job, self.task_id)
             if task is not None:
                 task.files_total = self.total
                 task.files_done = self.done
                 task.faces = self.faces
+                task.summary = {
+                    "files_per_s": round(self.done / seconds, 2),
+                    "faces_per_s": round(self.faces / seconds, 2),
+                    "rejected_files": list(self.rejections),
+                }
 
     def start(self, total: int) -> None:
         self.total = total
+        self.started = time.monotonic()
         self._write()
 
     def advance(self, files: int, faces: int) -> None:
         self.done += files
         self.faces += faces
         self._write()
+
+    def rejected(self, source: str, reason: str) -> None:
+        # kept until the next `advance` writes the row (the ingest may hold a transaction now)
+        self.rejections.append({"path": self.rename(source), "reason": reason})
 
 
 class JobRunner:
@@ -255,7 +275,7 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
             return
         task.status = JobStatus.RUNNING
         collection_id, kind = collection.id, task.kind
-    progress = _TaskProgress(dep, task_id)
+    progress = _TaskProgress(dep, task_id, _renamer(kind, folder, task_id))
     status, error = JobStatus.FAILED, None
     summary: dict[str, Any] = {}
     try:
@@ -288,12 +308,20 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
         if task is not None:
             task.status = status
             task.error = error
-            task.summary = summary
+            task.summary = summary or {"rejected_files": list(progress.rejections)}
             task.files_total = progress.total
             task.files_done = progress.done
             task.faces = progress.faces
             task.ingest_job_id = int(summary["job_id"]) if "job_id" in summary else None
             task.finished_at = utcnow()
+
+
+def _renamer(kind: str, folder: Path | Tree, task_id: int) -> Callable[[str], str] | None:
+    """How an uploaded file's staged path is named to the user (None: as it is)."""
+    if kind == JobKind.UPLOAD and isinstance(folder, Path):
+        root = folder
+        return lambda path: _upload_source(path, root, task_id)
+    return None
 
 
 def _label(folder: Path | Tree) -> str:
@@ -484,6 +512,81 @@ def start_folder(
 
 def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
     return job_view(org_job(session, org_of(actor), job_id))
+
+
+#: How long one event stream of a job lasts at most (the browser's EventSource reconnects).
+EVENTS_LIFETIME_S = 300.0
+#: How often a stream reads the job's row, and how often it proves it is alive.
+EVENTS_POLL_S = 0.25
+EVENTS_HEARTBEAT_S = 15.0
+FINAL = (JobStatus.DONE, JobStatus.FAILED)
+
+
+def _event(name: str, data: dict[str, Any], event_id: int) -> str:
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def job_events(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    job_id: int,
+    *,
+    lifetime_s: float = EVENTS_LIFETIME_S,
+    poll_s: float = EVENTS_POLL_S,
+) -> Iterator[str]:
+    """A job's progress as server-sent events (text/event-stream): a `progress` event whenever
+    the job's row changes (status, files done of total, faces, files/s, faces/s, the rejected
+    files with their reasons), then `end` with the final job once it is done or failed. The
+    organisation's own jobs only (NotFound now, before the stream starts, for anyone else's).
+    A stream lasts at most `lifetime_s`; it then ends with `retry` advice, and the browser's
+    EventSource reconnects."""
+    task = org_job(session, org_of(actor), job_id)
+    first = job_view(task)
+    task_id = task.id
+
+    def stream() -> Iterator[str]:
+        yield "retry: 2000\n\n"
+        deadline = time.monotonic() + lifetime_s
+        last: dict[str, Any] | None = None
+        beat = time.monotonic()
+        seq = 0
+        view = first
+        while True:
+            if view != last:
+                seq += 1
+                final = view["status"] in FINAL
+                yield _event("end" if final else "progress", _progress(view), seq)
+                if final:
+                    return
+                last = view
+                beat = time.monotonic()
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if now - beat >= EVENTS_HEARTBEAT_S:
+                yield ": alive\n\n"
+                beat = now
+            time.sleep(poll_s)
+            with dep.db.session() as s:
+                row = s.get(Job, task_id)
+                if row is None:  # its organisation or collection went away
+                    seq += 1
+                    yield _event("end", {**_progress(view), "status": JobStatus.FAILED}, seq)
+                    return
+                view = job_view(row)
+
+    return stream()
+
+
+def _progress(view: dict[str, Any]) -> dict[str, Any]:
+    summary = view.get("summary") or {}
+    return {
+        **view,
+        "files_per_s": summary.get("files_per_s"),
+        "faces_per_s": summary.get("faces_per_s"),
+        "rejected_files": summary.get("rejected_files", []),
+    }
 
 
 def list_jobs(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:

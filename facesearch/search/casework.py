@@ -35,6 +35,8 @@ from facesearch.security.tenancy import (
 from facesearch.store.casework import Case, Lead, LeadStatus, Review, Search
 from facesearch.store.gallery import Collection
 
+#: The most faces one probe may number (a bound on the `face` index a search may choose).
+MAX_PROBE_FACES = 1000
 CASE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
 PURPOSE_MIN, PURPOSE_MAX = 10, 500
 
@@ -125,6 +127,7 @@ def run_search(
     collection_ids: list[int] | None = None,
     top_k: int = 10,
     threshold: float | None = None,
+    face_index: int | None = None,
     engine: SearchEngine | None = None,
 ) -> SearchOutcome:
     """Search, record, commit, then answer. Raises InvalidRequest (422), NotFound (a
@@ -136,6 +139,8 @@ def run_search(
     check_limits(top_k, threshold)
     if not image:
         raise InvalidRequest("an image file is required", field="probe")
+    if face_index is not None and not 0 <= face_index < MAX_PROBE_FACES:
+        raise InvalidRequest("the index of a face of the probe", field="face")
     org_id = org_of(actor)
     ids = check_searchable(session, org_id, list(collection_ids or []))
     if not ids:
@@ -147,6 +152,14 @@ def run_search(
         found = (engine or SearchEngine(dep)).search(
             image, collection_ids=ids, top_k=top_k, threshold=threshold
         )
+    if face_index is not None:
+        chosen = [f for f in found.faces if f.index == face_index]
+        if not chosen:
+            raise InvalidRequest(
+                f"the probe holds {len(found.faces)} face(s); face {face_index} is not one of them",
+                field="face",
+            )
+        found.faces = chosen
     probe_hash = dep.keys.content_hash(image)
 
     collections = {
@@ -199,6 +212,7 @@ def run_search(
             "model_id": found.model_id,
             "models": [asdict(m) for m in found.models],
             "probe_faces": len(found.faces),
+            "probe_face_chosen": face_index,
             "results": [
                 {"result_id": r.id, "face_id": r.face_id, "score": r.score, "probe_face": pf}
                 for pf, _, r in rows
@@ -207,6 +221,47 @@ def run_search(
     )
     session.commit()  # the record is durable before anything is returned
     return _build_outcome(found, search, case, entry.id, collections, rows)
+
+
+def examine_probe(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    image: bytes,
+    *,
+    collection_ids: list[int] | None = None,
+    engine: SearchEngine | None = None,
+) -> dict[str, Any]:
+    """The faces of a probe (boxes on the original image, quality), numbered as a search over
+    the same collections numbers them, so that the user can choose one before searching.
+    Nothing is searched and nothing of the image is kept; the look is on the record
+    (`search.probe_examined`, with the probe's keyed hash) before it is answered."""
+    if not image:
+        raise InvalidRequest("an image file is required", field="probe")
+    org_id = org_of(actor)
+    ids = check_searchable(session, org_id, list(collection_ids or []))
+    if not ids:
+        raise InvalidRequest("the organisation has no collection to search", field="collections")
+    with dep.model_queue.slot(org_id):
+        found = (engine or SearchEngine(dep)).detect(image, collection_ids=ids)
+    audit.record_for(
+        session,
+        actor,
+        "search.probe_examined",
+        org_id=org_id,
+        target_type="probe",
+        details={
+            "probe_hash": dep.keys.content_hash(image),
+            "collections": ids,
+            "probe_faces": len(found.faces),
+        },
+    )
+    session.commit()
+    return {
+        "width": found.width,
+        "height": found.height,
+        "faces": [{"index": f.index, "box": f.box, "quality": f.quality} for f in found.faces],
+    }
 
 
 def _build_outcome(

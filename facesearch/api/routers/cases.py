@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from facesearch.api.deps import (
@@ -17,7 +17,7 @@ from facesearch.api.deps import (
     require,
 )
 from facesearch.api.schemas import Page, SearchRecordOut, SearchWithResults
-from facesearch.search import casework
+from facesearch.search import casework, report
 from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["cases"])
@@ -66,6 +66,26 @@ def get_case(case_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[st
     """Investigators, reviewers and auditors of the organisation."""
     need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
     return casework.get_case(db, principal, case_id)
+
+
+@router.get(
+    "/api/v1/cases/{case_id}/report.pdf",
+    summary="A case report as a PDF (audited): searches, candidates, decisions",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+def get_case_report(case_id: Id, db: DbSession, principal: CurrentPrincipal) -> Response:
+    """Investigators, reviewers and auditors of the organisation."""
+    need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
+    data = report.case_report_pdf(db, principal, case_id)
+    return Response(
+        content=data,
+        media_type="application/pdf",
+        headers={
+            "Cache-Control": "no-store, private",
+            "Content-Disposition": f'attachment; filename="case-{case_id}.pdf"',
+        },
+    )
 
 
 @router.get(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, Id, need_any
 from facesearch.gallery import faces
@@ -29,6 +29,11 @@ class FaceOut(BaseModel):
     model_id: str
     ingested_at: str | None
     crop_url: str
+    image_url: str | None = Field(
+        description="the source image the face was found in, when its collection kept images"
+    )
+    width: int | None = Field(description="the source image's width in pixels")
+    height: int | None = Field(description="the source image's height in pixels")
 
 
 @router.get(
@@ -44,6 +49,24 @@ def get_crop(
     data = faces.view_crop(dep, db, principal, face_id)
     return Response(
         content=data, media_type="image/jpeg", headers={"Cache-Control": "no-store, private"}
+    )
+
+
+@router.get(
+    "/api/v1/faces/{face_id}/image",
+    summary="The source image a face was found in (audited; when its collection kept images)",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+    },
+)
+def get_image(
+    face_id: Id, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
+) -> Response:
+    need_any(principal, Scope.SEARCH, Scope.REVIEW)
+    data, media_type = faces.view_image(dep, db, principal, face_id)
+    return Response(
+        content=data, media_type=media_type, headers={"Cache-Control": "no-store, private"}
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from facesearch.api.deps import DbSession, DeploymentDep, Id, Principal, require
@@ -120,3 +121,26 @@ def get_jobs(
 @router.get("/api/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's progress")
 def get_job(job_id: Id, db: DbSession, principal: Ingestor) -> dict[str, Any]:
     return service.get_job(db, principal, job_id)
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/events",
+    summary="An ingest job's live progress as server-sent events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`progress` events (JSON: the job, files/s, faces/s, rejected files "
+            "with their reasons) whenever the job changes, then one `end` event with the final "
+            "job; a stream lasts at most a few minutes (EventSource reconnects)",
+        }
+    },
+)
+def get_job_events(
+    job_id: Id, dep: DeploymentDep, db: DbSession, principal: Ingestor
+) -> StreamingResponse:
+    return StreamingResponse(
+        service.job_events(dep, db, principal, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
