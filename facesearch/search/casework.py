@@ -445,8 +445,23 @@ def get_case(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
     return detail
 
 
-def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]:
-    """One search of the organisation with its results, as it appears in its case."""
+def model_thresholds(dep: Deployment, model_ids: str) -> dict[str, float]:
+    """The threshold of each model a search used (its `model_id` lists them, comma-separated);
+    a model this installation no longer computes is left out."""
+    out: dict[str, float] = {}
+    for model_id in filter(None, (m.strip() for m in model_ids.split(","))):
+        try:
+            out[model_id] = float(dep.model_for(model_id).default_threshold)
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+def get_search(
+    session: Session, actor: Actor, search_id: int, dep: Deployment | None = None
+) -> dict[str, Any]:
+    """One search of the organisation with its results, as it appears in its case (and, given
+    the deployment, each model's threshold)."""
     org_id = org_of(actor)
     search = org_search(session, org_id, search_id)
     detail = case_detail(session, org_id, search.case_id)
@@ -459,7 +474,8 @@ def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]
         details={"case_id": search.case_id},
     )
     session.commit()
+    thresholds = model_thresholds(dep, search.model_id) if dep is not None else {}
     for item in detail["search_list"]:
         if item["id"] == search.id:
-            return dict(item)
+            return {**item, "model_thresholds": thresholds}
     return search_dict(search, session.get(Case, search.case_id))  # pragma: no cover

@@ -199,10 +199,18 @@ def examine_probe(
     )
 
 
+class SearchDetail(SearchWithResults):
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the search used, with its threshold"
+    )
+
+
 @router.get(
     "/api/v1/searches/{search_id}",
-    response_model=SearchWithResults,
+    response_model=SearchDetail,
     summary="A search of the organisation, with results",
 )
-def get_search(search_id: Id, db: DbSession, principal: Investigator) -> dict[str, Any]:
-    return casework.get_search(db, principal, search_id)
+def get_search(
+    search_id: Id, dep: DeploymentDep, db: DbSession, principal: Investigator
+) -> dict[str, Any]:
+    return casework.get_search(db, principal, search_id, dep)
