@@ -35,11 +35,12 @@ LAYERS: dict[str, int] = {
     "search": 6,
     "eval": 6,
     "doctor": 7,
-    # the edges
+    # the edges (the web application's static files are mounted by the api)
     "client": 8,
-    "api": 8,
-    "cli": 9,
-    "__main__": 10,
+    "web": 8,
+    "api": 9,
+    "cli": 10,
+    "__main__": 11,
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from facesearch import web
 from facesearch.api.deps import guard
 from facesearch.api.errors import install_handlers
 from facesearch.api.routers import (
@@ -59,7 +60,13 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
 )
 
-CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+#: One strict policy for the API and the web application (ADR 0011): everything from this origin,
+#: no inline script or style, no plugins, no framing.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'; manifest-src 'self'; worker-src 'self'"
+)
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
@@ -240,6 +247,7 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
     app.state.denials = DenialLog(dep.db)
     install_handlers(app)
     include_routers(app)
+    web.mount(app)  # after the API: its paths win
     origins = [o for o in settings.cors_origins if o.strip() and o.strip() != "*"]
     if origins:
         from fastapi.middleware.cors import CORSMiddleware

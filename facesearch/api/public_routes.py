@@ -7,7 +7,13 @@ docs/security.md.
 
 from __future__ import annotations
 
-PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+from facesearch import web
+
+#: The web application's page and static files (ADR 0011): GET only, no data (the page asks the
+#: API for everything, with the session cookie and the CSRF header).
+WEB_ROUTES: frozenset[tuple[str, str]] = web.public_routes()
+
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = WEB_ROUTES | frozenset(
     {
         ("GET", "/api/v1/health"),
         ("GET", "/api/v1/ready"),

@@ -35,6 +35,9 @@ class MeReply(BaseModel):
     mfa_enrolled: bool
     recovery_codes_remaining: int
     csrf_token: str | None = None
+    #: a session ends after this many minutes without a request (`session_idle_minutes`); the
+    #: web application warns before; None for an API key
+    session_idle_minutes: int | None = None
 
 
 class SessionOut(BaseModel):
@@ -70,8 +73,11 @@ class KeyCreated(KeyOut):
 
 
 @router.get("/api/v1/me", response_model=MeReply)
-def me(principal: CurrentPrincipal, s: DbSession) -> dict[str, Any]:
-    return self_service.me(s, principal)
+def me(principal: CurrentPrincipal, s: DbSession, dep: DeploymentDep) -> dict[str, Any]:
+    reply = self_service.me(s, principal)
+    if principal.session_id is not None:
+        reply["session_idle_minutes"] = dep.settings.session_idle_minutes
+    return reply
 
 
 #: Managing sessions and keys needs the person, signed in: an API key, whatever its scope, can

@@ -1,0 +1,141 @@
+"""The shell: served from the API's origin with a strict CSP and no inline script; every screen
+path answers the one page; static files stay inside their folder; the sign-in screen (password,
+then second factor) in real Chromium."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+
+from facesearch.api.app import CSP
+from facesearch.web import SCREENS, STATIC_DIR
+from tests.web.conftest import (
+    WebServer,
+    check_screen,
+    enrolled_user,
+    sign_in,
+)
+
+
+def fetch(web: WebServer, path: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(web.url(path), timeout=10) as reply:
+            return reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def test_the_page_has_a_strict_csp_and_no_inline_script_or_style(web: WebServer) -> None:
+    status, headers, body = fetch(web, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    csp = headers["content-security-policy"]
+    assert csp == CSP
+    for directive in (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ):
+        assert directive in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    html = body.decode()
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts, "the page loads its application module"
+    for attrs, content in scripts:
+        assert 'src="/static/' in attrs and not content.strip(), "inline script"
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+    assert not re.search(r"\sstyle\s*=", html) and "<style" not in html, "inline style"
+    assert not re.search(r"(src|href)=\"(https?:)?//", html), "something from another origin"
+
+
+def test_every_static_file_is_free_of_inline_styles_and_remote_urls() -> None:
+    for path in STATIC_DIR.rglob("*"):
+        if path.suffix not in (".html", ".js") or "vendor" in path.parts:
+            continue
+        text = path.read_text()
+        assert "innerHTML" not in text, f"{path.name}: innerHTML (build elements instead)"
+        assert 'setAttribute("style"' not in text and "style=" not in text.replace(
+            "getComputedStyle", ""
+        ), f"{path.name}: an inline style attribute"
+        assert not re.search(r"\bhttps?://(?!localhost)", text), f"{path.name}: a remote URL"
+        assert "eval(" not in text, path.name
+
+
+def test_screen_paths_answer_the_page_and_the_api_keeps_its_own(web: WebServer) -> None:
+    _, _, index = fetch(web, "/")
+    for name in SCREENS:
+        status, _, body = fetch(web, f"/{name}")
+        assert status == 200 and body == index, name
+    status, _, body = fetch(web, "/cases/some-opaque-id")
+    assert status == 200 and body == index
+    # the API still answers JSON for its own paths, and unknown paths are not the page
+    status, headers, _ = fetch(web, "/api/v1/me")
+    assert status == 401 and headers["content-type"].startswith("application/json")
+    assert fetch(web, "/api/v1/no-such-thing")[0] == 404
+    assert fetch(web, "/no-such-screen")[0] == 404
+
+
+def test_static_files_stay_inside_their_folder(web: WebServer) -> None:
+    status, headers, _ = fetch(web, "/static/app.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert headers["x-content-type-options"] == "nosniff"
+    for bad in (
+        "/static/../__init__.py",
+        "/static/%2e%2e/__init__.py",
+        "/static/..%2f__init__.py",
+        "/static/screens",
+        "/static/.hidden",
+        "/static/",
+    ):
+        assert fetch(web, bad)[0] == 404, bad
+    assert fetch(web, "/sw.js")[1].get("service-worker-allowed") == "/"
+    status, headers, _ = fetch(web, "/manifest.webmanifest")
+    assert status == 200 and headers["content-type"].startswith("application/manifest+json")
+
+
+def test_sign_in_with_a_code_then_sign_out(web: WebServer, page: Any) -> None:
+    user = enrolled_user(web, "Shell Org", ["investigator", "reviewer"])
+    page.goto(web.url("/account"))
+    # not signed in: the sign-in screen, remembering where the person wanted to go
+    page.wait_for_url(re.compile(r"/signin\?next=%2Faccount"))
+    check_screen(page, "signin")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Continue").click()
+    assert "wrong" in page.get_by_role("alert").inner_text().lower() or "invalid" in (
+        page.get_by_role("alert").inner_text().lower()
+    )
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Code from your authenticator app").wait_for()
+    check_screen(page, "signin-second-factor")
+    page.get_by_label("Code from your authenticator app").fill(user.code())
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(web.url("/account"))
+    header = page.locator("header")
+    assert "Shell Org" in header.inner_text()
+    assert "Investigator" in header.inner_text() and "Reviewer" in header.inner_text()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile("/signin"))
+    assert page.request.get(web.url("/api/v1/me")).status == 401
+
+
+def test_the_recovery_code_path(web: WebServer, page: Any) -> None:
+    user = enrolled_user(web, "Shell Org", ["auditor"])
+    page.goto(web.url("/signin"))
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Use a recovery code instead").click()
+    page.get_by_label("Recovery code").fill(user.recovery_codes[0])
+    page.get_by_role("button", name="Verify").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+    assert "9 left" in page.locator("#notices").inner_text()
+    # sign_in helper: works for the next test modules too
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile("/signin"))
+    sign_in(page, web, user)
