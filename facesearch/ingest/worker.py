@@ -84,6 +84,17 @@ def analyse_chunk(
                 FileResult(key, FileStatus.REJECTED, reason=f"{exc.reason}: {exc.detail}")
             )
             continue
+        side = config.min_face_size
+        if min(decoded.original_width, decoded.original_height) < side:
+            results.append(  # no face of the smallest size searched fits in it
+                FileResult(
+                    key,
+                    FileStatus.REJECTED,
+                    reason=f"too_small: {decoded.original_width}x{decoded.original_height}, "
+                    f"under the smallest face searched ({side} px)",
+                )
+            )
+            continue
         result = FileResult(  # provenance: the original dimensions, not the decoded ones
             key,
             FileStatus.OK,

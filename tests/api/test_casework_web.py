@@ -127,6 +127,8 @@ def test_a_search_of_one_chosen_face_finds_that_person_only(
         performed = entries(module_deployment, "search.performed")[-1]
         assert performed.details["probe_face_chosen"] == index
         assert {r["probe_face"] for r in performed.details["results"]} == {index}
+    stored = a.keys["search"].get(f"/api/v1/searches/{body['search_id']}").json()
+    assert stored["model_thresholds"] == {m["model_id"]: m["threshold"] for m in body["models"]}
     every = search_face(a, probe, None).json()
     assert len(every["faces"]) == 2
     missing = search_face(a, probe, 7)
@@ -228,6 +230,7 @@ def test_job_events_stream_progress_rejections_and_the_end(
     rejected = {r["path"]: r["reason"] for r in end["rejected_files"]}
     assert f"upload:{job_id}/broken.jpg" in rejected and all(rejected.values())
     assert f"upload:{job_id}/notes.txt" in rejected
+    assert rejected[f"upload:{job_id}/tiny.png"].startswith("too_small")
     assert runner_for(module_deployment).wait_idle(60)
     # a finished job's stream answers its end at once
     again = a.keys["ingest"].get(f"/api/v1/jobs/{job_id}/events")

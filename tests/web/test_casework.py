@@ -247,10 +247,10 @@ def upload_set(tmp: Path) -> list[dict[str, Any]]:
         buf = io.BytesIO()
         Image.new("RGB", (320, 240), (40 + 90 * i, 120, 200)).save(buf, "PNG")
         files.append({"name": f"sky-{i}.png", "mimeType": "image/png", "buffer": buf.getvalue()})
-    for i in range(3):
-        files.append(
-            {"name": f"corrupt-{i}.jpg", "mimeType": "image/jpeg", "buffer": b"\xff\xd8\xff" + bytes(64)}
-        )
+    whole = files[0]["buffer"]
+    for i in range(3):  # a real photo cut short, at three places
+        cut = whole[: len(whole) // (2 + i)]
+        files.append({"name": f"corrupt-{i}.jpg", "mimeType": "image/jpeg", "buffer": cut})
     files.append({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"})
     files.append({"name": "table.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"})
     tiny = io.BytesIO()

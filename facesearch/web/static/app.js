@@ -14,6 +14,11 @@ export const ROUTES = [
   { path: "/enrol", module: "./screens/enrol.js", public: true },
   { path: "/reset", module: "./screens/reset.js", public: true },
   { path: "/", module: "./screens/home.js", label: "Home" },
+  { path: "/search", module: "./screens/search.js", label: "Search", roles: ["investigator"] },
+  { path: "/results", module: "./screens/results.js", roles: ["investigator"] },
+  { path: "/review", module: "./screens/review.js", label: "Review", roles: ["reviewer"] },
+  { path: "/cases", module: "./screens/cases.js", label: "Cases", roles: ["investigator", "reviewer", "auditor"] },
+  { path: "/collections", module: "./screens/collections.js", label: "Collections", roles: ["org_admin", "ingestor", "investigator"] },
   { path: "/account", module: "./screens/account.js" },
 ];
 

@@ -62,20 +62,26 @@ async function renderCollection(ctx, id) {
   }
   const facts = h("dl", { class: "facts" },
     h("dt", { text: "Faces" }), h("dd", { text: String(c.faces), "data-faces": "" }),
-    h("dt", { text: "Files" }), h("dd", { text: String(c.files) }),
-    h("dt", { text: "Model" }), h("dd", { text: c.model_id || "set by the first ingest" }),
+    h("dt", { text: "Files" }), h("dd", { text: String(c.files), "data-files": "" }),
+    h("dt", { text: "Model" }), h("dd", { text: c.model_id || "set by the first ingest", "data-model": "" }),
     h("dt", { text: "Legal basis" }), h("dd", { text: c.legal_basis || "—" }),
     h("dt", { text: "Retention" }), h("dd", { text: c.retention_days ? `${c.retention_days} days` : "—" }),
     h("dt", { text: "Created" }), h("dd", { text: formatTime(c.created_at) }));
-  const ingest = c.owned && canIngest(me) ? uploadSection(c) : h("p", { class: "hint", text: c.owned ? "Ingestors and administrators add images." : "A shared collection is read-only." });
+  const refresh = async () => {
+    const now = await api.get(`/api/v1/collections/${encodeURIComponent(c.id)}`);
+    facts.querySelector("[data-faces]").textContent = String(now.faces);
+    facts.querySelector("[data-files]").textContent = String(now.files);
+    facts.querySelector("[data-model]").textContent = now.model_id || "set by the first ingest";
+  };
+  const ingest = c.owned && canIngest(me) ? uploadSection(c, refresh) : h("p", { class: "hint", text: c.owned ? "Ingestors and administrators add images." : "A shared collection is read-only." });
   page(main, `Collection ${c.name}`, section("About", facts), ingest);
 }
 
-function uploadSection(collection) {
+function uploadSection(collection, onEnd) {
   const filesField = field({ label: "Images to add", name: "files", type: "file", accept: "image/*", multiple: true, hint: "Choose or drop many images; each one is checked on the server and rejected with a reason when it cannot be used." });
   const input = filesField.querySelector("input");
   const drop = h("div", { class: "dropzone", "data-dropzone": "" }, h("p", { class: "dropzone-text", text: "Drop images here, or:" }), filesField);
-  const fileList = h("ul", { class: "upload-files", "aria-label": "Files being uploaded" });
+  const fileList = h("ul", { class: "upload-files", "aria-label": "Files being uploaded", tabindex: "0" });
   const job = h("div", { class: "job", "aria-live": "polite", "data-job": "" });
   let chosen = [];
 
@@ -114,14 +120,14 @@ function uploadSection(collection) {
         });
       });
       for (const row of rows) { row.querySelector("progress").value = 100; row.querySelector(".upload-state").textContent = "sent"; }
-      follow(started, job);
+      follow(started, job, onEnd);
     },
   });
   return section("Add images", uploadForm, job);
 }
 
 /** Follow a job by server-sent events until its end. */
-export function follow(started, el) {
+export function follow(started, el, onEnd) {
   const bar = h("progress", { max: String(Math.max(started.files_total, 1)), value: "0", "aria-label": "Files processed on the server" });
   const counts = h("p", { class: "job-counts", "data-job-counts": "" });
   const rates = h("p", { class: "hint", "data-job-rates": "" });
@@ -147,6 +153,7 @@ export function follow(started, el) {
     end: (j) => {
       show(j);
       source.close();
+      if (onEnd) onEnd(j).catch(() => { /* the counts stay as they were */ });
       notify(j.status === "done" ? `Job ${j.id} done: ${j.files_done} files, ${j.faces} faces, ${(j.rejected_files || []).length} rejected.` : `Job ${j.id} failed.`, j.status === "done" ? "success" : "error");
     },
   });

@@ -212,8 +212,9 @@ export async function details(c) {
     }
     return h("div", { class: "detail" },
       picture,
-      h("img", { src: c.crop_url, alt: "Face crop", class: "crop", width: "112", height: "112" }),
       c.score !== undefined ? similarityBar(c.score, c.threshold ?? null) : null,
+      h("div", { class: "detail-meta" },
+      h("img", { src: c.crop_url, alt: "Face crop", class: "crop", width: "112", height: "112" }),
       face.error ? null : h("dl", { class: "facts" },
         h("dt", { text: "Collection" }), h("dd", { text: face.collection || "—" }),
         h("dt", { text: "Source" }), h("dd", {}, sourceLine(face)),
@@ -221,7 +222,7 @@ export async function details(c) {
         face.frame_time != null ? h("dt", { text: "Frame time" }) : null,
         face.frame_time != null ? h("dd", { text: frameTime(face.frame_time) }) : null,
         h("dt", { text: "Quality" }), h("dd", { text: Number(face.quality).toFixed(2) }),
-        h("dt", { text: "Model" }), h("dd", { text: face.model_id })),
+        h("dt", { text: "Model" }), h("dd", { text: face.model_id }))),
       h("div", { class: "form-actions" }, button("Close", () => close(), { kind: "primary" })));
   }, { cls: "dialog-wide" });
 }

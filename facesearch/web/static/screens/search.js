@@ -16,7 +16,7 @@ export async function render(ctx) {
 
   const photoStatus = h("p", { class: "hint", role: "status", "data-probe-status": "" });
   const preview = h("div", { class: "probe", hidden: true, "data-probe": "" });
-  const facePicker = h("fieldset", { class: "field checks face-picker", hidden: true, "data-face-picker": "" });
+  const facePicker = h("fieldset", { class: "checks face-picker", hidden: true, "data-face-picker": "" });
 
   const pickerField = field({ label: "Choose a photo", name: "probe_file", type: "file", accept: "image/*", "data-probe-input": "" });
   const cameraField = field({ label: "Or take one with the camera", name: "probe_camera", type: "file", accept: "image/*", capture: "environment" });
