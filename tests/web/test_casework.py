@@ -292,7 +292,8 @@ def test_create_a_collection_and_upload_20_files_with_live_progress(
         timeout=180_000,
     )
     assert all(
-        v == "100" for v in page.locator(".upload-files progress").evaluate_all(
+        v == "100"
+        for v in page.locator(".upload-files progress").evaluate_all(
             "els => els.map(e => String(e.value))"
         )
     )
