@@ -25,6 +25,8 @@ from facesearch.store.casework import Lead
 from tests.api.casework_world import LEGAL, PURPOSE, people_gallery, two_people_probe
 from tests.conftest import faces_dir, ingest
 from tests.web.conftest import (
+    SCREENSHOTS,
+    WIDTHS,
     User,
     WebServer,
     check_screen,
@@ -136,6 +138,15 @@ def test_search_a_multi_face_photo_picking_the_second_face(
     assert dialog.locator(".face-box").count() == 1
     check_screen(page, "result-detail")
     dialog.get_by_role("button", name="Close").click()
+    # a reload rebuilds the screen from the stored search (the answer itself is not kept)
+    page.reload()
+    page.locator("li.candidate").first.wait_for()
+    first = page.locator("li.candidate").first
+    assert expected in first.inner_text() and "above the threshold" in first.inner_text()
+    # the organisation's cases
+    page.get_by_role("link", name="Cases", exact=True).click()
+    page.get_by_role("link", name="CW-2026/1").wait_for()
+    check_screen(page, "cases")
 
 
 def search_as(web: WebServer, user: User, world: World, case: str) -> tuple[Any, Any]:
@@ -210,15 +221,10 @@ def test_two_independent_reviewers_confirm_and_the_case_shows_every_decision(
     page.emulate_media(media="print")
     assert not page.locator("[data-report=pdf]").is_visible()
     assert not page.locator("header").is_visible()
-    page.screenshot(path=str(web_screenshot("case-print")), full_page=True)
+    for width in WIDTHS:  # the printed report, as the screenshots of every screen
+        page.set_viewport_size({"width": width, "height": 800})
+        page.screenshot(path=str(SCREENSHOTS / f"case-print-{width}.png"), full_page=True)
     page.emulate_media(media="screen")
-
-
-def web_screenshot(name: str) -> Path:
-    from tests.web.conftest import SCREENSHOTS
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS / f"{name}-1280.png"
 
 
 def test_another_organisation_opening_a_case_url_gets_not_found(
