@@ -437,9 +437,15 @@ def search_history(
     return {"total": int(total), "items": items}
 
 
-def get_case(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
-    """A case's detail; the read is on the record (`case.viewed`) before it is answered."""
+def get_case(
+    session: Session, actor: Actor, case_id: int, dep: Deployment | None = None
+) -> dict[str, Any]:
+    """A case's detail (and, given the deployment, each search's model thresholds); the read is
+    on the record (`case.viewed`) before it is answered."""
     detail = case_detail(session, org_of(actor), case_id)
+    if dep is not None:
+        for item in detail["search_list"]:
+            item["model_thresholds"] = model_thresholds(dep, item["model_id"])
     audit.record_for(session, actor, "case.viewed", target_type="case", target_id=case_id)
     session.commit()
     return detail

@@ -171,6 +171,12 @@ def test_case_report_pdf_opens_names_the_case_and_says_candidates_are_leads(
     )
     assert reply.status_code == 200, reply.text
     case_id = body["case_id"]
+    # the case and the review queue carry each search's model thresholds (for the screens)
+    thresholds = {m["model_id"]: m["threshold"] for m in body["models"]}
+    case = a.keys["audit"].get(f"/api/v1/cases/{case_id}").json()
+    assert all(s["model_thresholds"] == thresholds for s in case["search_list"])
+    queue = a.keys["review2"].get("/api/v1/reviews/queue").json()["items"]
+    assert queue and all(item["model_thresholds"] == thresholds for item in queue)
     pdf = a.keys["audit"].get(f"/api/v1/cases/{case_id}/report.pdf")
     assert pdf.status_code == 200, pdf.text
     assert pdf.headers["content-type"] == "application/pdf"

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from facesearch.api.deps import (
     MAX_ID,
     CurrentPrincipal,
     DbSession,
+    DeploymentDep,
     Id,
     Principal,
     need_any,
@@ -35,8 +36,14 @@ class CaseList(Page):
     items: list[CaseOut]
 
 
+class SearchInCase(SearchWithResults):
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the search used, with its threshold"
+    )
+
+
 class CaseDetail(CaseOut):
-    search_list: list[SearchWithResults]
+    search_list: list[SearchInCase]
 
 
 class HistoryItem(SearchRecordOut):
@@ -62,10 +69,12 @@ def get_cases(
     response_model=CaseDetail,
     summary="A case with its searches and results",
 )
-def get_case(case_id: Id, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_case(
+    case_id: Id, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
+) -> dict[str, Any]:
     """Investigators, reviewers and auditors of the organisation."""
     need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
-    return casework.get_case(db, principal, case_id)
+    return casework.get_case(db, principal, case_id, dep)
 
 
 @router.get(

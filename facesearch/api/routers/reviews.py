@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, Id, Principal, need_any, require
+from facesearch.api.deps import (
+    CurrentPrincipal,
+    DbSession,
+    DeploymentDep,
+    Id,
+    Principal,
+    need_any,
+    require,
+)
 from facesearch.api.schemas import Page, ResultOut
 from facesearch.search import review
 from facesearch.security.roles import Scope
@@ -31,6 +39,9 @@ class QueueItem(BaseModel):
     rank: int
     status: str
     crop_url: str
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the lead's search used, with its threshold"
+    )
 
 
 class Queue(Page):
@@ -64,8 +75,9 @@ def get_result(result_id: Id, db: DbSession, principal: CurrentPrincipal) -> dic
     summary="Leads this reviewer may still decide on",
 )
 def get_queue(
+    dep: DeploymentDep,
     db: DbSession,
     principal: Reviewer,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    return review.review_queue(db, principal, limit=limit)
+    return review.review_queue(db, principal, limit=limit, dep=dep)

@@ -3,7 +3,7 @@
 // organisation's case is "not found", like a missing one.
 import { api } from "../api.js";
 import { badge, button, errorText, formatTime, h, link, loading, page, section, table } from "../ui.js";
-import { details, similarityBar, statusBadge } from "./results.js";
+import { details, searchThreshold, similarityBar, statusBadge } from "./results.js";
 
 export const LEADS_STATEMENT = "Candidates are leads, not identifications. A similarity score says how alike two faces look to the model; it never establishes who a person is. A candidate is confirmed only after two different reviewers confirm it, and a confirmed candidate is still a lead to verify by other means.";
 
@@ -72,7 +72,7 @@ function searchSection(s, me, names) {
     h("img", { src: r.crop_url, alt: `Face crop of candidate ${r.rank}`, class: "crop", width: "96", height: "96", loading: "lazy" }),
     h("div", { class: "candidate-body" },
       h("h3", { class: "candidate-title", text: `Face ${r.probe_face + 1}, candidate ${r.rank}` }),
-      similarityBar(r.score, null),
+      similarityBar(r.score, searchThreshold(s)),
       h("p", {}, statusBadge(r.status, r.independent)),
       r.reviews.length ? h("ul", { class: "decisions", "aria-label": `Decisions on candidate ${r.rank}` },
         r.reviews.map((d) => h("li", { "data-decision": d.decision },
@@ -81,7 +81,7 @@ function searchSection(s, me, names) {
           d.note ? h("q", { class: "note", text: d.note }) : null)))
         : h("p", { class: "hint", text: "No decision yet." }),
       h("div", { class: "form-actions no-print" },
-        button("Details", () => details({ face_id: r.face_id, crop_url: r.crop_url, rank: r.rank, score: r.score }), { kind: "secondary small", "aria-label": `Details of candidate ${r.rank}` })))));
+        button("Details", () => details({ face_id: r.face_id, crop_url: r.crop_url, rank: r.rank, score: r.score, threshold: searchThreshold(s) }), { kind: "secondary small", "aria-label": `Details of candidate ${r.rank}` })))));
   return section(`Search of ${formatTime(s.created_at)}`,
     h("dl", { class: "facts" },
       h("dt", { text: "By" }), h("dd", { text: s.user_id != null ? `user ${s.user_id}` : `API key ${s.api_key_id}` }),

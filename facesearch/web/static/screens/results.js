@@ -51,6 +51,14 @@ export function similarityBar(score, threshold) {
     }, ...parts));
 }
 
+/** The threshold to mark for a stored search's candidates: the one asked for, else its model's
+ * (null when the search used several models: each candidate's model is not known here). */
+export function searchThreshold(search) {
+  if (search.threshold !== null && search.threshold !== undefined) return search.threshold;
+  const values = Object.values(search.model_thresholds || {});
+  return values.length === 1 ? values[0] : null;
+}
+
 function isUrl(value) { return typeof value === "string" && /^https?:\/\//i.test(value); }
 
 export function sourceLine(c) {

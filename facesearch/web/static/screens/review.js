@@ -3,7 +3,7 @@
 // candidate is "confirmed" only after two different reviewers confirm it; one rejection is final.
 import { api } from "../api.js";
 import { button, errorText, field, h, link, loading, notify, page } from "../ui.js";
-import { details, similarityBar, statusBadge } from "./results.js";
+import { details, searchThreshold, similarityBar, statusBadge } from "./results.js";
 
 export async function render(ctx) {
   const { main } = ctx;
@@ -51,13 +51,13 @@ function reviewCard(item, recount) {
     h("div", { class: "candidate-body" },
       h("h2", { class: "candidate-title" }, `Candidate ${item.rank} · `,
         link(`/cases/${encodeURIComponent(item.case_id)}`, "open the case")),
-      similarityBar(item.score, null),
+      similarityBar(item.score, searchThreshold(item)),
       h("p", {}, statusBadge(item.status)),
       noteField,
       h("div", { class: "form-actions" },
         button("Confirm", () => decide("confirm"), { kind: "primary", "data-decision": "confirm" }),
         button("Reject", () => decide("reject"), { kind: "danger", "data-decision": "reject" }),
-        button("Details", () => details({ face_id: item.face_id, crop_url: item.crop_url, rank: item.rank, score: item.score }), { kind: "secondary" })),
+        button("Details", () => details({ face_id: item.face_id, crop_url: item.crop_url, rank: item.rank, score: item.score, threshold: searchThreshold(item) }), { kind: "secondary" })),
       outcome));
   return el;
 }

@@ -62,6 +62,10 @@ export async function render(ctx) {
     const boxes = found.faces.map((f) => {
       const box = h("span", { class: "face-box", "data-face-index": String(f.index), "aria-hidden": "true" },
         h("span", { class: "face-box-label", text: String(f.index + 1) }));
+      box.addEventListener("click", () => { // a pointer may pick a face on the photo itself
+        const radio = facePicker.querySelector(`input[value="${f.index}"]`);
+        if (radio) { radio.checked = true; highlight(String(f.index)); }
+      });
       place(box, f.box, found.width, found.height);
       return box;
     });
