@@ -31,7 +31,22 @@ fi
 fs stats
 if [ "${FACESEARCH_DEMO_NO_SERVE:-0}" != "1" ] && fs --help | grep -q " serve "; then
   echo "== starting the service"
+  # People open the web application at localhost (a secure context on loopback, and the host
+  # name passkeys are bound to), so the links it prints name localhost too.
+  export FACESEARCH_PUBLIC_URL="${FACESEARCH_PUBLIC_URL:-http://localhost:${FACESEARCH_PORT:-8600}}"
   # The first platform administrator's one-time enrolment link (refused once one exists).
-  fs admin bootstrap --email "${FACESEARCH_ADMIN_EMAIL:-admin@localhost}" || true
+  link="$(fs admin bootstrap --email "${FACESEARCH_ADMIN_EMAIL:-admin@localhost}" 2>/dev/null \
+    | grep -o 'http[^ ]*/enrol#token=[A-Za-z0-9_-]*' | head -n 1 || true)"
+  echo
+  if [ -n "$link" ]; then
+    echo "Open this link in your browser to set up the first administrator (one-time, 24 h):"
+    echo
+    echo "    $link"
+  else
+    echo "An administrator exists already. Open the web application and sign in:"
+    echo
+    echo "    ${FACESEARCH_PUBLIC_URL%/}/signin"
+  fi
+  echo
   exec .venv/bin/facesearch serve
 fi

@@ -22,6 +22,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import String, and_, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from facesearch import clock
@@ -39,6 +40,7 @@ from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError
 from facesearch.security.actor import Actor
 from facesearch.security.tenancy import org_audit_entry, org_of
+from facesearch.store.accounts import User
 from facesearch.store.anchor import AnchorReading, anchor_file, public_key_of, read_anchor
 from facesearch.store.audit import AuditEntry, missing_triggers
 from facesearch.store.db import AUDIT_APPENDED, AUDIT_KEY
@@ -637,6 +639,11 @@ def verify_export(path: Path, expected_public_key: str | None = None) -> ExportR
 
 
 # -- an organisation's auditors -------------------------------------------------------------------
+def _ts(value: datetime) -> str:
+    """A time as the entries store it (UTC ISO 8601 with microseconds), for comparisons."""
+    return clock.aware(value).astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def org_entries(
     session: Session,
     actor: Actor,
@@ -644,16 +651,148 @@ def org_entries(
     after_id: int = 0,
     limit: int = 100,
     action: str | None = None,
+    user_id: int | None = None,
+    case: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    newest_first: bool = False,
 ) -> dict[str, Any]:
-    """The organisation's entries after `after_id`, oldest first, and how many it has."""
+    """The organisation's entries after `after_id` (and before `before_id`), oldest first (or
+    newest first), and how many match. Filters: the action, the acting user, a case (its id or
+    number: the case's own entries and those that name it), a time range."""
     org_id = org_of(actor)
-    query = select(AuditEntry).where(AuditEntry.org_id == org_id, AuditEntry.id > after_id)
-    count = select(func.count(AuditEntry.id)).where(AuditEntry.org_id == org_id)
+    conditions: list[Any] = [AuditEntry.org_id == org_id]
     if action:
-        query = query.where(AuditEntry.action == action)
-        count = count.where(AuditEntry.action == action)
-    rows = session.scalars(query.order_by(AuditEntry.id).limit(limit))
+        conditions.append(AuditEntry.action == action)
+    if user_id is not None:
+        conditions.append(AuditEntry.actor_user_id == user_id)
+    if case:
+        conditions.append(
+            or_(
+                and_(AuditEntry.target_type == "case", AuditEntry.target_id == case),
+                cast(AuditEntry.details["case_id"].as_string(), String) == case,
+                cast(AuditEntry.details["case_number"].as_string(), String) == case,
+            )
+        )
+    if since is not None:
+        conditions.append(AuditEntry.ts >= _ts(since))
+    if until is not None:
+        conditions.append(AuditEntry.ts < _ts(until))
+    count = select(func.count(AuditEntry.id)).where(*conditions)
+    page = [*conditions, AuditEntry.id > after_id]
+    if before_id is not None:
+        page.append(AuditEntry.id < before_id)
+    order = AuditEntry.id.desc() if newest_first else AuditEntry.id
+    rows = session.scalars(select(AuditEntry).where(*page).order_by(order).limit(limit))
     return {"total": int(session.scalar(count) or 0), "items": [as_dict(r) for r in rows]}
+
+
+def org_chain_status(
+    session: Session, actor: Actor, keys: KeyRing, anchor_dir: Path
+) -> dict[str, Any]:
+    """For an organisation's auditor: is the deployment's audit chain intact (every entry's MAC
+    and link, the signed checkpoints, the append-only triggers)? The check is audited. Where the
+    chain breaks is named only when the entry is the organisation's own."""
+    org_id = org_of(actor)
+    report = verify_chain(session, anchor=read_anchor_of(keys, anchor_dir))
+    bad_id = report.first_bad_id
+    own = False
+    if bad_id is not None:
+        row = session.get(AuditEntry, bad_id)
+        own = row is not None and row.org_id == org_id
+    checked_at = clock.now()
+    record_for(
+        session,
+        actor,
+        "audit.chain_verified",
+        details={"ok": report.ok, "entries": report.entries},
+    )
+    session.commit()
+    return {
+        "ok": report.ok,
+        "entries": report.entries,
+        "checkpoints": report.checkpoints,
+        "anchored_length": report.anchored_length,
+        "problem": report.problem
+        if own or report.first_bad_id is None
+        else (
+            "an entry of the deployment's chain does not verify; the operator runs "
+            "`facesearch audit verify` for the details"
+        ),
+        "first_bad_id": bad_id if own else None,
+        "checked_at": checked_at,
+    }
+
+
+def _week(ts: datetime) -> date:
+    day = ts.date()
+    return day - timedelta(days=day.weekday())
+
+
+def org_activity(
+    session: Session, actor: Actor, *, weeks: int = 12, months: int = 12
+) -> dict[str, Any]:
+    """For an organisation's auditor, from its audit entries: searches per user per week (the
+    last `weeks`, Monday first) and review confirmations and rejections per month (the last
+    `months`), with the organisation's people to name the users. The read is audited."""
+    org_id = org_of(actor)
+    now = clock.now().astimezone(UTC)
+    first_week = _week(now) - timedelta(weeks=weeks - 1)
+    week_starts = [first_week + timedelta(weeks=i) for i in range(weeks)]
+    month_starts: list[date] = []
+    y, m = now.year, now.month
+    for _ in range(months):
+        month_starts.insert(0, date(y, m, 1))
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+    start = min(
+        datetime(first_week.year, first_week.month, first_week.day, tzinfo=UTC),
+        datetime(month_starts[0].year, month_starts[0].month, 1, tzinfo=UTC),
+    )
+    rows = session.execute(
+        select(AuditEntry.ts, AuditEntry.actor_user_id, AuditEntry.action, AuditEntry.details)
+        .where(
+            AuditEntry.org_id == org_id,
+            AuditEntry.action.in_(("search.performed", "review.decided")),
+            AuditEntry.ts >= _ts(start),
+        )
+        .order_by(AuditEntry.id)
+    ).all()
+    searches: dict[int, list[int]] = {}
+    confirmed = [0] * months
+    rejected = [0] * months
+    week_index = {w: i for i, w in enumerate(week_starts)}
+    month_index = {(d.year, d.month): i for i, d in enumerate(month_starts)}
+    for ts_text, user_id, action, details in rows:
+        ts = datetime.fromisoformat(ts_text).astimezone(UTC)
+        if action == "search.performed" and user_id is not None:
+            i = week_index.get(_week(ts))
+            if i is not None:
+                searches.setdefault(user_id, [0] * weeks)[i] += 1
+        elif action == "review.decided":
+            j = month_index.get((ts.year, ts.month))
+            decision = (details or {}).get("decision")
+            if j is not None and decision == "confirm":
+                confirmed[j] += 1
+            elif j is not None and decision == "reject":
+                rejected[j] += 1
+    people = session.execute(
+        select(User.id, User.email, User.display_name)
+        .where(User.org_id == org_id)
+        .order_by(User.email)
+    ).all()
+    record_for(session, actor, "audit.activity_viewed", details={"weeks": weeks, "months": months})
+    session.commit()
+    return {
+        "weeks": week_starts,
+        "searches": [
+            {"user_id": uid, "counts": counts} for uid, counts in sorted(searches.items())
+        ],
+        "months": month_starts,
+        "confirmations": confirmed,
+        "rejections": rejected,
+        "people": [{"user_id": i, "email": e, "display_name": n or ""} for i, e, n in people],
+    }
 
 
 def org_entry(session: Session, actor: Actor, entry_id: int) -> dict[str, Any]:

@@ -139,3 +139,36 @@ def test_the_recovery_code_path(web: WebServer, page: Any) -> None:
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile("/signin"))
     sign_in(page, web, user)
+
+
+def test_the_service_worker_caches_the_shell_and_never_the_api(web: WebServer, page: Any) -> None:
+    user = enrolled_user(web, "Shell Org", ["investigator"])
+    sign_in(page, web, user)
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.reload()  # now the worker controls the page
+    assert page.evaluate("!!navigator.serviceWorker.controller")
+    page.goto(web.url("/account"))  # a screen that asks the API for a lot
+    page.get_by_role("heading", name="Sessions").wait_for()
+    page.get_by_role("cell", name=re.compile("this session")).wait_for()
+    assert page.evaluate("fetch('/api/v1/me').then(r => r.status)") == 200
+    cached = page.evaluate(
+        """async () => {
+            const out = [];
+            for (const name of await caches.keys()) {
+                const cache = await caches.open(name);
+                for (const request of await cache.keys()) out.push(new URL(request.url).pathname);
+            }
+            return out;
+        }"""
+    )
+    assert "/static/app.js" in cached and "/static/screens/account.js" in cached
+    assert "/" in cached  # the page itself, for every screen path
+    assert not [p for p in cached if p.startswith("/api/")], cached
+    assert all(p == "/" or p.startswith("/static/") or p == "/manifest.webmanifest" for p in cached)
+    # offline, the shell still opens (from the cache) and says the server cannot be reached
+    page.context.set_offline(True)
+    try:
+        page.reload()
+        page.locator("main").get_by_text("cannot be reached").wait_for()
+    finally:
+        page.context.set_offline(False)

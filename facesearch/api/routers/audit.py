@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -53,8 +54,86 @@ def get_entries(
     after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=80)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the acting user")] = None,
+    case: Annotated[
+        str | None,
+        Query(
+            max_length=80, description="a case id or case number: its entries and those naming it"
+        ),
+    ] = None,
+    since: Annotated[datetime | None, Query(description="entries at or after this time")] = None,
+    until: Annotated[datetime | None, Query(description="entries before this time")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    newest_first: bool = False,
 ) -> dict[str, Any]:
-    return audit.org_entries(db, principal, after_id=after_id, limit=limit, action=action)
+    return audit.org_entries(
+        db,
+        principal,
+        after_id=after_id,
+        limit=limit,
+        action=action,
+        user_id=user_id,
+        case=case,
+        since=since,
+        until=until,
+        before_id=before_id,
+        newest_first=newest_first,
+    )
+
+
+class ChainStatusOut(BaseModel):
+    ok: bool
+    entries: int
+    checkpoints: int
+    anchored_length: int
+    problem: str | None
+    first_bad_id: int | None
+    checked_at: datetime
+
+
+@router.get(
+    "/api/v1/audit/chain",
+    response_model=ChainStatusOut,
+    summary="Verify the deployment's audit chain now (links, MACs, signed checkpoints, "
+    "append-only triggers); the check is audited",
+)
+def get_chain_status(dep: DeploymentDep, db: DbSession, principal: Auditor) -> dict[str, Any]:
+    return audit.org_chain_status(db, principal, dep.keys, dep.anchor_dir)
+
+
+class UserSeries(BaseModel):
+    user_id: int
+    counts: list[int]
+
+
+class Person(BaseModel):
+    user_id: int
+    email: str
+    display_name: str
+
+
+class ActivityOut(BaseModel):
+    weeks: list[date]
+    searches: list[UserSeries]
+    months: list[date]
+    confirmations: list[int]
+    rejections: list[int]
+    people: list[Person]
+
+
+@router.get(
+    "/api/v1/audit/activity",
+    response_model=ActivityOut,
+    summary="Searches per user per week and review decisions per month, from the audit log "
+    "(the read is audited)",
+)
+def get_activity(
+    db: DbSession,
+    principal: Auditor,
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+    months: Annotated[int, Query(ge=1, le=36)] = 12,
+) -> dict[str, Any]:
+    return audit.org_activity(db, principal, weeks=weeks, months=months)
 
 
 @router.get(

@@ -10,5 +10,5 @@ export async function render(ctx) {
     h("ul", { class: "tiles" },
       items.map((i) => h("li", {}, h("a", { href: i.path, class: "tile" }, i.label))),
       h("li", {}, h("a", { href: "/account", class: "tile" }, "My account"))),
-    h("p", { class: "hint" }, "Candidates found by a search are leads for a person to review, never an identification."));
+    h("p", { class: "hint" }, "Candidates found by a search are leads for a person to review, not proof of who someone is."));
 }
