@@ -314,3 +314,14 @@ def test_create_a_collection_and_upload_20_files_with_live_progress(
     assert {"notes.txt", "table.csv"} <= names, rejected
     assert all(" — " in r and r.split(" — ")[1].strip() for r in rejected)
     check_screen(page, "ingest")
+    # the organisation's jobs, and one job opened again: its final state from the stream
+    page.get_by_role("link", name="Ingest jobs").click()
+    page.get_by_role("heading", name="Ingest jobs").wait_for()
+    row = page.locator("tr", has=page.get_by_text("station-12"))
+    assert "done" in row.inner_text() and "20 of 20" in row.inner_text()
+    check_screen(page, "jobs")
+    row.get_by_role("link").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-job-status]')?.dataset.status === 'done'"
+    )
+    assert page.locator(".rejected li").count() == len(rejected)

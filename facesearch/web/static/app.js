@@ -19,6 +19,7 @@ export const ROUTES = [
   { path: "/review", module: "./screens/review.js", label: "Review", roles: ["reviewer"] },
   { path: "/cases", module: "./screens/cases.js", label: "Cases", roles: ["investigator", "reviewer", "auditor"] },
   { path: "/collections", module: "./screens/collections.js", label: "Collections", roles: ["org_admin", "ingestor", "investigator"] },
+  { path: "/ingest", module: "./screens/ingest.js", label: "Ingest jobs", roles: ["org_admin", "ingestor"] },
   { path: "/admin", module: "./screens/admin.js", label: "Administration", roles: ["org_admin", "platform_admin"] },
   { path: "/audit", module: "./screens/audit.js", label: "Audit", roles: ["auditor"] },
   { path: "/account", module: "./screens/account.js" },

@@ -147,10 +147,13 @@ export function follow(started, el, onEnd) {
       h("span", { class: "mono", text: r.path.replace(/^upload:[^/]*\//, "") }), " — ", h("span", { text: r.reason }))));
     rejectedBox.hidden = !(j.rejected_files || []).length;
   };
-  show({ ...started, files_per_s: null, rejected_files: [] });
+  const summary = started.summary || {};
+  show({ ...started, files_per_s: summary.files_per_s ?? null, faces_per_s: summary.faces_per_s ?? null, rejected_files: summary.rejected_files || [] });
   const source = jobEvents(started.id, {
-    progress: show,
+    // a screen left behind stops listening at the next event
+    progress: (j) => { if (!el.isConnected) { source.close(); return; } show(j); },
     end: (j) => {
+      if (!el.isConnected) { source.close(); return; }
       show(j);
       source.close();
       if (onEnd) onEnd(j).catch(() => { /* the counts stay as they were */ });
