@@ -231,14 +231,15 @@ def sign_in(page: Any, web: WebServer, user: User, *, path: str = "/signin") -> 
     page.get_by_label("Password").fill(user.password)
     page.get_by_role("button", name="Continue").click()
     code = page.get_by_label("Code from your authenticator app")
+    signed_in = page.get_by_role("button", name="Sign out", exact=True)
+    refused = page.locator("form[aria-label='Second factor'] .form-error:not([hidden])")
     for offset in (0, 1, 2):
         code.fill(user.code(offset))
         page.get_by_role("button", name="Verify").click()
-        try:
-            page.get_by_role("button", name="Sign out").wait_for(timeout=3000)
+        signed_in.or_(refused).first.wait_for(timeout=20_000)
+        if signed_in.is_visible():
             return
-        except playwright_sync.TimeoutError:
-            continue  # the code of this step was spent by an earlier sign-in
+        # the code of this step was spent by an earlier sign-in: the next one
     raise AssertionError("could not sign in: " + page.inner_text("main"))
 
 

@@ -79,8 +79,14 @@ def test_sessions_password_and_recovery_codes(web: WebServer, page: Any, browser
         assert len(codes) == 10
         page.get_by_role("button", name="I have saved them").click()
 
-        # password change
+        # password change: a wrong current password is refused, and the person stays here
         form = page.get_by_role("form", name="Change password")
+        form.get_by_label("Current password").fill("not my password")
+        form.get_by_label("New password", exact=True).fill("a brand new passphrase")
+        form.get_by_label("New password again").fill("a brand new passphrase")
+        form.get_by_role("button", name="Change password").click()
+        expect(form.get_by_role("alert")).to_be_visible()
+        assert page.url == web.url("/account")
         form.get_by_label("Current password").fill(user.password)
         form.get_by_label("New password", exact=True).fill("a brand new passphrase")
         form.get_by_label("New password again").fill("a brand new passphrase")
@@ -100,6 +106,6 @@ def test_sessions_password_and_recovery_codes(web: WebServer, page: Any, browser
         page.get_by_role("button", name="Use a recovery code instead").click()
         page.get_by_label("Recovery code").fill(codes[0])
         page.get_by_role("button", name="Verify").click()
-        page.get_by_role("button", name="Sign out").wait_for()
+        page.get_by_role("button", name="Sign out", exact=True).wait_for()
     finally:
         other.close()

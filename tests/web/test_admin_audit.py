@@ -13,6 +13,7 @@ import pyotp
 from playwright.sync_api import expect
 
 from facesearch import clock
+from facesearch.store.accounts import User as UserRow
 from tests.web.conftest import (
     WebServer,
     check_screen,
@@ -33,6 +34,18 @@ def test_an_organisation_administrator_manages_users_and_invitations(
     row = page.get_by_role("row").filter(has_text=worker.email)
     expect(row).to_contain_text("Investigator")
     check_screen(page, "admin-users")
+
+    # a locked account (as repeated failures leave it) is unlocked
+    with web.dep.db.session() as s:
+        locked = s.get(UserRow, worker.user_id)
+        assert locked is not None
+        locked.locked_until = clock.now() + timedelta(hours=1)
+        s.commit()
+    page.reload()
+    expect(row).to_contain_text("locked")
+    page.get_by_role("button", name=f"Unlock {worker.email}").click()
+    expect(page.locator("#notices")).to_contain_text(f"{worker.email} unlocked")
+    expect(row).not_to_contain_text("locked")
 
     # roles: add reviewer
     page.get_by_role("button", name=f"Roles of {worker.email}").click()
@@ -126,6 +139,7 @@ def test_a_non_administrator_cannot_reach_administration(web: WebServer, page: A
     assert nav.get_by_role("link", name="Audit").count() == 0
     page.goto(web.url("/admin/users"))
     page.get_by_role("heading", name="Not allowed").wait_for()
+    check_screen(page, "not-allowed")
     # and the API refuses, whatever the page shows
     for path in (
         "/api/v1/users",
@@ -142,7 +156,7 @@ def test_an_auditor_sees_the_log_the_chain_and_the_activity(web: WebServer, page
     invite(web, "Audit Org", ["reviewer"], "rae@audit-org.test")
     # someone signs in (an entry of theirs in the log)
     sign_in(page, web, someone)
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     sign_in(page, web, auditor)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()

@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 from facesearch.api.app import CSP
+from facesearch.security import sessions
 from facesearch.web import SCREENS, STATIC_DIR
 from tests.web.conftest import (
     WebServer,
@@ -119,7 +120,7 @@ def test_sign_in_with_a_code_then_sign_out(web: WebServer, page: Any) -> None:
     header = page.locator("header")
     assert "Shell Org" in header.inner_text()
     assert "Investigator" in header.inner_text() and "Reviewer" in header.inner_text()
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     assert page.request.get(web.url("/api/v1/me")).status == 401
 
@@ -133,10 +134,10 @@ def test_the_recovery_code_path(web: WebServer, page: Any) -> None:
     page.get_by_role("button", name="Use a recovery code instead").click()
     page.get_by_label("Recovery code").fill(user.recovery_codes[0])
     page.get_by_role("button", name="Verify").click()
-    page.get_by_role("button", name="Sign out").wait_for()
+    page.get_by_role("button", name="Sign out", exact=True).wait_for()
     assert "9 left" in page.locator("#notices").inner_text()
     # sign_in helper: works for the next test modules too
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(re.compile("/signin"))
     sign_in(page, web, user)
 
@@ -172,3 +173,60 @@ def test_the_service_worker_caches_the_shell_and_never_the_api(web: WebServer, p
         page.locator("main").get_by_text("cannot be reached").wait_for()
     finally:
         page.context.set_offline(False)
+
+
+def test_keyboard_only_sign_in_with_visible_focus_and_the_phone_menu(
+    web: WebServer, page: Any
+) -> None:
+    user = enrolled_user(web, "Shell Org", ["auditor"])
+    page.goto(web.url("/signin"))
+    page.get_by_label("Email").wait_for()
+    focused = "document.activeElement && document.activeElement.name"
+    assert page.evaluate(focused) == "email"  # focus starts in the first field
+    page.keyboard.type(user.email)
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "password"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused field shows its focus"
+    page.keyboard.type(user.password)
+    page.keyboard.press("Enter")
+    page.get_by_label("Code from your authenticator app").wait_for()
+    assert page.evaluate(focused) == "code"
+    page.keyboard.type(user.code())
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Sign out", exact=True).wait_for()
+    # on a phone the navigation folds into a menu button that opens from the keyboard
+    page.set_viewport_size({"width": 360, "height": 740})
+    menu = page.get_by_role("button", name="Menu")
+    nav = page.get_by_role("navigation", name="Main")
+    assert not nav.get_by_role("link", name="Audit").is_visible()
+    menu.focus()
+    page.keyboard.press("Enter")
+    assert menu.get_attribute("aria-expanded") == "true"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Home"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Audit"
+    page.keyboard.press("Enter")
+    page.wait_for_url(web.url("/audit"))
+    page.get_by_role("heading", name="Audit", exact=True).wait_for()
+
+
+def test_a_session_ended_elsewhere_returns_to_sign_in_and_back(web: WebServer, page: Any) -> None:
+    user = enrolled_user(web, "Shell Org", ["auditor"])
+    sign_in(page, web, user)
+    # the person signs out everywhere from another device: this page's session is gone
+    with web.dep.db.session() as s:
+        assert sessions.revoke_all(s, user.user_id) >= 1
+        s.commit()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    page.wait_for_url(re.compile(r"/signin\?reason=expired&next=%2Faudit"))
+    assert "Your session has ended" in page.locator("#notices").inner_text()
+    sign_in(page, web, user, path=page.url.removeprefix(web.origin))
+    page.wait_for_url(web.url("/audit"))
+
+
+def test_the_enrolment_page_without_a_token_says_what_to_do(web: WebServer, page: Any) -> None:
+    page.goto(web.url("/enrol"))
+    page.get_by_text("needs the enrolment link").wait_for()
+    assert page.get_by_role("link", name="Sign in").is_visible()

@@ -1,6 +1,6 @@
 // The only module that calls fetch: JSON in and out, the session cookie (same origin) and the
 // CSRF header on every request that changes state, the error vocabulary as messages a person can
-// act on, 401 -> sign in again, "re-authentication required" -> ask, then retry once.
+// act on, 401 with the session gone -> sign in again, "re-authentication required" -> ask, then retry once.
 
 const CSRF_COOKIE = "fs_csrf";
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -114,10 +114,20 @@ export async function request(method, path, body, options = {}) {
     await hooks.reauth();
     return request(method, path, body, { ...options, noReauth: true });
   }
-  if (reply.status === 401 && !options.quiet && hooks.unauthenticated) {
+  if (reply.status === 401 && !options.quiet && hooks.unauthenticated && !(await sessionAlive())) {
+    // the session is gone (a 401 for a wrong password or code leaves the person where they are)
     hooks.unauthenticated(error);
   }
   throw error;
+}
+
+async function sessionAlive() {
+  try {
+    const reply = await fetch("/api/v1/me", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
+    return reply.ok;
+  } catch (e) {
+    return true; // offline: not a reason to sign out
+  }
 }
 
 export const api = {

@@ -149,7 +149,9 @@ export const idle = {
     clearTimeout(this.endTimer);
     if (!this.minutes) return;
     if (this.warning) { this.warning.close(); this.warning = null; }
-    const total = this.minutes * 60;
+    // the server notes a session's last request at most every 30 s, so it may count idleness
+    // from up to 30 s before this one: end that much early (for timeouts of 5 minutes or more)
+    const total = this.minutes * 60 - (this.minutes >= 5 ? 30 : 0);
     const lead = this.lead(total);
     this.warnTimer = setTimeout(() => this.warn(lead), (total - lead) * 1000);
     this.endTimer = setTimeout(() => this.expire(), total * 1000);
@@ -189,7 +191,6 @@ function reauthenticate() {
       submit: "Confirm",
       extra,
       onSubmit: async (v) => {
-        if (v.passkey) return;
         if (!v.code) throw new Error("Enter a code, or use a passkey.");
         await api.post("/api/v1/auth/reauth", { password: v.password, code: v.code.trim() }, { noReauth: true });
         close(true);
