@@ -202,6 +202,21 @@ def _crop_url(url: str) -> str:
 #: A face's crop URL (`gallery.faces.crop_url`), written with the face's opaque id.
 CropUrl = Annotated[str, PlainSerializer(_crop_url, return_type=str)]
 
+_IMAGE = re.compile(r"^/api/v1/faces/(\d+)/image$")
+
+
+def _image_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    match = _IMAGE.match(url)
+    if match is None:  # pragma: no cover - gallery.faces.image_url builds every image URL
+        raise ValueError("not a face image URL")
+    return f"/api/v1/faces/{encode('face', int(match.group(1)))}/image"
+
+
+#: The URL of the source image a face was found in (`gallery.faces.image_url`), opaque id.
+ImageUrl = Annotated[str | None, PlainSerializer(_image_url, return_type=str | None)]
+
 _UPLOAD_SOURCE = re.compile(r"^upload:(\d+)/")
 
 

@@ -51,7 +51,62 @@ def face_view(session: Session, actor: Actor, face_id: int) -> dict[str, Any]:
         "model_id": face.model_id,
         "ingested_at": file.ingested_at.isoformat() if file else None,
         "crop_url": crop_url(face.id),
+        "image_url": image_url(face.id) if file and file.image_blob else None,
+        "width": file.width if file else None,
+        "height": file.height if file else None,
     }
+
+
+#: Stored image formats served as they are (anything else is re-encoded as JPEG).
+IMAGE_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def image_url(face_id: int) -> str:
+    return f"/api/v1/faces/{face_id}/image"
+
+
+def view_image(dep: Deployment, session: Session, actor: Actor, face_id: int) -> tuple[bytes, str]:
+    """The source image a face was found in (its box is on this image), for a face in a
+    collection the organisation may search, when its collection kept images (`store_images`);
+    404 otherwise. Every view is on the record (`result.image_viewed`) before the bytes leave.
+    A stored image in a format browsers may not show is re-encoded as JPEG."""
+    org_id = org_of(actor)
+    face = visible_face(session, org_id, face_id)
+    file = session.get(SourceFile, face.file_id)
+    if file is None or file.image_blob is None:
+        raise NotFound(f"face {face.id} has no stored source image")
+    try:
+        data = dep.blobs.get(file.image_blob)
+    except (OSError, ValueError) as exc:
+        raise NotFound(f"face {face.id} has no readable source image") from exc
+    media_type = IMAGE_MEDIA_TYPES.get((file.format or "").upper())
+    if media_type is None:
+        data, media_type = _as_jpeg(data), "image/jpeg"
+    audit.record_for(
+        session,
+        actor,
+        "result.image_viewed",
+        org_id=org_id,
+        target_type="face",
+        target_id=face.id,
+        details={"face_id": face.id, "collection_id": face.collection_id, "file_id": file.id},
+    )
+    session.commit()
+    return data, media_type
+
+
+def _as_jpeg(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            out = io.BytesIO()
+            ImageOps.exif_transpose(img).convert("RGB").save(out, "JPEG", quality=90)
+            return out.getvalue()
+    except (OSError, ValueError) as exc:
+        raise NotFound("the stored source image cannot be shown") from exc
 
 
 def _audited_crop(

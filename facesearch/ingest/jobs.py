@@ -31,6 +31,7 @@ a per-job lock (`store.queue.job_lock`) keeps two workers from running one job a
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import queue
@@ -38,7 +39,8 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -123,8 +125,10 @@ def job_view(task: Job) -> dict[str, Any]:
 
 
 class _TaskProgress:
-    """FolderIngest progress written to the task row (at most a few times a second). A job that
-    resumes (its first worker died) counts the faces its earlier runs committed too."""
+    """FolderIngest progress written to the task row as chunks commit: files done of total,
+    faces, the rates so far and the files rejected so far (with their reasons), so that a
+    reader follows the job live (`job_events`). A job that resumes (its first worker died)
+    counts the faces its earlier runs committed too."""
 
     def __init__(
         self, dep: Deployment, task_id: int, run_of: Callable[[], int | None] | None = None
@@ -136,14 +140,23 @@ class _TaskProgress:
         self.done = 0
         self.faces = 0
         self.runs: list[int] = []
+        self.started = time.monotonic()
+        self.rejections: list[dict[str, str]] = []
 
     def _write(self) -> None:
+        seconds = max(time.monotonic() - self.started, 1e-9)
         with self.dep.db.session() as s:
             task = s.get(Job, self.task_id)
             if task is not None:
                 task.files_total = self.total
                 task.files_done = self.done
                 task.faces = self.faces
+                task.summary = {
+                    **(task.summary or {}),  # the runs of a resumed job
+                    "files_per_s": round(self.done / seconds, 2),
+                    "faces_per_s": round(self.faces / seconds, 2),
+                    "rejected_files": list(self.rejections),
+                }
 
     def start(self, total: int) -> None:
         self.total = total
@@ -156,12 +169,17 @@ class _TaskProgress:
                     self.faces = _faces_of_runs(s, earlier)
                     self.runs = [*earlier, run_id]
                     task.summary = {**(task.summary or {}), "runs": self.runs}
+        self.started = time.monotonic()
         self._write()
 
     def advance(self, files: int, faces: int) -> None:
         self.done += files
         self.faces += faces
         self._write()
+
+    def rejected(self, source: str, reason: str) -> None:
+        # kept until the next `advance` writes the row (the ingest may hold a transaction now)
+        self.rejections.append({"path": source, "reason": reason})
 
 
 def _faces_of_runs(session: Session, runs: list[int]) -> int:
@@ -328,7 +346,7 @@ def run_task(dep: Deployment, task_id: int, folder: Path | Tree, *, workers: int
                 summary["runs"] = progress.runs
             task.status = status
             task.error = error
-            task.summary = summary
+            task.summary = summary or {"rejected_files": list(progress.rejections)}
             task.files_total = progress.total
             task.files_done = progress.done
             task.faces = progress.faces
@@ -680,6 +698,85 @@ def start_folder(
 
 def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
     return job_view(org_job(session, org_of(actor), job_id))
+
+
+#: How long one event stream of a job lasts at most (the browser's EventSource reconnects).
+EVENTS_LIFETIME_S = 300.0
+#: How often a stream reads the job's row, and how often it proves it is alive.
+EVENTS_POLL_S = 0.25
+EVENTS_HEARTBEAT_S = 15.0
+FINAL = (JobStatus.DONE, JobStatus.FAILED)
+
+
+def _event(name: str, data: dict[str, Any], event_id: int) -> str:
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def job_events(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    job_id: int,
+    render: Callable[[dict[str, Any]], dict[str, Any]] = lambda data: data,
+    *,
+    lifetime_s: float = EVENTS_LIFETIME_S,
+    poll_s: float = EVENTS_POLL_S,
+) -> Iterator[str]:
+    """A job's progress as server-sent events (text/event-stream): a `progress` event whenever
+    the job's row changes (status, files done of total, faces, files/s, faces/s, the rejected
+    files with their reasons), then `end` with the final job once it is done or failed. The
+    organisation's own jobs only (NotFound now, before the stream starts, for anyone else's).
+    A stream lasts at most `lifetime_s`; it then ends with `retry` advice, and the browser's
+    EventSource reconnects. `render` turns an event's data into what the caller shows (the API:
+    its response model, with opaque ids)."""
+    task = org_job(session, org_of(actor), job_id)
+    first = job_view(task)
+    task_id = task.id
+
+    def stream() -> Iterator[str]:
+        yield "retry: 2000\n\n"
+        deadline = time.monotonic() + lifetime_s
+        last: dict[str, Any] | None = None
+        beat = time.monotonic()
+        seq = 0
+        view = first
+        while True:
+            if view != last:
+                seq += 1
+                final = view["status"] in FINAL
+                yield _event("end" if final else "progress", render(_progress(view)), seq)
+                if final:
+                    return
+                last = view
+                beat = time.monotonic()
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if now - beat >= EVENTS_HEARTBEAT_S:
+                yield ": alive\n\n"
+                beat = now
+            time.sleep(poll_s)
+            with dep.db.session() as s:
+                row = s.get(Job, task_id)
+                if row is None:  # its organisation or collection went away
+                    seq += 1
+                    yield _event(
+                        "end", render({**_progress(view), "status": JobStatus.FAILED}), seq
+                    )
+                    return
+                view = job_view(row)
+
+    return stream()
+
+
+def _progress(view: dict[str, Any]) -> dict[str, Any]:
+    summary = view.get("summary") or {}
+    return {
+        **view,
+        "files_per_s": summary.get("files_per_s"),
+        "faces_per_s": summary.get("faces_per_s"),
+        "rejected_files": summary.get("rejected_files", []),
+    }
 
 
 def list_jobs(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,14 @@ class IngestProgress(Protocol):
     def start(self, total: int) -> None: ...
 
     def advance(self, files: int, faces: int) -> None: ...
+
+
+@runtime_checkable
+class RejectionProgress(Protocol):
+    """A progress that also hears of each rejected file as it is rejected (the API's jobs, so
+    that a user follows rejections live)."""
+
+    def rejected(self, source: str, reason: str) -> None: ...
 
 
 class NoProgress:
@@ -281,7 +289,7 @@ class FolderIngest:
                     data = found.read(self.config.limits.max_file_bytes + 1)
                 except OSError as exc:
                     summary.rejected += 1
-                    summary.rejected_files.append((source, f"unreadable: {exc.strerror}"))
+                    self._reject(summary, source, f"unreadable: {exc.strerror}")
                     self.progress.advance(1, 0)
                     continue
                 digest = self.dep.keys.content_hash(data)
@@ -297,6 +305,11 @@ class FolderIngest:
                     meta, items = {}, []
         if items:
             yield meta, items
+
+    def _reject(self, summary: IngestSummary, source: str, reason: str) -> None:
+        summary.rejected_files.append((source, reason))
+        if isinstance(self.progress, RejectionProgress):
+            self.progress.rejected(source, reason)
 
     # -- storage ------------------------------------------------------------------------------
     def _commit(
@@ -383,7 +396,7 @@ class FolderIngest:
                     summary.no_face += 1
                 else:
                     summary.rejected += 1
-                    summary.rejected_files.append((row.source, result.reason or "rejected"))
+                    self._reject(summary, row.source, result.reason or "rejected")
         summary.faces += faces_added
         if new_ids:
             vectors = np.frombuffer(b"".join(new_vecs), dtype=np.float32).reshape(len(new_ids), -1)

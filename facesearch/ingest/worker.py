@@ -84,6 +84,17 @@ def analyse_chunk(
                 FileResult(key, FileStatus.REJECTED, reason=f"{exc.reason}: {exc.detail}")
             )
             continue
+        side = max(1, config.min_face_size // 2)
+        if min(decoded.original_width, decoded.original_height) < side:
+            results.append(  # not even a face of half the smallest size searched fits in it
+                FileResult(
+                    key,
+                    FileStatus.REJECTED,
+                    reason=f"too_small: {decoded.original_width}x{decoded.original_height} "
+                    f"pixels, under {side} px on a side (half the smallest face searched)",
+                )
+            )
+            continue
         result = FileResult(  # provenance: the original dimensions, not the decoded ones
             key,
             FileStatus.OK,

@@ -35,6 +35,8 @@ from facesearch.security.tenancy import (
 from facesearch.store.casework import Case, Lead, LeadStatus, Review, Search
 from facesearch.store.gallery import Collection
 
+#: The most faces one probe may number (a bound on the `face` index a search may choose).
+MAX_PROBE_FACES = 1000
 CASE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
 PURPOSE_MIN, PURPOSE_MAX = 10, 500
 
@@ -125,6 +127,7 @@ def run_search(
     collection_ids: list[int] | None = None,
     top_k: int = 10,
     threshold: float | None = None,
+    face_index: int | None = None,
     engine: SearchEngine | None = None,
 ) -> SearchOutcome:
     """Search, record, commit, then answer. Raises InvalidRequest (422), NotFound (a
@@ -136,6 +139,8 @@ def run_search(
     check_limits(top_k, threshold)
     if not image:
         raise InvalidRequest("an image file is required", field="probe")
+    if face_index is not None and not 0 <= face_index < MAX_PROBE_FACES:
+        raise InvalidRequest("the index of a face of the probe", field="face")
     org_id = org_of(actor)
     ids = check_searchable(session, org_id, list(collection_ids or []))
     if not ids:
@@ -147,6 +152,14 @@ def run_search(
         found = (engine or SearchEngine(dep)).search(
             image, collection_ids=ids, top_k=top_k, threshold=threshold
         )
+    if face_index is not None:
+        chosen = [f for f in found.faces if f.index == face_index]
+        if not chosen:
+            raise InvalidRequest(
+                f"the probe holds {len(found.faces)} face(s); face {face_index} is not one of them",
+                field="face",
+            )
+        found.faces = chosen
     probe_hash = dep.keys.content_hash(image)
 
     collections = {
@@ -199,6 +212,7 @@ def run_search(
             "model_id": found.model_id,
             "models": [asdict(m) for m in found.models],
             "probe_faces": len(found.faces),
+            "probe_face_chosen": face_index,
             "results": [
                 {"result_id": r.id, "face_id": r.face_id, "score": r.score, "probe_face": pf}
                 for pf, _, r in rows
@@ -207,6 +221,47 @@ def run_search(
     )
     session.commit()  # the record is durable before anything is returned
     return _build_outcome(found, search, case, entry.id, collections, rows)
+
+
+def examine_probe(
+    dep: Deployment,
+    session: Session,
+    actor: Actor,
+    image: bytes,
+    *,
+    collection_ids: list[int] | None = None,
+    engine: SearchEngine | None = None,
+) -> dict[str, Any]:
+    """The faces of a probe (boxes on the original image, quality), numbered as a search over
+    the same collections numbers them, so that the user can choose one before searching.
+    Nothing is searched and nothing of the image is kept; the look is on the record
+    (`search.probe_examined`, with the probe's keyed hash) before it is answered."""
+    if not image:
+        raise InvalidRequest("an image file is required", field="probe")
+    org_id = org_of(actor)
+    ids = check_searchable(session, org_id, list(collection_ids or []))
+    if not ids:
+        raise InvalidRequest("the organisation has no collection to search", field="collections")
+    with dep.model_queue.slot(org_id):
+        found = (engine or SearchEngine(dep)).detect(image, collection_ids=ids)
+    audit.record_for(
+        session,
+        actor,
+        "search.probe_examined",
+        org_id=org_id,
+        target_type="probe",
+        details={
+            "probe_hash": dep.keys.content_hash(image),
+            "collections": ids,
+            "probe_faces": len(found.faces),
+        },
+    )
+    session.commit()
+    return {
+        "width": found.width,
+        "height": found.height,
+        "faces": [{"index": f.index, "box": f.box, "quality": f.quality} for f in found.faces],
+    }
 
 
 def _build_outcome(
@@ -382,16 +437,37 @@ def search_history(
     return {"total": int(total), "items": items}
 
 
-def get_case(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
-    """A case's detail; the read is on the record (`case.viewed`) before it is answered."""
+def get_case(
+    session: Session, actor: Actor, case_id: int, dep: Deployment | None = None
+) -> dict[str, Any]:
+    """A case's detail (and, given the deployment, each search's model thresholds); the read is
+    on the record (`case.viewed`) before it is answered."""
     detail = case_detail(session, org_of(actor), case_id)
+    if dep is not None:
+        for item in detail["search_list"]:
+            item["model_thresholds"] = model_thresholds(dep, item["model_id"])
     audit.record_for(session, actor, "case.viewed", target_type="case", target_id=case_id)
     session.commit()
     return detail
 
 
-def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]:
-    """One search of the organisation with its results, as it appears in its case."""
+def model_thresholds(dep: Deployment, model_ids: str) -> dict[str, float]:
+    """The threshold of each model a search used (its `model_id` lists them, comma-separated);
+    a model this installation no longer computes is left out."""
+    out: dict[str, float] = {}
+    for model_id in filter(None, (m.strip() for m in model_ids.split(","))):
+        try:
+            out[model_id] = float(dep.model_for(model_id).default_threshold)
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+def get_search(
+    session: Session, actor: Actor, search_id: int, dep: Deployment | None = None
+) -> dict[str, Any]:
+    """One search of the organisation with its results, as it appears in its case (and, given
+    the deployment, each model's threshold)."""
     org_id = org_of(actor)
     search = org_search(session, org_id, search_id)
     detail = case_detail(session, org_id, search.case_id)
@@ -404,7 +480,8 @@ def get_search(session: Session, actor: Actor, search_id: int) -> dict[str, Any]
         details={"case_id": search.case_id},
     )
     session.commit()
+    thresholds = model_thresholds(dep, search.model_id) if dep is not None else {}
     for item in detail["search_list"]:
         if item["id"] == search.id:
-            return dict(item)
+            return {**item, "model_thresholds": thresholds}
     return search_dict(search, session.get(Case, search.case_id))  # pragma: no cover

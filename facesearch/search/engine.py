@@ -91,6 +91,15 @@ class EngineResult:
 
 
 @dataclass
+class ProbeDetection:
+    """The faces of a probe as a search would number them, without searching."""
+
+    width: int
+    height: int
+    faces: list[ProbeFace]
+
+
+@dataclass
 class VerifyResult:
     same_person: bool
     score: float
@@ -181,6 +190,27 @@ class SearchEngine:
                 groups.setdefault(model_of[cid], []).append(cid)
         order = sorted(groups, key=lambda m: (m != default, m))
         return {m: groups[m] for m in order} or {default: []}
+
+    def detect(self, image: bytes, *, collection_ids: list[int]) -> ProbeDetection:
+        """The probe's faces, numbered exactly as `search` numbers them over the same
+        collections (each collection's model detects; boxes overlapping by IoU >= 0.5 are one
+        face), with their boxes on the original image and their quality. Nothing is embedded
+        or searched."""
+        decoded = decode_image(image, self.limits)
+        settings = self.dep.settings
+        found: list[ProbeFace] = []
+        for model_id in self._by_model(list(collection_ids)):
+            model = self.dep.model_for(model_id)
+            faces = analyse(
+                model,
+                decoded.pixels,
+                min_face_size=settings.min_face_size,
+                thorough=settings.probe_detection == "thorough",
+            )
+            taken: set[int] = set()
+            for face in faces:
+                _probe_for(found, face, taken, decoded)
+        return ProbeDetection(decoded.original_width, decoded.original_height, found)
 
     def search(
         self,

@@ -23,9 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from facesearch import clock
+from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, Forbidden, InvalidRequest
 from facesearch.gallery.faces import crop_url
-from facesearch.search.casework import result_dict
+from facesearch.search.casework import model_thresholds, result_dict
 from facesearch.security import audit
 from facesearch.security.actor import Actor
 from facesearch.security.roles import Role
@@ -179,9 +180,16 @@ def decide(
     return result_dict(result, reviews)
 
 
-def review_queue(session: Session, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
+def review_queue(
+    session: Session,
+    actor: Actor,
+    *,
+    limit: int = 100,
+    dep: Deployment | None = None,
+) -> dict[str, Any]:
     """Leads of the organisation this reviewer may still decide on (not their own searches, not
-    already decided by them), oldest first."""
+    already decided by them), oldest first; given the deployment, with the thresholds of the
+    models each lead's search used."""
     org_id = org_of(actor)
     mine = select(Review.result_id).where(Review.user_id == actor.user_id)
     query = (
@@ -206,6 +214,7 @@ def review_queue(session: Session, actor: Actor, *, limit: int = 100) -> dict[st
             "rank": r.rank,
             "status": r.status,
             "crop_url": crop_url(r.face_id),
+            "model_thresholds": model_thresholds(dep, s.model_id) if dep is not None else {},
         }
         for r, s in session.execute(query).all()
     ]

@@ -101,3 +101,39 @@ def search(
         "/api/v1/searches", data=data, files={"probe": ("probe.jpg", probe, "image/jpeg")}
     )
     return reply.status_code, reply.json()
+
+
+def side_by_side(*paths: Path, height: int = 480) -> bytes:
+    """One JPEG holding the given photos side by side, left to right, each scaled to `height`
+    (a multi-face probe whose faces' people are known by where they lie)."""
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            images.append(img.resize((round(img.width * height / img.height), height)))
+    canvas = Image.new("RGB", (sum(i.width for i in images), height), (255, 255, 255))
+    x = 0
+    for img in images:
+        canvas.paste(img, (x, 0))
+        x += img.width
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def people_gallery(tmp: Path) -> Path:
+    """`gallery` and two more people (Kit Harington, Rose Leslie), one photo each."""
+    gallery(tmp)
+    shutil.copy(faces_dir("small", "kit_harington") / "john1.jpeg", tmp / "kit1.jpg")
+    shutil.copy(faces_dir("small", "rose_leslie") / "img1.jpg", tmp / "rose1.jpg")
+    return tmp
+
+
+def two_people_probe() -> tuple[bytes, list[str]]:
+    """A probe with Obama on the left and Rose Leslie on the right (photos that are not in
+    `people_gallery`), and the gallery file each one's top candidate is, left to right."""
+    probe = side_by_side(
+        faces_dir("small", "barack_obama") / "obama2.jpg",
+        faces_dir("small", "rose_leslie") / "img2.jpg",
+    )
+    return probe, ["obama1.jpg", "rose1.jpg"]

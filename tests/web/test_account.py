@@ -19,6 +19,7 @@ def test_an_api_key_is_shown_once_and_can_be_revoked(web: WebServer, page: Any) 
     page.get_by_role("heading", name="API keys").wait_for()
     keys = page.locator("section").filter(has=page.get_by_role("heading", name="API keys"))
     # the scopes offered are the ones the roles grant
+    keys.locator("fieldset label").first.wait_for()  # the keys load after the heading
     labels = keys.locator("fieldset label").all_inner_texts()
     assert sorted(labels) == ["Audit", "Search"]
     keys.get_by_label("Name").fill("nightly report")

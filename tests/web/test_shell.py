@@ -206,6 +206,8 @@ def test_keyboard_only_sign_in_with_visible_focus_and_the_phone_menu(
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Home"
     page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Cases"  # casework's
+    page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Audit"
     page.keyboard.press("Enter")
     page.wait_for_url(web.url("/audit"))

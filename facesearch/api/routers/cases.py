@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 
 from facesearch.api.deps import (
     CurrentPrincipal,
     DbSession,
+    DeploymentDep,
     Principal,
     need_any,
     require,
 )
 from facesearch.api.ids import MAX_ID, CaseId, CaseIdOut, SearchCursor, UserIdOut
 from facesearch.api.schemas import Page, SearchRecordOut, SearchWithResults
-from facesearch.search import casework
+from facesearch.search import casework, report
 from facesearch.security.roles import Scope
 
 router = APIRouter(tags=["cases"])
@@ -34,8 +35,14 @@ class CaseList(Page):
     items: list[CaseOut]
 
 
+class SearchInCase(SearchWithResults):
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the search used, with its threshold"
+    )
+
+
 class CaseDetail(CaseOut):
-    search_list: list[SearchWithResults]
+    search_list: list[SearchInCase]
 
 
 class HistoryItem(SearchRecordOut):
@@ -61,10 +68,32 @@ def get_cases(
     response_model=CaseDetail,
     summary="A case with its searches and results",
 )
-def get_case(case_id: CaseId, db: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+def get_case(
+    case_id: CaseId, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
+) -> dict[str, Any]:
     """Investigators, reviewers and auditors of the organisation."""
     need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
-    return casework.get_case(db, principal, case_id)
+    return casework.get_case(db, principal, case_id, dep)
+
+
+@router.get(
+    "/api/v1/cases/{case_id}/report.pdf",
+    summary="A case report as a PDF (audited): searches, candidates, decisions",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+def get_case_report(case_id: CaseId, db: DbSession, principal: CurrentPrincipal) -> Response:
+    """Investigators, reviewers and auditors of the organisation."""
+    need_any(principal, Scope.SEARCH, Scope.REVIEW, Scope.AUDIT)
+    data = report.case_report_pdf(db, principal, case_id)
+    return Response(
+        content=data,
+        media_type="application/pdf",
+        headers={
+            "Cache-Control": "no-store, private",
+            "Content-Disposition": 'attachment; filename="case-report.pdf"',
+        },
+    )
 
 
 @router.get(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from facesearch.api.deps import CurrentPrincipal, DbSession, DeploymentDep, need_any
-from facesearch.api.ids import CollectionIdOut, CropUrl, FaceId, FaceIdOut, Source
+from facesearch.api.ids import CollectionIdOut, CropUrl, FaceId, FaceIdOut, ImageUrl, Source
 from facesearch.gallery import faces
 from facesearch.security.roles import Scope
 
@@ -30,6 +30,11 @@ class FaceOut(BaseModel):
     model_id: str
     ingested_at: str | None
     crop_url: CropUrl
+    image_url: ImageUrl = Field(
+        description="the source image the face was found in, when its collection kept images"
+    )
+    width: int | None = Field(description="the source image's width in pixels")
+    height: int | None = Field(description="the source image's height in pixels")
 
 
 @router.get(
@@ -45,6 +50,24 @@ def get_crop(
     data = faces.view_crop(dep, db, principal, face_id)
     return Response(
         content=data, media_type="image/jpeg", headers={"Cache-Control": "no-store, private"}
+    )
+
+
+@router.get(
+    "/api/v1/faces/{face_id}/image",
+    summary="The source image a face was found in (audited; when its collection kept images)",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+    },
+)
+def get_image(
+    face_id: FaceId, dep: DeploymentDep, db: DbSession, principal: CurrentPrincipal
+) -> Response:
+    need_any(principal, Scope.SEARCH, Scope.REVIEW)
+    data, media_type = faces.view_image(dep, db, principal, face_id)
+    return Response(
+        content=data, media_type=media_type, headers={"Cache-Control": "no-store, private"}
     )
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from facesearch.api.deps import DbSession, DeploymentDep, Principal, require
-from facesearch.api.ids import CollectionId, CollectionIdOut, JobId, JobIdOut, RunSummary
+from facesearch.api.ids import CollectionId, CollectionIdOut, JobId, JobIdOut, RunSummary, Source
 from facesearch.api.schemas import Page
 from facesearch.errors import PayloadTooLarge
 from facesearch.ingest import jobs as service
@@ -47,6 +48,23 @@ class JobOut(BaseModel):
     error: str | None
     created_at: str
     finished_at: str | None
+
+
+class RejectedFileOut(BaseModel):
+    path: Source
+    reason: str
+
+
+class JobEvent(JobOut):
+    """The data of a job's server-sent event: the job and its rates so far."""
+
+    files_per_s: float | None = None
+    faces_per_s: float | None = None
+    rejected_files: list[RejectedFileOut] = Field(default_factory=list)
+
+
+def _event_data(data: dict[str, Any]) -> dict[str, Any]:
+    return JobEvent.model_validate(data).model_dump(mode="json")
 
 
 class JobList(Page):
@@ -121,3 +139,26 @@ def get_jobs(
 @router.get("/api/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's progress")
 def get_job(job_id: JobId, db: DbSession, principal: Ingestor) -> dict[str, Any]:
     return service.get_job(db, principal, job_id)
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/events",
+    summary="An ingest job's live progress as server-sent events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`progress` events (JSON: the job, files/s, faces/s, rejected files "
+            "with their reasons) whenever the job changes, then one `end` event with the final "
+            "job; a stream lasts at most a few minutes (EventSource reconnects)",
+        }
+    },
+)
+def get_job_events(
+    job_id: JobId, dep: DeploymentDep, db: DbSession, principal: Ingestor
+) -> StreamingResponse:
+    return StreamingResponse(
+        service.job_events(dep, db, principal, job_id, _event_data),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from facesearch.api.deps import CurrentPrincipal, DbSession, Principal, need_any, require
+from facesearch.api.deps import (
+    CurrentPrincipal,
+    DbSession,
+    DeploymentDep,
+    Principal,
+    need_any,
+    require,
+)
 from facesearch.api.ids import CaseIdOut, CropUrl, FaceIdOut, ResultId, ResultIdOut, SearchIdOut
 from facesearch.api.schemas import Page, ResultOut
 from facesearch.search import review
@@ -32,6 +39,9 @@ class QueueItem(BaseModel):
     rank: int
     status: str
     crop_url: CropUrl
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the lead's search used, with its threshold"
+    )
 
 
 class Queue(Page):
@@ -65,8 +75,9 @@ def get_result(result_id: ResultId, db: DbSession, principal: CurrentPrincipal) 
     summary="Leads this reviewer may still decide on",
 )
 def get_queue(
+    dep: DeploymentDep,
     db: DbSession,
     principal: Reviewer,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    return review.review_queue(db, principal, limit=limit)
+    return review.review_queue(db, principal, limit=limit, dep=dep)

@@ -129,6 +129,15 @@ def create_search(
     ] = None,
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
     threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+    face: Annotated[
+        int | None,
+        Form(
+            ge=0,
+            lt=casework.MAX_PROBE_FACES,
+            description="search only this face of the probe (its index, as "
+            "POST /api/v1/searches/probe-faces numbers them); default: every face",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     enforce_rate_limit(request, "search:account", str(principal.user_id))
     enforce_rate_limit(request, "search:address", principal.ip or "?")
@@ -145,14 +154,61 @@ def create_search(
         collection_ids=parse_collections(collections),
         top_k=top_k,
         threshold=threshold,
+        face_index=face,
     )
     return outcome.as_dict()
 
 
+class ProbeFaceBox(BaseModel):
+    index: int = Field(description="the face's index, for the `face` field of a search")
+    box: list[int] = Field(description="x1, y1, x2, y2 on the original image (after EXIF)")
+    quality: dict[str, Any]
+
+
+class ProbeFacesOut(BaseModel):
+    width: int
+    height: int
+    faces: list[ProbeFaceBox]
+
+
+@router.post(
+    "/api/v1/searches/probe-faces",
+    response_model=ProbeFacesOut,
+    summary="The faces of a probe image, boxed, without searching (recorded; nothing kept)",
+)
+def examine_probe(
+    request: Request,
+    dep: DeploymentDep,
+    db: DbSession,
+    principal: Investigator,
+    probe: Annotated[UploadFile, File(description="the probe image")],
+    collections: Annotated[
+        list[str] | None,
+        Form(description="the collections the search will cover (their models detect)"),
+    ] = None,
+) -> dict[str, Any]:
+    enforce_rate_limit(request, "search:account", str(principal.user_id))
+    enforce_rate_limit(request, "search:address", principal.ip or "?")
+    data = probe.file.read(dep.settings.max_file_bytes + 1)
+    if len(data) > dep.settings.max_file_bytes:
+        raise PayloadTooLarge("the probe image is too large")
+    return casework.examine_probe(
+        dep, db, principal, data, collection_ids=parse_collections(collections)
+    )
+
+
+class SearchDetail(SearchWithResults):
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="each model the search used, with its threshold"
+    )
+
+
 @router.get(
     "/api/v1/searches/{search_id}",
-    response_model=SearchWithResults,
+    response_model=SearchDetail,
     summary="A search of the organisation, with results",
 )
-def get_search(search_id: SearchId, db: DbSession, principal: Investigator) -> dict[str, Any]:
-    return casework.get_search(db, principal, search_id)
+def get_search(
+    search_id: SearchId, dep: DeploymentDep, db: DbSession, principal: Investigator
+) -> dict[str, Any]:
+    return casework.get_search(db, principal, search_id, dep)

@@ -79,7 +79,9 @@ export async function request(method, path, body, options = {}) {
   if (!path.startsWith("/api/v1/")) throw new Error(`not an API path: ${path}`);
   const headers = { Accept: "application/json" };
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser sets the boundary
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -134,6 +136,55 @@ export const api = {
   put: (path, body = {}, options) => request("PUT", path, body, options),
   del: (path, options) => request("DELETE", path, undefined, options),
 };
+
+/** POST a FormData (files and fields, multipart); the parsed JSON back. */
+export function postForm(path, formData, options) { return request("POST", path, formData, options); }
+
+/**
+ * POST a FormData with upload progress (XMLHttpRequest: fetch reports none):
+ * onProgress(loaded, total) as the bytes leave; resolves with the parsed JSON answer.
+ */
+export function upload(path, formData, onProgress) {
+  if (!path.startsWith("/api/v1/")) throw new Error(`not an API path: ${path}`);
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader("Accept", "application/json");
+    const token = csrfToken();
+    if (token) xhr.setRequestHeader("X-CSRF-Token", token);
+    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded, e.total); });
+    xhr.addEventListener("error", () => reject(new ApiError(0, "the server cannot be reached; check the connection")));
+    xhr.addEventListener("load", () => {
+      let data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (e) { data = null; }
+      if (xhr.status !== 401 && hooks.activity) hooks.activity();
+      if (xhr.status >= 200 && xhr.status < 300) { resolve(data); return; }
+      const error = new ApiError(xhr.status, data && data.detail, {
+        retryAfter: xhr.getResponseHeader("retry-after"),
+        requestId: (data && data.request_id) || xhr.getResponseHeader("x-request-id"),
+      });
+      if (xhr.status === 401 && hooks.unauthenticated) hooks.unauthenticated(error);
+      reject(error);
+    });
+    xhr.send(formData);
+  });
+}
+
+/**
+ * Follow an ingest job by server-sent events: handlers.progress(job) and handlers.end(job).
+ * The browser's EventSource reconnects when a stream ends before the job; close() stops it.
+ */
+export function jobEvents(jobId, handlers) {
+  const source = new EventSource(`/api/v1/jobs/${encodeURIComponent(jobId)}/events`, { withCredentials: true });
+  for (const name of ["progress", "end"]) {
+    source.addEventListener(name, (e) => {
+      if (hooks.activity) hooks.activity();
+      if (handlers[name]) handlers[name](JSON.parse(e.data));
+    });
+  }
+  return source;
+}
 
 /** A query string from an object, skipping empty values. */
 export function query(params) {

@@ -7,6 +7,7 @@ const VERSION = "facesearch-shell-v1";
 const SHELL = [
   "/",
   "/static/app.css",
+  "/static/casework.css",
   "/static/app.js",
   "/static/api.js",
   "/static/ui.js",

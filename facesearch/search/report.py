@@ -1,0 +1,146 @@
+"""The case report: a case with its searches, candidates and review decisions, as a PDF.
+
+Written with fpdf2 (pure Python, installs from PyPI wheels; no system packages). The report holds
+no face images, only what the record holds (case, searches with their purpose, candidates with
+their similarity and status, every decision with its reviewer and note), and it opens with the
+statement that candidates are leads, not identifications. Exporting it is an audited read
+(`case.report_exported`) committed before the bytes leave.
+
+The PDF uses the standard Helvetica font (no font files to ship): characters outside Latin-1 are
+shown as "?" (the record itself keeps them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from facesearch import clock
+from facesearch.search.casework import case_detail
+from facesearch.security import audit
+from facesearch.security.actor import Actor
+from facesearch.security.tenancy import display_name, org_of
+from facesearch.store.accounts import User
+from facesearch.store.gallery import Collection
+
+STATEMENT = (
+    "Candidates are leads, not identifications. A similarity score says how alike two faces "
+    "look to the model; it never establishes who a person is. A candidate is confirmed only "
+    "after two different reviewers confirm it, and a confirmed candidate is still a lead for "
+    "the investigation to verify by other means."
+)
+
+
+def _text(value: object) -> str:
+    return str(value).encode("latin-1", "replace").decode("latin-1")
+
+
+def _people(session: Session, org_id: int, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.scalars(select(User).where(User.id.in_(ids), User.org_id == org_id))
+    return {u.id: (u.display_name or u.email) for u in rows}
+
+
+def _collections(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.scalars(select(Collection).where(Collection.id.in_(ids)))
+    return {c.id: display_name(c) for c in rows}
+
+
+class _Report(FPDF):
+    def __init__(self, number: str) -> None:
+        super().__init__(format="A4")
+        self.number = number
+        self.set_auto_page_break(auto=True, margin=15)
+        self.set_title(f"Case {number}")
+        self.set_creator("facesearch")
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font("Helvetica", size=8)
+        self.cell(0, 6, _text(f"Case {self.number} - page {self.page_no()}/{{nb}}"), align="C")
+
+    def line_text(self, text: str, size: float = 10, style: str = "") -> None:
+        self.set_font("Helvetica", style=style, size=size)
+        self.multi_cell(0, size * 0.5, _text(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
+def render(detail: dict[str, Any], people: dict[int, str], collections: dict[int, str]) -> bytes:
+    """The PDF of a case detail (as `casework.case_detail` gives it)."""
+    pdf = _Report(detail["number"])
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    pdf.line_text(f"Case {detail['number']}", size=18, style="B")
+    pdf.line_text(
+        f"Opened {detail['created_at']}; {detail['searches']} search(es). "
+        f"Report generated {clock.now().isoformat(timespec='seconds')}.",
+        size=9,
+    )
+    pdf.ln(2)
+    pdf.set_fill_color(255, 243, 205)
+    pdf.set_font("Helvetica", style="B", size=10)
+    pdf.multi_cell(0, 5, _text(STATEMENT), border=1, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def who(user_id: int | None) -> str:
+        if user_id is None:
+            return "an API key"
+        return people.get(user_id, f"user {user_id}")
+
+    for search in detail["search_list"]:
+        pdf.ln(4)
+        pdf.line_text(f"Search {search['id']} - {search['created_at']}", size=13, style="B")
+        names = ", ".join(collections.get(c, f"collection {c}") for c in search["collections"])
+        pdf.line_text(f"By {who(search['user_id'])}; model {search['model_id']}; over {names}.")
+        pdf.line_text(f"Purpose: {search['purpose']}")
+        results = search["results"]
+        if not results:
+            pdf.line_text("No candidates.", style="I")
+        for result in results:
+            pdf.ln(1)
+            independent = ""
+            if result["status"] == "confirmed" and result.get("independent") is False:
+                independent = " (confirmations not independent)"
+            pdf.line_text(
+                f"Probe face {result['probe_face'] + 1}, candidate {result['rank']}: "
+                f"similarity {result['score']:.3f}; status {result['status']}{independent}",
+                style="B",
+            )
+            for review in result["reviews"]:
+                note = f": {review['note']}" if review["note"] else ""
+                pdf.line_text(
+                    f"    {review['decision']} by {who(review['user_id'])} at "
+                    f"{review['created_at']}{note}",
+                    size=9,
+                )
+    return bytes(pdf.output())
+
+
+def case_report_pdf(session: Session, actor: Actor, case_id: int) -> bytes:
+    """The report of one of the organisation's cases (NotFound for anyone else's)."""
+    org_id = org_of(actor)
+    detail = case_detail(session, org_id, case_id)
+    user_ids: set[int] = set()
+    collection_ids: set[int] = set()
+    for search in detail["search_list"]:
+        if search["user_id"] is not None:
+            user_ids.add(search["user_id"])
+        collection_ids.update(search["collections"])
+        for result in search["results"]:
+            user_ids.update(r["user_id"] for r in result["reviews"])
+    data = render(detail, _people(session, org_id, user_ids), _collections(session, collection_ids))
+    audit.record_for(
+        session,
+        actor,
+        "case.report_exported",
+        target_type="case",
+        target_id=case_id,
+        details={"case_number": detail["number"], "format": "pdf", "bytes": len(data)},
+    )
+    session.commit()
+    return data
