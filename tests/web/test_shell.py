@@ -223,7 +223,7 @@ def test_a_session_ended_elsewhere_returns_to_sign_in_and_back(web: WebServer, p
         s.commit()
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
     page.wait_for_url(re.compile(r"/signin\?reason=expired&next=%2Faudit"))
-    assert "Your session has ended" in page.locator("#notices").inner_text()
+    page.locator("#notices").get_by_text("Your session has ended").wait_for()
     sign_in(page, web, user, path=page.url.removeprefix(web.origin))
     page.wait_for_url(web.url("/audit"))
 
