@@ -6,6 +6,7 @@ a message locally and fail in CI (`CI` set), so CI can never pass by skipping th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -95,10 +96,9 @@ def _template_name() -> str:
         with psycopg.connect(admin, autocommit=True) as conn:
             known = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
             if known is None:
-                try:
+                # another session of the cluster may create it first
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
                     conn.execute(f"CREATE ROLE {ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-                except psycopg.errors.DuplicateObject:  # another session of the cluster did
-                    pass
             conn.execute(f'CREATE DATABASE "{name}" OWNER {ROLE}')
         db = Database(role_url(admin, name))
         try:

@@ -7,6 +7,7 @@ id). The test runs on the run's backend (FACESEARCH_TEST_BACKEND)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ def test_two_processes_append_one_valid_chain(deployment: Deployment, tmp_path: 
     assert report.entries == before + 2 * PER_PROCESS
     assert writers.count("a") == writers.count("b") == PER_PROCESS
     # the appends really interleaved: neither process ran all its transactions first
-    runs = sum(1 for x, y in zip(writers, writers[1:], strict=False) if x != y)
+    runs = sum(1 for x, y in itertools.pairwise(writers) if x != y)
     assert runs > 1, "the two writers did not run concurrently"
 
     base = ["--home", str(settings.home), "--key-file", str(settings.resolved_key_file)]

@@ -6,8 +6,6 @@ here instead of on a user's upgrade."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
