@@ -178,3 +178,50 @@ def drop_append_only_trigger(conn: object, refuses: str = "update") -> str:
     name = "audit_log_no_update" if refuses == "update" else "audit_log_no_delete"
     conn.execute(text(f"DROP TRIGGER {name}"))
     return name
+
+
+class RawDatabase:
+    """A deployment's database as an intruder with write access (and the key file) sees it: raw
+    SQL on a connection of its own, outside facesearch's sessions, on SQLite (SQLCipher) or
+    PostgreSQL alike. Parameters are named (`:name`, a dict) or positional (`?`, a tuple)."""
+
+    def __init__(self, dep: object) -> None:
+        from facesearch.deployment import Deployment, database_key
+        from facesearch.store.db import make_engine
+
+        assert isinstance(dep, Deployment)
+        self.engine = make_engine(dep.settings.sqlalchemy_url, database_key(dep.settings, dep.keys))
+        self.conn = self.engine.connect()
+        self.dialect: str = self.engine.dialect.name
+
+    def execute(self, sql: str, params: object = None) -> object:
+        from sqlalchemy import text
+
+        if isinstance(params, tuple):
+            parts = sql.split("?")
+            assert len(parts) == len(params) + 1, sql
+            sql = "".join(p + (f":p{i}" if i < len(params) else "") for i, p in enumerate(parts))
+            params = {f"p{i}": v for i, v in enumerate(params)}
+        return self.conn.execute(text(sql), params or {})
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.engine.dispose()
+
+
+#: The append-only triggers of migration 0002, per dialect (to put back after an attack).
+APPEND_ONLY_DDL = {
+    "sqlite": [
+        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+        "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"
+    ],
+}

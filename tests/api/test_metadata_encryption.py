@@ -11,6 +11,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 
 from facesearch.deployment import Deployment
@@ -39,6 +40,7 @@ def _grep(copy: bytes, values: list[str]) -> list[str]:
     return found
 
 
+@pytest.mark.sqlite_only  # SQLCipher; PostgreSQL: test_sealed_on_postgresql
 def test_a_copy_of_the_database_reveals_no_sensitive_value(
     deployment: Deployment, app: FastAPI, make_user: MakeUser, tmp_path: Path
 ) -> None:

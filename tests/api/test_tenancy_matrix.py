@@ -396,7 +396,8 @@ def test_denied_attempts_and_sensitive_reads_are_audited(
 
     def entries(action: str) -> list[AuditEntry]:
         with module_deployment.db.session() as s:
-            return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+            query = select(AuditEntry).where(AuditEntry.action == action)
+            return list(s.scalars(query.order_by(AuditEntry.id)))
 
     before = len(entries("access.denied"))
     assert b.keys["search"].get(f"/api/v1/cases/{ids.case}").status_code == 404

@@ -201,11 +201,11 @@ def test_cli_verify_export_and_verify_export(deployment: Deployment, tmp_path: P
 def test_cli_verify_names_the_first_bad_entry(deployment: Deployment) -> None:
     _fill(deployment, 4)
     settings = deployment.settings
-    from facesearch.store.db import connect_sqlite
+    from tests import pg
 
-    # an attacker with the file and the key drops the trigger
-    con = connect_sqlite(settings.db_path, deployment.keys.database_key)
-    con.execute("DROP TRIGGER audit_log_no_update")
+    # an attacker with the file and the key (or the database's owner role) drops the trigger
+    con = pg.RawDatabase(deployment)
+    pg.drop_append_only_trigger(con.conn, "update")
     con.execute("UPDATE audit_log SET ip = '10.0.0.1' WHERE id = 3")
     con.commit()
     con.close()
