@@ -225,3 +225,9 @@ APPEND_ONLY_DDL = {
         "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"
     ],
 }
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI test's commands: on PostgreSQL a new database of its own,
+    passed as an operator would, through FACESEARCH_DATABASE_URL."""
+    return {"FACESEARCH_DATABASE_URL": deployment_database()} if ON_PG else {}

@@ -77,6 +77,16 @@ def test_database_refuses_update_and_delete(deployment: Deployment) -> None:
         assert audit.verify_chain(s).ok
 
 
+@pytest.mark.postgresql_only
+def test_postgresql_refuses_truncate_too(deployment: Deployment) -> None:
+    """PostgreSQL's TRUNCATE fires no row trigger: the statement trigger refuses it as well."""
+    _fill(deployment, 3)
+    with pytest.raises(DBAPIError, match="append-only"), deployment.db.session() as s:
+        s.execute(text("TRUNCATE audit_log"))
+    with deployment.db.session() as s:
+        assert audit.verify_chain(s).entries == 3
+
+
 def test_export_verifies_and_is_audited(deployment: Deployment, exported: Path) -> None:
     report = audit.verify_export(exported)
     assert report.ok and report.signature_ok and report.chain_ok, report
