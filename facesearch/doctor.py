@@ -552,6 +552,115 @@ def _database_password(ctx: Context) -> Iterator[str]:
         yield f"the password of database user {url.username!r} equals the user name"
 
 
+#: libpq's sslmode values that encrypt the connection, and those that also authenticate the
+#: server (its certificate, and with verify-full its host name).
+_SSL_ENCRYPTING = frozenset({"require", "verify-ca", "verify-full"})
+
+
+def _server_database(ctx: Context) -> Any:
+    """The parsed database_url of a database server (None for the embedded SQLite file)."""
+    url_text = ctx.settings.database_url
+    if not url_text or url_text.startswith("sqlite"):
+        return None
+    return make_url(url_text)
+
+
+def _database_hosts(url: Any) -> list[str]:
+    """The hosts a libpq URL connects to (`host` may also come as a query parameter, as a list
+    for fail-over, or name a Unix socket directory)."""
+    hosts: list[str] = [url.host] if url.host else []
+    query_host = url.query.get("host")
+    if isinstance(query_host, str):
+        hosts += query_host.split(",")
+    elif query_host:
+        hosts += [h for value in query_host for h in str(value).split(",")]
+    return [h.strip() for h in hosts if h.strip()] or ["localhost"]
+
+
+@check(
+    "database.tls_off",
+    "Database connection to another host without TLS",
+    "critical",
+    "Add `?sslmode=verify-full&sslrootcert=/path/to/ca.pem` to database_url (libpq), so that the "
+    "metadata, the password and the audit chain never cross the network in clear and the "
+    "server's certificate and name are checked.",
+)
+def _database_tls_off(ctx: Context) -> Iterator[str]:
+    url = _server_database(ctx)
+    if url is None or url.get_backend_name() != "postgresql":
+        return
+    remote = [h for h in _database_hosts(url) if not h.startswith("/") and not _is_loopback(h)]
+    if not remote:
+        return
+    mode = str(url.query.get("sslmode") or os.environ.get("PGSSLMODE") or "").lower()
+    if "service" in url.query and not mode:
+        return  # a libpq service file (pg_service.conf) sets it; the doctor cannot read it
+    if mode not in _SSL_ENCRYPTING:
+        yield (
+            f"database_url connects to {', '.join(remote)} with sslmode={mode or 'prefer'} "
+            "(the default): the connection may fall back to plaintext, or be intercepted"
+        )
+
+
+@check(
+    "database.tls_unverified",
+    "Database TLS without checking the server",
+    "warning",
+    "Use sslmode=verify-full with sslrootcert naming the CA of the database server: "
+    "`require` encrypts but accepts any server that answers.",
+)
+def _database_tls_unverified(ctx: Context) -> Iterator[str]:
+    url = _server_database(ctx)
+    if url is None or url.get_backend_name() != "postgresql":
+        return
+    remote = [h for h in _database_hosts(url) if not h.startswith("/") and not _is_loopback(h)]
+    mode = str(url.query.get("sslmode") or os.environ.get("PGSSLMODE") or "").lower()
+    if remote and mode in ("require", "verify-ca"):
+        yield f"database_url connects to {', '.join(remote)} with sslmode={mode}"
+
+
+@check(
+    "database.not_encrypted_at_rest",
+    "Metadata on a database server is not encrypted by facesearch",
+    "warning",
+    "Encrypt the database server's storage (encrypted disks or volumes, or the server's "
+    "transparent data encryption) and its backups; limit who administers it. facesearch seals "
+    "images, crops, embeddings and secrets itself, but on PostgreSQL the metadata (names, "
+    "provenance, accounts, cases, the audit log) is stored as the server stores it.",
+)
+def _database_not_encrypted(ctx: Context) -> Iterator[str]:
+    if _server_database(ctx) is None:
+        return
+    yield (
+        "the metadata is kept by the database server of database_url, not in the embedded "
+        "facesearch.db: there is no SQLCipher there, so metadata encryption at rest is the "
+        "operator's job (disk encryption or TDE)"
+    )
+
+
+@check(
+    "database.superuser",
+    "The service connects to the database as a superuser",
+    "critical",
+    "Create a role that owns only the facesearch database (`CREATE ROLE facesearch LOGIN "
+    "NOSUPERUSER NOCREATEDB NOCREATEROLE`, `CREATE DATABASE facesearch OWNER facesearch`) and "
+    "put it in database_url: a superuser can disable the audit log's append-only triggers for "
+    "a session (session_replication_role) without leaving a trace in the schema.",
+    needs_db=True,
+)
+def _database_superuser(ctx: Context) -> Iterator[str]:
+    from sqlalchemy import text
+
+    if ctx.engine().dialect.name != "postgresql":
+        return
+    with ctx.session() as s:
+        row = s.execute(
+            text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+        ).first()
+    if row is not None and row[1]:
+        yield f"database_url connects as {row[0]!r}, a superuser"
+
+
 @check(
     "secret.weak_env",
     "Default or short secret in the environment",
@@ -575,8 +684,9 @@ def _weak_env_secret(ctx: Context) -> Iterator[str]:
     "secret.in_settings_file",
     "Secret written in the settings file",
     "critical",
-    "Remove it from facesearch.toml and pass it through the environment (FACESEARCH_...) or a "
-    "0600 file outside the data directory; rotate it, since the file travels with backups.",
+    "Remove it from facesearch.toml and pass it through the environment (FACESEARCH_...; a "
+    "database password in FACESEARCH_DATABASE_URL, or libpq's ~/.pgpass or a service file) or "
+    "a 0600 file outside the data directory; rotate it, since the file travels with backups.",
 )
 def _secret_in_settings(ctx: Context) -> Iterator[str]:
     for name, value in _toml_items(ctx.settings_document):

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Run the test suite (installs the pinned dependencies into .venv first).
-# Unless FACESEARCH_TEST_PG names a PostgreSQL cluster already, a private one is started on a
-# free loopback port for the run (Debian's postgresql package) and removed afterwards.
+# Run the test suite (installs the pinned dependencies into .venv first), twice:
+#   1. the whole suite on the embedded default (SQLite/SQLCipher);
+#   2. the tests that exercise the metadata store again with FACESEARCH_TEST_BACKEND=postgresql
+#      (every deployment gets a PostgreSQL database of its own; tests marked sqlite_only are
+#      deselected, those marked postgresql_only run). Vision, index, eval, web and the
+#      architecture/docs checks do not touch the database, so they run once.
+# Arguments go to both pytest runs. Unless FACESEARCH_TEST_PG names a PostgreSQL cluster
+# already, a private one is started on a free loopback port (Debian's postgresql package) and
+# removed afterwards. FACESEARCH_TEST_RUNS=sqlite (or postgresql) runs only that half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap-venv.sh --dev
@@ -12,4 +18,18 @@ if [ -z "${FACESEARCH_TEST_PG:-}" ] && ls -d /usr/lib/postgresql/*/bin >/dev/nul
   FACESEARCH_TEST_PG=$(bash scripts/pg-test-cluster.sh start "$pg_dir" "$port")
   export FACESEARCH_TEST_PG
 fi
-.venv/bin/python -m pytest "$@"
+runs=${FACESEARCH_TEST_RUNS:-sqlite postgresql}
+status=0
+for backend in $runs; do
+  case "$backend" in
+    sqlite) FACESEARCH_TEST_BACKEND=sqlite .venv/bin/python -m pytest "$@" || status=$? ;;
+    postgresql)
+      echo "== the store-facing tests again, on PostgreSQL (FACESEARCH_TEST_BACKEND=postgresql)"
+      FACESEARCH_TEST_BACKEND=postgresql .venv/bin/python -m pytest "$@" \
+        tests/store tests/security tests/search tests/api tests/ingest tests/test_doctor.py \
+        tests/test_cli.py || status=$?
+      ;;
+    *) echo "FACESEARCH_TEST_RUNS: unknown backend $backend" >&2; exit 2 ;;
+  esac
+done
+exit "$status"

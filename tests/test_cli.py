@@ -8,13 +8,14 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from facesearch.cli import app
+from tests import pg
 from tests.conftest import faces_dir
 
 
 def test_core_commands_end_to_end(tmp_path: Path) -> None:
     photos = faces_dir("small", "barack_obama")
     base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
-    runner = CliRunner()
+    runner = CliRunner(env=pg.cli_env())
 
     def run(*args: str) -> str:
         result = runner.invoke(app, [*base, *args])
@@ -59,7 +60,7 @@ def test_core_commands_end_to_end(tmp_path: Path) -> None:
 
 
 def test_clear_errors_for_bad_input(tmp_path: Path) -> None:
-    runner = CliRunner()
+    runner = CliRunner(env=pg.cli_env())
     base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
     result = runner.invoke(app, [*base, "stats"])
     assert result.exit_code != 0
@@ -79,7 +80,7 @@ def test_delete_purges_a_collection_and_is_audited(tmp_path: Path) -> None:
 
     photos = faces_dir("small", "barack_obama")
     base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
-    runner = CliRunner()
+    runner = CliRunner(env=pg.cli_env())
 
     def run(*args: str) -> str:
         result = runner.invoke(app, [*base, *args])
@@ -94,7 +95,10 @@ def test_delete_purges_a_collection_and_is_audited(tmp_path: Path) -> None:
     stats = json.loads(run("stats", "--json"))
     assert stats["collections"] == 0 and stats["faces"] == 0 and stats["index_size"] == 0
     assert not any(p.is_file() for p in blobs.rglob("*")), "images and crops are purged"
-    dep = Deployment.open(load_settings(tmp_path / "home", key_file=tmp_path / "k.key"))
+    url = runner.env.get("FACESEARCH_DATABASE_URL")
+    dep = Deployment.open(
+        load_settings(tmp_path / "home", key_file=tmp_path / "k.key", database_url=url)
+    )
     try:
         with dep.db.session() as s:
             entries = [e for e in audit.iter_entries(s) if e["action"] == "collection.deleted"]

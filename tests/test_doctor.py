@@ -30,6 +30,8 @@ from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, User
 from facesearch.store.db import Database
 from facesearch.store.gallery import Collection
+from tests import pg
+from tests.conftest import init_home
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC)
@@ -48,7 +50,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def paths(tmp_path: Path) -> tuple[Path, Path]:
     home, key = tmp_path / "home", tmp_path / "keys" / "k.key"
-    init_deployment(load_settings(home, key_file=key))
+    init_home(home, key)  # on PostgreSQL runs, its own database (named in facesearch.toml)
     return home, key
 
 
@@ -134,8 +136,10 @@ def test_missing_key_is_reported_and_other_checks_still_run(paths: tuple[Path, P
     key.unlink()
     found = findings(s)
     assert_reported(found, "key.missing", "critical", str(key))
-    # without the key the database (SQLCipher, ADR 0010) cannot be read: said, not a crash
-    assert_reported(found, "database.unavailable", "critical")
+    if pg.ON_PG:  # a database server needs no key file: its checks still run
+        assert_reported(found, "accounts.no_second_factor", "critical", "nomfa@example.org")
+    else:  # without the key the database (SQLCipher, ADR 0010) cannot be read: said, no crash
+        assert_reported(found, "database.unavailable", "critical")
     assert not only(found, "doctor.check_error")
 
 
@@ -153,6 +157,7 @@ def test_a_failing_check_becomes_a_finding(
     assert_reported(found, "service.debug", "critical")  # the rest still ran
 
 
+@pytest.mark.sqlite_only  # the PostgreSQL counterpart: test_dropped_postgresql_database
 def test_missing_database_file(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     for suffix in ("", "-wal", "-shm"):
@@ -216,6 +221,7 @@ def test_key_of_another_deployment(paths: tuple[Path, Path]) -> None:
     assert not only(found, "key.weak")
 
 
+@pytest.mark.sqlite_only  # the database file's mode; on PostgreSQL the server keeps its files
 def test_data_dir_and_db_readable_by_others(paths: tuple[Path, Path]) -> None:
     home, _ = paths
     s = settings_of(paths)
@@ -464,7 +470,7 @@ def test_edited_audit_entry_is_named(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     db = _append_audit(s, 4)
     with db.engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER audit_log_no_update"))
+        pg.drop_append_only_trigger(conn, "update")
         conn.execute(text("UPDATE audit_log SET action = 'user.disabled' WHERE id = 3"))
     db.dispose()
     found = findings(s)
@@ -653,7 +659,8 @@ def test_cli_table_names_check_and_fix(paths: tuple[Path, Path]) -> None:
 def test_cli_warnings_do_not_fail(paths: tuple[Path, Path]) -> None:
     result = _cli(paths, env={"FACESEARCH_TRUSTED_PROXIES": '["*"]', "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "1 warning" in result.output
+    # on PostgreSQL also database.not_encrypted_at_rest
+    assert f"{2 if pg.ON_PG else 1} warning" in result.output
     assert "do not fail" in result.output
 
 
@@ -878,11 +885,9 @@ def test_audit_triggers_dropped(paths: tuple[Path, Path]) -> None:
     s = settings_of(paths)
     db = _append_audit(s, 3)
     with db.engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+        name = pg.drop_append_only_trigger(conn, "delete")
     db.dispose()
-    assert_reported(
-        findings(s), "audit.chain_broken", "critical", "audit_log_no_delete", "append-only"
-    )
+    assert_reported(findings(s), "audit.chain_broken", "critical", name, "append-only")
 
 
 def test_service_running_as_root(paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -934,3 +939,117 @@ def test_a_milvus_token_in_the_settings_file_is_refused(paths: tuple[Path, Path]
     result = _cli(paths, "--json")  # the doctor reports it rather than crashing
     assert result.exit_code == 2, result.output
     assert "milvus_token" in result.output and "a-long-milvus-password" not in result.output
+
+
+# -- issue 10: PostgreSQL as the metadata store ---------------------------------------------------
+
+STRONG = "Zq8v-Kp2xN4mW7rT9bYc"
+
+
+def test_embedded_sqlite_has_no_database_server_findings(tmp_path: Path) -> None:
+    home, key = tmp_path / "home", tmp_path / "k.key"
+    init_deployment(load_settings(home, key_file=key))
+    found = findings(load_settings(home, key_file=key))
+    for check_id in ("not_encrypted_at_rest", "tls_off", "tls_unverified", "superuser"):
+        assert not only(found, f"database.{check_id}")
+
+
+def test_database_server_metadata_is_not_encrypted_by_facesearch(paths: tuple[Path, Path]) -> None:
+    url = f"postgresql+psycopg://facesearch:{STRONG}@127.0.0.1:1/facesearch"
+    found = findings(settings_of(paths, database_url=url))
+    hit = assert_reported(
+        found, "database.not_encrypted_at_rest", "warning", "no SQLCipher", "disk encryption or TDE"
+    )
+    assert "operator" in hit.detail
+    assert all(STRONG not in f.detail for f in found)
+
+
+@pytest.mark.parametrize(
+    ("url", "off", "unverified"),
+    [
+        ("postgresql+psycopg://fs@db.invalid/fs", True, False),
+        ("postgresql+psycopg://fs@db.invalid/fs?sslmode=prefer", True, False),
+        ("postgresql+psycopg://fs@db.invalid/fs?sslmode=disable", True, False),
+        ("postgresql+psycopg://fs@/fs?host=db.invalid", True, False),
+        ("postgresql+psycopg://fs@db.invalid/fs?sslmode=require", False, True),
+        ("postgresql+psycopg://fs@db.invalid/fs?sslmode=verify-full", False, False),
+        ("postgresql+psycopg://fs@127.0.0.1:1/fs", False, False),
+        ("postgresql+psycopg://fs@/fs?host=/run/postgresql", False, False),
+    ],
+)
+def test_database_connection_to_another_host_needs_verified_tls(
+    paths: tuple[Path, Path], url: str, off: bool, unverified: bool
+) -> None:
+    found = findings(settings_of(paths, database_url=url))
+    if off:
+        assert_reported(found, "database.tls_off", "critical", "db.invalid", "sslmode=")
+    else:
+        assert not only(found, "database.tls_off")
+    if unverified:
+        assert_reported(found, "database.tls_unverified", "warning", "sslmode=require")
+    else:
+        assert not only(found, "database.tls_unverified")
+
+
+def test_pgsslmode_in_the_environment_counts(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    found = findings(settings_of(paths, database_url="postgresql+psycopg://fs@db.invalid/fs"))
+    assert not only(found, "database.tls_off") and not only(found, "database.tls_unverified")
+
+
+def test_database_password_written_in_the_settings_file(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    text_before = s.settings_file.read_text()
+    kept = "\n".join(line for line in text_before.splitlines() if "database_url" not in line)
+    s.settings_file.write_text(
+        kept + f'\ndatabase_url = "postgresql+psycopg://facesearch:{STRONG}@127.0.0.1:1/fs"\n'
+    )
+    found = findings(settings_of(paths))
+    hit = assert_reported(
+        found, "secret.in_settings_file", "critical", "database_url", "database password"
+    )
+    assert "FACESEARCH_DATABASE_URL" in hit.fix and "pgpass" in hit.fix
+    assert all(STRONG not in f.detail for f in found)
+
+
+def test_database_url_without_password_in_the_settings_file_passes(
+    paths: tuple[Path, Path],
+) -> None:
+    s = settings_of(paths)
+    with s.settings_file.open("a") as fh:
+        fh.write('# database_url = "postgresql+psycopg://facesearch@db.example.org/fs"\n')
+    assert not only(findings(settings_of(paths)), "secret.in_settings_file")
+
+
+@pytest.mark.postgresql_only
+def test_superuser_database_role_is_reported(paths: tuple[Path, Path]) -> None:
+    own = settings_of(paths)
+    assert not only(findings(own), "database.superuser")  # the suite's role owns, nothing more
+    admin_url = pg.sqlalchemy_url(pg.require_pg(), own.database_url.rsplit("/", 1)[-1])
+    found = findings(settings_of(paths, database_url=admin_url))
+    assert_reported(found, "database.superuser", "critical", "'postgres'", "superuser")
+
+
+@pytest.mark.postgresql_only
+def test_disabled_postgresql_trigger_is_reported(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    db = _append_audit(s, 3)
+    with db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change"))
+        conn.execute(text("UPDATE audit_log SET ip = ip WHERE id = 3"))  # no longer refused
+    db.dispose()
+    assert_reported(
+        findings(s), "audit.chain_broken", "critical", "audit_log_no_change", "append-only"
+    )
+
+
+@pytest.mark.postgresql_only
+def test_dropped_postgresql_database(paths: tuple[Path, Path]) -> None:
+    s = settings_of(paths)
+    assert s.database_url is not None
+    pg.drop_database(s.database_url)
+    found = findings(s)
+    assert_reported(found, "database.unavailable", "critical")
+    assert not only(found, "doctor.check_error")

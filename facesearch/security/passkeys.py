@@ -121,7 +121,7 @@ def _json(options: Any) -> dict[str, Any]:
 # -- registration (a fresh, verified session) -----------------------------------------------------
 def user_handle(keys: KeyRing, user_id: int) -> bytes:
     """The WebAuthn user handle of an account: stable, and a keyed hash of the id, so the
-    browser (and the authenticator) never learn the account's database id (ADR 0011)."""
+    browser (and the authenticator) never learn the account's database id (ADR 0015)."""
     return bytes.fromhex(keys.blind_index("webauthn-user-handle", str(user_id)))[:16]
 
 

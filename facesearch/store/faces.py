@@ -73,7 +73,10 @@ def embedding_chunks(
     raw = bytearray()
     n = 0
     open_ = sealer.open
-    rows = session.connection().execution_options(stream_results=True).execute(query)
+    # stream_results for this statement only: `Connection.execution_options` would change the
+    # session's connection for good (on PostgreSQL every later statement, DELETE included, would
+    # then run through a server-side cursor and fail)
+    rows = session.connection().execute(query, execution_options={"stream_results": True})
     for face_id, file_id, face_index, sealed in rows:  # Core rows: no ORM per row
         ids[n] = face_id
         raw += open_(sealed, embedding_aad(file_id, face_index, model_id))

@@ -32,12 +32,12 @@ from facesearch import clock
 from facesearch.api import ids
 from facesearch.api.app import create_app
 from facesearch.api.deps import CSRF_HEADER
-from facesearch.config import load_settings
-from facesearch.deployment import Deployment, init_deployment
+from facesearch.deployment import Deployment
 from facesearch.security import accounts, admin, passwords, recovery, totp
 from facesearch.security.actor import system_actor
 from facesearch.security.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from facesearch.store.accounts import Organisation, User
+from tests.conftest import init_home
 
 _FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID)
 _counter = itertools.count(1)
@@ -62,8 +62,7 @@ def _fresh_identity_state() -> Iterator[None]:
 
 
 def new_deployment(base: Path, **overrides: object) -> Deployment:
-    settings = load_settings(base / "home", key_file=base / "keys" / "deployment.key", **overrides)
-    init_deployment(settings)
+    settings = init_home(base / "home", base / "keys" / "deployment.key", **overrides)
     return Deployment.open(settings)
 
 

@@ -17,9 +17,9 @@ from facesearch import clock
 from facesearch.api.app import create_app
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.deployment import Deployment
-from facesearch.store.db import connect_sqlite
 from tests.api.conftest import MakeUser
 from tests.conftest import REPO_ROOT
+from tests.pg import RawDatabase
 
 
 def _password_only(app: FastAPI, email: str, password: str) -> tuple[TestClient, int]:
@@ -71,11 +71,11 @@ def test_second_factor_locks_grow_and_only_a_correct_code_resets(
         moved[0] += timedelta(minutes=minutes - 1)
         assert _password_only(app, user.email, user.password)[1] == 423
         moved[0] += timedelta(minutes=1, seconds=1)
-    con = connect_sqlite(deployment.settings.db_path, deployment.keys.database_key)
+    con = RawDatabase(deployment)
     try:
         (failures,) = con.execute(
             "SELECT mfa_failures FROM users WHERE id = ?", (user.user_id,)
-        ).fetchone()
+        ).one()
     finally:
         con.close()
     assert failures == 10
@@ -146,7 +146,7 @@ def test_lockouts_of_unknown_emails_survive_a_restart_like_real_ones(
     # the same words for both: nothing tells that one of them has an account
     assert later[0][1] is not None and later[0][1] == later[1][1]
     # the table holds keyed hashes, never the email
-    con = connect_sqlite(deployment.settings.db_path, deployment.keys.database_key)
+    con = RawDatabase(deployment)
     try:
         throttle_rows = [repr(row) for row in con.execute("SELECT * FROM auth_throttles")]
     finally:

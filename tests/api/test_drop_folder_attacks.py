@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -180,6 +181,7 @@ def _deleted_files_of(home: Path) -> list[str]:
     return gone
 
 
+@pytest.mark.sqlite_only  # facesearch.db and its WAL
 def test_reading_the_database_through_a_link_loses_no_writes(
     deployment: Deployment, app: FastAPI, make_user: MakeUser
 ) -> None:

@@ -422,7 +422,8 @@ def test_denied_attempts_and_sensitive_reads_are_audited(
 
     def entries(action: str) -> list[AuditEntry]:
         with module_deployment.db.session() as s:
-            return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+            query = select(AuditEntry).where(AuditEntry.action == action)
+            return list(s.scalars(query.order_by(AuditEntry.id)))
 
     # a key of its own: the matrix spent the quota of B's usual search key
     probe = key_client(world.app, b.investigator.api_key(["search"], name="probe"))

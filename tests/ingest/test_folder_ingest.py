@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from facesearch.deployment import Deployment
 from facesearch.store.faces import open_embedding
 from facesearch.store.gallery import Face, SourceFile
-from tests.conftest import REPO_ROOT, faces_dir, ingest, new_deployment, new_settings
+from tests.conftest import REPO_ROOT, faces_dir, ingest, init_home, new_deployment
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -116,10 +116,8 @@ def test_killed_ingest_resumes_to_the_counts_of_an_uninterrupted_run(tmp_path: P
     finally:
         reference.close()
 
-    settings = new_settings(tmp_path / "killed")
-    from facesearch.deployment import init_deployment
-
-    init_deployment(settings)
+    killed = tmp_path / "killed"
+    settings = init_home(killed / "home", killed / "keys" / "master.key")  # the CLI reopens it
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [
         sys.executable,

@@ -77,6 +77,16 @@ def test_database_refuses_update_and_delete(deployment: Deployment) -> None:
         assert audit.verify_chain(s).ok
 
 
+@pytest.mark.postgresql_only
+def test_postgresql_refuses_truncate_too(deployment: Deployment) -> None:
+    """PostgreSQL's TRUNCATE fires no row trigger: the statement trigger refuses it as well."""
+    _fill(deployment, 3)
+    with pytest.raises(DBAPIError, match="append-only"), deployment.db.session() as s:
+        s.execute(text("TRUNCATE audit_log"))
+    with deployment.db.session() as s:
+        assert audit.verify_chain(s).entries == 3
+
+
 def test_export_verifies_and_is_audited(deployment: Deployment, exported: Path) -> None:
     report = audit.verify_export(exported)
     assert report.ok and report.signature_ok and report.chain_ok, report
@@ -201,11 +211,11 @@ def test_cli_verify_export_and_verify_export(deployment: Deployment, tmp_path: P
 def test_cli_verify_names_the_first_bad_entry(deployment: Deployment) -> None:
     _fill(deployment, 4)
     settings = deployment.settings
-    from facesearch.store.db import connect_sqlite
+    from tests import pg
 
-    # an attacker with the file and the key drops the trigger
-    con = connect_sqlite(settings.db_path, deployment.keys.database_key)
-    con.execute("DROP TRIGGER audit_log_no_update")
+    # an attacker with the file and the key (or the database's owner role) drops the trigger
+    con = pg.RawDatabase(deployment)
+    pg.drop_append_only_trigger(con.conn, "update")
     con.execute("UPDATE audit_log SET ip = '10.0.0.1' WHERE id = 3")
     con.commit()
     con.close()

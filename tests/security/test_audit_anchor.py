@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -26,7 +25,13 @@ from facesearch.config import load_settings
 from facesearch.deployment import Deployment
 from facesearch.security import audit
 from facesearch.store.anchor import anchor_file, public_key_of, read_anchor
-from facesearch.store.db import Database, connect_sqlite
+from facesearch.store.audit import APPEND_ONLY_TRIGGERS
+from facesearch.store.db import Database
+from tests.pg import APPEND_ONLY_DDL, RawDatabase
+
+
+def dep_dialect(dep: Deployment) -> str:
+    return dep.db.engine.dialect.name
 
 
 def _fill(dep: Deployment, n: int, orgs: tuple[int, ...] = (1, 2)) -> None:
@@ -42,29 +47,30 @@ def _fill(dep: Deployment, n: int, orgs: tuple[int, ...] = (1, 2)) -> None:
             )
 
 
-def _open(dep: Deployment) -> sqlite3.Connection:
-    """The database file as an intruder who also holds the key file opens it (SQLCipher)."""
-    con: sqlite3.Connection = connect_sqlite(dep.settings.db_path, dep.keys.database_key)
-    return con
+def _open(dep: Deployment) -> RawDatabase:
+    """The database as an intruder who also holds the key file opens it (SQLCipher), or as the
+    database's owner role on PostgreSQL."""
+    return RawDatabase(dep)
 
 
-def _con(dep: Deployment) -> sqlite3.Connection:
+def _con(dep: Deployment) -> RawDatabase:
     con = _open(dep)
-    con.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
-    con.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
+    for name in APPEND_ONLY_TRIGGERS[con.dialect]:
+        on = " ON audit_log" if con.dialect == "postgresql" else ""
+        con.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
     return con
 
 
-def _rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
-    cur = con.execute("SELECT * FROM audit_log ORDER BY id")
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur]
+def _rows(con: RawDatabase) -> list[dict[str, Any]]:
+    cur: Any = con.execute("SELECT * FROM audit_log ORDER BY id")
+    rows = [dict(r._mapping) for r in cur]
     for r in rows:
-        r["details"] = json.loads(r["details"])
+        if isinstance(r["details"], str):  # SQLite's JSON is text; psycopg parses it
+            r["details"] = json.loads(r["details"])
     return rows
 
 
-def _rewrite(con: sqlite3.Connection, rows: list[dict[str, Any]], key: bytes | None) -> None:
+def _rewrite(con: RawDatabase, rows: list[dict[str, Any]], key: bytes | None) -> None:
     """Renumber and recompute every hash: plainly (no key: the scheme of old) or with the
     audit key itself (the strongest attacker: one who also read the key file)."""
     con.execute("DELETE FROM audit_log")
@@ -84,15 +90,9 @@ def _rewrite(con: sqlite3.Connection, rows: list[dict[str, Any]], key: bytes | N
         )
 
 
-def _recreate_triggers(con: sqlite3.Connection) -> None:
-    con.execute(
-        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
-        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
-    )
-    con.execute(
-        "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
-        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
-    )
+def _recreate_triggers(con: RawDatabase) -> None:
+    for statement in APPEND_ONLY_DDL[con.dialect]:
+        con.execute(statement)
 
 
 def _verify(dep: Deployment) -> audit.ChainReport:
@@ -187,7 +187,7 @@ def test_edit_and_plain_rehash_of_the_tail_fails_even_without_checkpoints(
     assert not bare.ok and bare.first_bad_id == 4 and "unkeyed" in (bare.problem or "")
 
 
-def _rewrite_tail_plain(con: sqlite3.Connection, keep: int) -> None:
+def _rewrite_tail_plain(con: RawDatabase, keep: int) -> None:
     """Recompute, with plain SHA-256, every entry after the first `keep`."""
     rows = _rows(con)
     prev = rows[keep - 1]["entry_hash"]
@@ -238,7 +238,7 @@ def test_dropped_triggers_are_reported(deployment: Deployment) -> None:
     con.close()
     report = _verify(deployment)
     assert not report.ok and "triggers" in (report.problem or ""), report
-    assert "audit_log_no_delete" in (report.problem or "")
+    assert APPEND_ONLY_TRIGGERS[dep_dialect(deployment)][-1] in (report.problem or "")
     out = _cli_verify(deployment)
     assert out["exit_code"] == 1 and "append-only" in out["problem"]
     assert any("triggers" in f.detail for f in _doctor(deployment) if f.severity == "critical")

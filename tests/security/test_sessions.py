@@ -7,18 +7,16 @@ from pathlib import Path
 import pytest
 
 from facesearch import clock
-from facesearch.config import load_settings
-from facesearch.deployment import Deployment, init_deployment
+from facesearch.deployment import Deployment
 from facesearch.errors import InvalidRequest
 from facesearch.security import api_keys, ratelimit, recovery, sessions
 from facesearch.store.accounts import User
+from tests.conftest import init_home
 
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    settings = load_settings(tmp_path / "home", key_file=tmp_path / "k" / "key")
-    init_deployment(settings)
-    d = Deployment.open(settings)
+    d = Deployment.open(init_home(tmp_path / "home", tmp_path / "k" / "key"))
     yield d
     d.close()
 

@@ -14,6 +14,8 @@ from facesearch.deployment import Deployment, init_deployment
 from facesearch.store.accounts import Organisation
 from facesearch.store.db import connect_sqlite, current_revision, sqlcipher
 
+pytestmark = pytest.mark.sqlite_only  # SQLCipher; on PostgreSQL encryption at rest is the server's
+
 SECRET = "Heliotrope Shipping Client"
 
 

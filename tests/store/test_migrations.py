@@ -6,8 +6,6 @@ here instead of on a user's upgrade."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -18,8 +16,8 @@ from sqlalchemy import text
 from facesearch.store.db import MIGRATIONS_DIR, Database, current_revision, metadata, migrate
 
 
-def test_models_match_the_migrations(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+def test_models_match_the_migrations(empty_db_url: str) -> None:
+    db = Database(empty_db_url)
     try:
         migrate(db.engine)
         with db.engine.connect() as conn:
@@ -31,10 +29,10 @@ def test_models_match_the_migrations(tmp_path: Path) -> None:
     )
 
 
-def test_a_database_at_the_retired_placeholder_revision_upgrades(tmp_path: Path) -> None:
+def test_a_database_at_the_retired_placeholder_revision_upgrades(empty_db_url: str) -> None:
     """Revision 0003 was an empty placeholder and is gone; a database stamped with it still
     upgrades to head."""
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    db = Database(empty_db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
@@ -52,7 +50,7 @@ def test_a_database_at_the_retired_placeholder_revision_upgrades(tmp_path: Path)
 
 
 def test_upgrading_keeps_old_audit_entries_verifying_and_hashes_csrf_tokens(
-    tmp_path: Path,
+    empty_db_url: str,
 ) -> None:
     """Migrations 0008 and 0009 (issue 11): entries written before the chain was keyed verify
     as `sha256` entries, and a live session's CSRF token is replaced by its SHA-256."""
@@ -61,7 +59,7 @@ def test_upgrading_keeps_old_audit_entries_verifying_and_hashes_csrf_tokens(
     from facesearch.security import audit
     from facesearch.store.accounts import UserSession
 
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}", audit_key=b"k" * 32)
+    db = Database(empty_db_url, audit_key=b"k" * 32)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     entry = {
@@ -93,13 +91,13 @@ def test_upgrading_keeps_old_audit_entries_verifying_and_hashes_csrf_tokens(
                 text(
                     "INSERT INTO users (id, email, display_name, password_hash, roles, "
                     "failed_logins, mfa_failures, disabled, created_at) VALUES "
-                    "(1, 'a@b.c', '', 'x', '[]', 0, 0, 0, '2026-01-01')"
+                    "(1, 'a@b.c', '', 'x', '[]', 0, 0, FALSE, '2026-01-01')"
                 )
             )
             conn.execute(
                 text(
                     "INSERT INTO sessions (id, token_hash, user_id, mfa_verified, csrf_token, "
-                    "created_at, last_seen_at, expires_at) VALUES (1, 'h', 1, 1, 'plain-token', "
+                    "created_at, last_seen_at, expires_at) VALUES (1, 'h', 1, TRUE, 'plain-token', "
                     "'2026-01-01', '2026-01-01', '2026-01-02')"
                 )
             )
