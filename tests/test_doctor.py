@@ -1008,7 +1008,7 @@ def test_database_password_written_in_the_settings_file(paths: tuple[Path, Path]
     )
     found = findings(settings_of(paths))
     hit = assert_reported(
-        found, "secret.in_settings_file", "critical", "database_url", "database password"
+        found, "secret.in_settings_file", "critical", "database_url", "carries a password"
     )
     assert "FACESEARCH_DATABASE_URL" in hit.fix and "pgpass" in hit.fix
     assert all(STRONG not in f.detail for f in found)

@@ -204,6 +204,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         pg.drop_database(url)
 
 
+@pytest.mark.sqlite_only  # the deployment under test must not be on PostgreSQL
 def test_the_queue_runner_needs_postgresql(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PostgreSQL"):
         new_deployment(tmp_path, job_runner="procrastinate")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from facesearch.config import load_settings
 from facesearch.deployment import Deployment
 from facesearch.gallery.collections import ensure_collection
 from facesearch.search.engine import SearchEngine
 from facesearch.store.gallery import Face
-from tests.conftest import faces_dir, ingest, new_deployment, new_settings
+from tests.conftest import faces_dir, ingest, new_deployment
 
 
 def _files(index_dir: Path) -> dict[str, bytes]:
@@ -30,6 +31,13 @@ def _people(tmp_path: Path, name: str, *people: str) -> Path:
     for person in people:
         shutil.copytree(faces_dir("small", person), folder / person)
     return folder
+
+
+def _reopen(tmp_path: Path) -> Deployment:
+    """The same data directory (and database) opened by another process."""
+    return Deployment.open(
+        load_settings(tmp_path / "home", key_file=tmp_path / "keys" / "master.key")
+    )
 
 
 def _sources(dep: Deployment, photo: Path, cid: int) -> set[str]:
@@ -48,7 +56,7 @@ def test_a_second_process_writes_the_database_and_the_writer_catches_up(tmp_path
         assert not _sources(service, obama, cid)  # not in the gallery yet
 
         on_disk = _files(service.settings.index_dir)
-        cli = Deployment.open(new_settings(tmp_path))  # e.g. `facesearch ingest` beside it
+        cli = _reopen(tmp_path)  # e.g. `facesearch ingest` beside it
         try:
             summary = ingest(cli, "gallery", second)
             assert summary.faces > 0
@@ -64,7 +72,7 @@ def test_a_second_process_writes_the_database_and_the_writer_catches_up(tmp_path
     finally:
         service.close()
 
-    reopened = Deployment.open(new_settings(tmp_path))  # the next writer sees everything
+    reopened = _reopen(tmp_path)  # the next writer sees everything
     try:
         assert _sources(reopened, obama, cid) == found
         with reopened.db.session() as s:

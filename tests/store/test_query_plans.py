@@ -102,7 +102,7 @@ PG_FILL = [
     "INSERT INTO faces (id, file_id, collection_id, face_index, model_id, runtime, detector, "
     '"left", top, "right", bottom, landmarks, confidence, quality, quality_detail, '
     "low_quality, embedding, crop_blob, created_at) "
-    "SELECT i, 1 + i % :files, 1 + (1 + i % :files) % :collections, i % 2, "
+    "SELECT i, 1 + i % :files, 1 + (1 + i % :files) % :collections, i / :files, "
     "(ARRAY['sface-2021dec', 'dlib-onnx', 'm3', 'm4'])[1 + i % 4], 'sface', 'yunet', "
     "0, 0, 10, 10, '[]', 0.9, 0.8, '{}', false, '\\x00', md5('c' || i) || md5('d' || i), now() "
     "FROM generate_series(1, :faces) i",

@@ -136,11 +136,11 @@ async function showLog(ctx, el, people) {
     const list = table({
       caption: `${reply.total} matching entr${reply.total === 1 ? "y" : "ies"}, newest first`, rows: items, empty: "No entries match.",
       columns: [
-        { label: "#", render: (e) => String(e.id) },
+        { label: "Entry", render: (e) => shortId(e.id) },
         { label: "Time", render: (e) => formatTime(e.ts) },
         { label: "Who", render: (e) => e.actor_user_id != null ? names.get(String(e.actor_user_id)) || `user ${e.actor_user_id}` : (e.actor_key_id != null ? `key ${e.actor_key_id}` : "system") },
         { label: "Action", render: (e) => h("code", { class: "mono", text: e.action }) },
-        { label: "Target", render: (e) => e.target_type ? `${e.target_type} ${e.target_id ?? ""}` : "—" },
+        { label: "Target", render: (e) => e.target_type ? `${e.target_type} ${shortId(e.target_id)}` : "—" },
         { label: "Details", render: (e) => Object.keys(e.details || {}).length ? h("details", {}, h("summary", { text: summary(e.details) }), h("pre", { class: "entry-details", text: JSON.stringify(e.details, null, 2) })) : "—" },
       ],
     });
@@ -162,4 +162,11 @@ function summary(details) {
     if (details[key] !== undefined && details[key] !== null) parts.push(`${key.replace("_", " ")}: ${details[key]}`);
   }
   return parts.length ? parts.join(" · ").slice(0, 120) : "details";
+}
+
+/** An opaque id, shortened for a table cell (its kind prefix and the first characters). */
+function shortId(id) {
+  if (id == null) return "";
+  const text = String(id);
+  return text.length > 16 ? `${text.slice(0, 14)}…` : text;
 }

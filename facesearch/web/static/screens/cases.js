@@ -77,17 +77,24 @@ function searchSection(s, me, names) {
       r.reviews.length ? h("ul", { class: "decisions", "aria-label": `Decisions on candidate ${r.rank}` },
         r.reviews.map((d) => h("li", { "data-decision": d.decision },
           badge(d.decision === "confirm" ? "Confirmed" : "Rejected", d.decision === "confirm" ? "ok" : "bad"),
-          ` by user ${d.user_id}, ${formatTime(d.created_at)}`,
+          ` by ${shortId(d.user_id)}, ${formatTime(d.created_at)}`,
           d.note ? h("q", { class: "note", text: d.note }) : null)))
         : h("p", { class: "hint", text: "No decision yet." }),
       h("div", { class: "form-actions no-print" },
         button("Details", () => details({ face_id: r.face_id, crop_url: r.crop_url, rank: r.rank, score: r.score, threshold: searchThreshold(s) }), { kind: "secondary small", "aria-label": `Details of candidate ${r.rank}` })))));
   return section(`Search of ${formatTime(s.created_at)}`,
     h("dl", { class: "facts" },
-      h("dt", { text: "By" }), h("dd", { text: s.user_id != null ? `user ${s.user_id}` : `API key ${s.api_key_id}` }),
+      h("dt", { text: "By" }), h("dd", { text: s.user_id != null ? shortId(s.user_id) : `API key ${shortId(s.api_key_id)}` }),
       h("dt", { text: "Purpose" }), h("dd", { text: s.purpose }),
       h("dt", { text: "Model" }), h("dd", { text: s.model_id }),
       h("dt", { text: "Collections" }), h("dd", { text: s.collections.map((c) => names.get(String(c)) || `collection ${c}`).join(", ") })),
     me.roles.includes("investigator") ? h("p", { class: "no-print" }, link(`/results/${encodeURIComponent(s.id)}`, "Open the candidates of this search")) : null,
     items.length ? h("ul", { class: "candidates compact", "aria-label": "Candidates of this search" }, items) : h("p", { class: "empty", text: "No candidate." }));
+}
+
+/** A person's opaque id, shortened (the case names people by id: only administrators see names). */
+function shortId(id) {
+  if (id == null) return "";
+  const text = String(id);
+  return text.length > 16 ? `${text.slice(0, 14)}…` : text;
 }
