@@ -36,6 +36,8 @@ from sqlalchemy import insert
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthetic_rows import synthetic_rows  # noqa: E402
+
 from facesearch.config import Settings  # noqa: E402
 from facesearch.deployment import Deployment, init_deployment  # noqa: E402
 from facesearch.index.synthetic import RealisticGallery  # noqa: E402
@@ -43,55 +45,13 @@ from facesearch.similarity import scores_from_squared_distances  # noqa: E402
 from facesearch.store.gallery import (  # noqa: E402
     Collection,
     Face,
-    FileStatus,
     SourceFile,
-    embedding_aad,
 )
 
 K = 10
 CHUNK = 10_000
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-
-def rows(cid: int, model_id: str, sealer: Any, first: int, vectors: F32) -> tuple[list, list]:
-    files, faces = [], []
-    for row in range(vectors.shape[0]):
-        fid = first + row
-        files.append(
-            {
-                "id": fid,
-                "collection_id": cid,
-                "source": f"/synthetic/{fid:09d}.jpg",
-                "source_kind": "file",
-                "content_hash": f"{fid:064x}",
-                "byte_size": 40_000,
-                "status": FileStatus.OK,
-                "face_count": 1,
-            }
-        )
-        faces.append(
-            {
-                "id": fid,
-                "file_id": fid,
-                "collection_id": cid,
-                "face_index": 0,
-                "model_id": model_id,
-                "runtime": "synthetic",
-                "detector": "synthetic",
-                "left": 10,
-                "top": 10,
-                "right": 110,
-                "bottom": 110,
-                "landmarks": [],
-                "confidence": 0.99,
-                "quality": 0.8,
-                "quality_detail": {"score": 0.8},
-                "low_quality": False,
-                "embedding": sealer.seal(vectors[row].tobytes(), embedding_aad(fid, 0, model_id)),
-            }
-        )
-    return files, faces
 
 
 def run_backend(
@@ -118,7 +78,7 @@ def run_backend(
         t0 = time.perf_counter()
         for start in range(0, vectors.shape[0], CHUNK):
             chunk = vectors[start : start + CHUNK]
-            files, faces = rows(cid, model_id, sealer, start + 1, chunk)
+            files, faces = synthetic_rows(cid, model_id, sealer, start + 1, chunk)
             t = time.perf_counter()
             with dep.db.engine.begin() as conn:
                 conn.execute(insert(SourceFile), files)

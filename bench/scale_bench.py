@@ -52,10 +52,12 @@ def cli_rss(home: Path, key: Path, *args: str) -> tuple[float, int]:
 
 def build(home: Path, key: Path, n: int, seed: int) -> dict[str, float]:
     """N synthetic faces into collection 'big' through the store's models and sealing."""
+    from synthetic_rows import synthetic_rows
+
     from facesearch.config import Settings
     from facesearch.deployment import Deployment, init_deployment
     from facesearch.index.synthetic import RealisticGallery
-    from facesearch.store.gallery import Collection, Face, FileStatus, SourceFile, embedding_aad
+    from facesearch.store.gallery import Collection, Face, SourceFile
 
     settings = Settings(home=home, key_file=key)
     init_deployment(settings)
@@ -71,45 +73,7 @@ def build(home: Path, key: Path, n: int, seed: int) -> dict[str, float]:
     sealer = dep.keys.embeddings
     next_id = 1
     for _labels, vectors in gen.gallery(n, block=100_000):
-        files = []
-        faces = []
-        for row in range(vectors.shape[0]):
-            fid = next_id + row
-            files.append(
-                {
-                    "id": fid,
-                    "collection_id": cid,
-                    "source": f"/synthetic/{fid:09d}.jpg",
-                    "source_kind": "file",
-                    "content_hash": f"{fid:064x}",
-                    "byte_size": 40_000,
-                    "status": FileStatus.OK,
-                    "face_count": 1,
-                }
-            )
-            faces.append(
-                {
-                    "id": fid,
-                    "file_id": fid,
-                    "collection_id": cid,
-                    "face_index": 0,
-                    "model_id": model_id,
-                    "runtime": "synthetic",
-                    "detector": "synthetic",
-                    "left": 10,
-                    "top": 10,
-                    "right": 110,
-                    "bottom": 110,
-                    "landmarks": [],
-                    "confidence": 0.99,
-                    "quality": 0.8,
-                    "quality_detail": {"score": 0.8},
-                    "low_quality": False,
-                    "embedding": sealer.seal(
-                        vectors[row].tobytes(), embedding_aad(fid, 0, model_id)
-                    ),
-                }
-            )
+        files, faces = synthetic_rows(cid, model_id, sealer, next_id, vectors)
         with dep.db.engine.begin() as conn:
             conn.execute(insert(SourceFile), files)
             conn.execute(insert(Face), faces)
