@@ -91,6 +91,17 @@ def reauthenticate(
     row = _session_row(session, principal)
     check_password(session, user, password, ip=principal.ip, action="auth.reauth.failure")
     accounts.verify_second_factor(session, sealer, user, code, ip=principal.ip)
+    return record_reauth(session, principal, row, user)
+
+
+def record_reauth(
+    session: Session,
+    principal: Principal,
+    row: UserSession,
+    user: User,
+    details: dict[str, Any] | None = None,
+) -> datetime:
+    """The session is fresh from now (both factors were proven again): recorded, committed."""
     now = clock.now()
     row.reauth_at = now
     audit.record_for(
@@ -100,6 +111,7 @@ def reauthenticate(
         org_id=user.org_id,
         target_type="session",
         target_id=row.id,
+        details=details,
     )
     session.commit()
     return now

@@ -358,19 +358,9 @@ def reauthenticate(
     key = _check_assertion(
         session, settings, row, user, credential, purpose="reauth", ip=principal.ip
     )
-    now = clock.now()
-    row.reauth_at = now
-    audit.record_for(
-        session,
-        principal,
-        "auth.reauth",
-        org_id=user.org_id,
-        target_type="session",
-        target_id=row.id,
-        details={"method": "passkey", "passkey": key.id},
+    return lifecycle.record_reauth(
+        session, principal, row, user, {"method": "passkey", "passkey": key.id}
     )
-    session.commit()
-    return now
 
 
 def _verified(session: Session, principal: Principal) -> tuple[UserSession, User]:

@@ -8,6 +8,7 @@ for tools (the doctor) and tests."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -113,6 +114,7 @@ def metadata() -> MetaData:
 RETIRED_REVISIONS = {"0003": "0002"}  # 0003 was an empty placeholder
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision, read from the migration files (without importing Alembic)."""
     revisions: set[str] = set()
