@@ -68,9 +68,9 @@ class Settings(BaseSettings):
         "hog for dlib)",
     )
     probe_detection: Literal["quick", "thorough"] = Field(
-        default="thorough",
-        description="how a probe photo is searched for faces: quick (one pass at up to 640 px, "
-        "then every pass when it finds nothing) or thorough (as ingest does)",
+        default="quick",
+        description="how a probe photo is searched for faces: quick (no pass enlarges the "
+        "photo; every pass when that finds nothing) or thorough (as ingest does)",
     )
     workers: int = Field(default=0, ge=0, description="ingest worker processes; 0 = every core")
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="faces per embed call")

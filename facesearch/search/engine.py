@@ -8,6 +8,7 @@ writes no record; `search.casework` does both around it for the API, the CLI is 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -138,24 +139,41 @@ def _probe_for(
     return probe
 
 
-def _candidate(hit: Hit, row: tuple[Face, SourceFile], model: FaceModel, name: str) -> Candidate:
-    face_row, file_row = row
+@dataclass(frozen=True)
+class _Row:
+    """What a candidate shows of its face and file: the columns only, not the rows (a face row
+    carries its sealed embedding and JSON columns nothing here reads)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    frame_time: float | None
+    quality: float
+    low_quality: bool
+    source: str
+    source_kind: str
+    media_url: str | None
+    ingested_at: datetime
+
+
+def _candidate(hit: Hit, row: _Row, model: FaceModel, name: str) -> Candidate:
     return Candidate(
         rank=0,
-        face_id=face_row.id,
+        face_id=hit.face_id,
         score=round(hit.score, 6),
         above_threshold=hit.score >= model.default_threshold,
         model_id=model.model_id,
         collection_id=hit.collection_id,
         collection=name or str(hit.collection_id),
-        source=file_row.source,
-        source_kind=file_row.source_kind,
-        media_url=file_row.media_url,
-        frame_time=face_row.frame_time,
-        box=face_row.box,
-        quality=round(face_row.quality, 4),
-        low_quality=face_row.low_quality,
-        ingested_at=file_row.ingested_at.isoformat(),
+        source=row.source,
+        source_kind=row.source_kind,
+        media_url=row.media_url,
+        frame_time=row.frame_time,
+        box=[row.left, row.top, row.right, row.bottom],
+        quality=round(row.quality, 4),
+        low_quality=row.low_quality,
+        ingested_at=row.ingested_at.isoformat(),
     )
 
 
@@ -176,18 +194,27 @@ class SearchEngine:
         )
         return faces, embed_faces(model, faces, settings.embed_batch_size)
 
-    def _by_model(self, ids: list[int]) -> dict[str, list[int]]:
-        """The requested collections grouped by their model, the default model first."""
+    def _collections(self, ids: list[int]) -> dict[int, tuple[str, str]]:
+        """(name, model id) of each requested collection that exists, in one query."""
         default = self.dep.default_model_id
         with self.dep.db.session() as s:
             rows = s.execute(
-                select(Collection.id, Collection.model_id).where(Collection.id.in_(ids))
+                select(Collection.id, Collection.name, Collection.model_id).where(
+                    Collection.id.in_(ids)
+                )
             ).all()
-        model_of = {int(cid): (mid or default) for cid, mid in rows}
+        return {int(cid): (name, mid or default) for cid, name, mid in rows}
+
+    def _by_model(
+        self, ids: list[int], known: dict[int, tuple[str, str]] | None = None
+    ) -> dict[str, list[int]]:
+        """The requested collections grouped by their model, the default model first."""
+        default = self.dep.default_model_id
+        known = self._collections(ids) if known is None else known
         groups: dict[str, list[int]] = {}
         for cid in ids:
-            if cid in model_of:
-                groups.setdefault(model_of[cid], []).append(cid)
+            if cid in known:
+                groups.setdefault(known[cid][1], []).append(cid)
         order = sorted(groups, key=lambda m: (m != default, m))
         return {m: groups[m] for m in order} or {default: []}
 
@@ -231,8 +258,9 @@ class SearchEngine:
         ids = list(collection_ids)
         decoded = decode_image(image, self.limits)
         pixels = decoded.pixels
-        names = self._collection_names(ids)
-        groups = self._by_model(ids)
+        known = self._collections(ids)
+        names = {cid: name for cid, (name, _) in known.items()}
+        groups = self._by_model(ids, known)
         result: EngineResult | None = None
         for model_id, cids in groups.items():
             model = self.dep.model_for(model_id)
@@ -277,21 +305,44 @@ class SearchEngine:
                 cand.rank = rank
         return result
 
-    def _collection_names(self, ids: list[int]) -> dict[int, str]:
-        with self.dep.db.session() as s:
-            rows = s.execute(select(Collection.id, Collection.name).where(Collection.id.in_(ids)))
-            return {int(cid): name for cid, name in rows}
-
-    def _faces(self, face_ids: set[int]) -> dict[int, tuple[Face, SourceFile]]:
+    def _faces(self, face_ids: set[int]) -> dict[int, _Row]:
         if not face_ids:
             return {}
         with self.dep.db.session() as s:
             rows = s.execute(
-                select(Face, SourceFile)
+                select(
+                    Face.id,
+                    Face.left,
+                    Face.top,
+                    Face.right,
+                    Face.bottom,
+                    Face.frame_time,
+                    Face.quality,
+                    Face.low_quality,
+                    SourceFile.source,
+                    SourceFile.source_kind,
+                    SourceFile.media_url,
+                    SourceFile.ingested_at,
+                )
                 .join(SourceFile, Face.file_id == SourceFile.id)
                 .where(Face.id.in_(face_ids))
             ).all()
-            return {face.id: (face, file) for face, file in rows}
+        return {
+            int(r.id): _Row(
+                r.left,
+                r.top,
+                r.right,
+                r.bottom,
+                r.frame_time,
+                r.quality,
+                r.low_quality,
+                r.source,
+                r.source_kind,
+                r.media_url,
+                r.ingested_at,
+            )
+            for r in rows
+        }
 
     def verify(
         self, image_a: bytes, image_b: bytes, threshold: float | None = None

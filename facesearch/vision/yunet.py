@@ -64,12 +64,23 @@ GLOBAL_SIDE = 640
 #: Network input pixels per image, all passes together (the bounded cost).
 MAX_PIXELS = 6_000_000
 #: Largest scale of the detail pass (small images are upscaled at most this much).
-MAX_UPSCALE = 2.0
+MAX_UPSCALE = 1.5
+#: A face whose box is at least this many px wide in the global pass belongs to the global pass:
+#: the detail pass's detection of it is dropped, so its landmarks (and its embedding) are the
+#: same whether or not the detail pass ran (YuNet finds faces from about 30 px reliably).
+GLOBAL_OWNS = 40
 #: Largest tile of the detail pass (px, multiple of 32) and the overlap between tiles.
 TILE_SIDE = 1280
 TILE_OVERLAP = 96
 #: Faces smaller than this (box side, px in the image) are not reported.
 MIN_FACE = 8
+#: Landmark refinement: every face found is looked at once more on its own, in a square crop
+#: of REFINE_SIDE px in which the face box is REFINE_FACE of the side, and takes the landmarks
+#: found there. So a face's landmarks (hence its chip and embedding) do not depend on which
+#: pass found it or on the size of the photo around it, and are found at the scale where
+#: YuNet's landmarks are most precise (docs/decisions/0005, "Landmark refinement").
+REFINE_SIDE = 320
+REFINE_FACE = 0.5
 
 FloatArray = npt.NDArray[np.float32]
 #: Columns of a decoded row holding x and y coordinates (box corner, then the 5 landmarks).
@@ -267,6 +278,8 @@ class YuNetDetector:
         tile_side: int = TILE_SIDE,
         tile_overlap: int = TILE_OVERLAP,
         min_face: int = MIN_FACE,
+        refine_side: int = REFINE_SIDE,
+        refine_face: float = REFINE_FACE,
         threads: int = 0,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         model_dir: Path | None = None,
@@ -289,6 +302,7 @@ class YuNetDetector:
         self.tile_side = tile_side
         self.tile_overlap = tile_overlap
         self.min_face = min_face
+        self.refine_side, self.refine_face = refine_side, refine_face
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.providers = list(providers)
         self._model_dir = model_dir
@@ -338,7 +352,9 @@ class YuNetDetector:
         height, width = image.shape[:2]
         found = []
         scaled: dict[float, RGBImage] = {}
-        for window in self.plan(height, width, thorough=thorough):
+        windows = self.plan(height, width, thorough=thorough)
+        global_scale = windows[0].scale
+        for window in windows:
             if window.scale not in scaled:
                 scaled[window.scale] = _resize(image, window.scale)
             tile = scaled[window.scale][
@@ -350,6 +366,9 @@ class YuNetDetector:
                 nms(faces[:, :4], faces[:, 14], threshold, self.nms_threshold, self.top_k)
             ]
             faces = _drop_cut(faces, window)
+            if window.scale > global_scale:
+                at_global = np.minimum(faces[:, 2], faces[:, 3]) * (global_scale / window.scale)
+                faces = faces[at_global < GLOBAL_OWNS]
             faces[:, _X] += np.float32(window.x)
             faces[:, _Y] += np.float32(window.y)
             faces[:, :14] /= np.float32(window.scale)
@@ -381,7 +400,46 @@ class YuNetDetector:
         return np.zeros((0, 15), np.float32)
 
     def detect(self, image: RGBImage, *, thorough: bool = True) -> list[Detection]:
-        return detections_of(self.raw(image, thorough=thorough), image.shape, self.name)
+        rows = self.raw(image, thorough=thorough)
+        if self.refine_side:
+            rows = self.refine(image, rows)
+        return detections_of(rows, image.shape, self.name)
+
+    def refine(self, image: RGBImage, rows: FloatArray) -> FloatArray:
+        """Each face's box and landmarks as found again in a crop around it, scaled so that the
+        face is `refine_face` of a `refine_side` px square (its score is kept). A face not found
+        again near the centre of its crop keeps its rows."""
+        side = self.refine_side
+        low = self.fallback_threshold or self.score_threshold
+        out = rows.copy()
+        pil: Image.Image | None = None
+        for i, row in enumerate(rows):
+            x, y, w, h = (float(v) for v in row[:4])
+            crop = max(w, h) / self.refine_face
+            left, top = x + w / 2 - crop / 2, y + h / 2 - crop / 2
+            scale = side / crop
+            if pil is None:
+                pil = Image.fromarray(np.ascontiguousarray(image))
+            patch = pil.transform(
+                (side, side),
+                Image.Transform.AFFINE,
+                (1 / scale, 0, left, 0, 1 / scale, top),
+                resample=Image.Resampling.BILINEAR,
+            )
+            found = self.detect_single(np.asarray(patch), low)
+            if not len(found):
+                continue
+            offsets = found[:, :2] + found[:, 2:4] / 2 - side / 2
+            nearest = int(np.argmin((offsets**2).sum(axis=1)))
+            if float(np.hypot(*offsets[nearest])) > side * 0.15:
+                continue
+            again = found[nearest].copy()
+            again[:14] /= np.float32(scale)
+            again[_X] += np.float32(left)
+            again[_Y] += np.float32(top)
+            again[14] = row[14]
+            out[i] = again
+        return out
 
 
 def _drop_cut(faces: FloatArray, window: Window, margin: float = 2.0) -> FloatArray:

@@ -12,7 +12,7 @@ import pytest
 
 from facesearch.vision import model_files, yunet
 from facesearch.vision.decode import decode_image
-from facesearch.vision.yunet import YuNetDetector, decode, nms, plan
+from facesearch.vision.yunet import GLOBAL_OWNS, YuNetDetector, decode, nms, plan
 from tests.conftest import faces_dir
 from tests.vision.crowd import compose_crowd, matched
 
@@ -215,3 +215,38 @@ def test_a_quick_look_finds_the_big_faces_and_looks_thoroughly_when_it_finds_non
     crowd, truth = compose_crowd(faces_dir("lfw-devtrain"), count=16, sizes=(20, 35), seed=8)
     found = [d.box.as_list() for d in detector.detect(crowd, thorough=False)]
     assert matched(truth, found) >= 14
+
+
+@pytest.mark.shared_faces
+def test_a_face_has_the_same_landmarks_however_it_was_found(detector: YuNetDetector) -> None:
+    """Landmarks come from a second look at each face on its own (refinement), so the quick
+    look of a search and the thorough look of ingest align a face the same way, and the probe
+    photo of a gallery face scores 1.0 against it."""
+    for name in ("small_multi/obama_and_biden.jpg", "small_multi/two_people.jpg"):
+        scene = load(name)
+        quick = detector.detect(scene, thorough=False)
+        thorough = {tuple(d.box.as_list()): d for d in detector.detect(scene)}
+        # faces the global pass finds well (small ones are the detail pass's, at another scale)
+        big = GLOBAL_OWNS / detector.plan(*scene.shape[:2])[0].scale
+        large = [d for d in quick if min(d.box.width, d.box.height) >= big]
+        assert large
+        for face in large:
+            same = thorough[tuple(face.box.as_list())]
+            assert np.allclose(same.landmarks, face.landmarks, atol=1e-3), name
+
+
+@pytest.mark.shared_faces
+def test_refinement_finds_the_face_again_in_its_own_crop(detector: YuNetDetector) -> None:
+    scene = load("small_multi/obama_and_biden.jpg")
+    rows = detector.raw(scene)
+    refined = detector.refine(scene, rows)
+    assert refined.shape == rows.shape
+    moved = np.abs(refined[:, 4:14] - rows[:, 4:14]).max(axis=1)
+    widths = rows[:, 2]
+    # the same faces, each landmark moved by a small fraction of its face's width at most
+    assert (moved < 0.1 * widths).all()
+    assert (refined[:, 14] == rows[:, 14]).all()  # scores are the first look's
+    plain = YuNetDetector(refine_side=0, threads=2)
+    assert [d.landmarks for d in plain.detect(scene)] != [
+        d.landmarks for d in detector.detect(scene)
+    ]
