@@ -139,14 +139,14 @@ def revoke_invitation(session: Session, principal: Principal, invitation_id: int
 
 
 # -- users of an organisation ---------------------------------------------------------------------
-def user_view(user: User) -> dict[str, Any]:
+def user_view(session: Session, user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "email": user.email,
         "display_name": user.display_name,
         "roles": list(user.roles),
         "disabled": user.disabled,
-        "mfa_enrolled": user.totp_verified_at is not None,
+        "mfa_enrolled": accounts.has_second_factor(session, user),
         "locked": accounts.locked_until(user) is not None,
         "created_at": clock.aware(user.created_at),
         "last_login_at": clock.aware_or_none(user.last_login_at),
@@ -155,11 +155,11 @@ def user_view(user: User) -> dict[str, Any]:
 
 def list_users(session: Session, actor: Actor) -> list[dict[str, Any]]:
     rows = session.scalars(select(User).where(User.org_id == org_of(actor)).order_by(User.id))
-    return [user_view(u) for u in rows]
+    return [user_view(session, u) for u in rows]
 
 
 def get_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
-    return user_view(org_user(session, org_of(actor), user_id))
+    return user_view(session, org_user(session, org_of(actor), user_id))
 
 
 def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) ->
         details={"before": before, "after": wanted},
     )
     session.commit()
-    return user_view(user)
+    return user_view(session, user)
 
 
 def disable_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
@@ -204,4 +204,4 @@ def disable_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]
             details={"sessions_revoked": revoked},
         )
         session.commit()
-    return user_view(user)
+    return user_view(session, user)
