@@ -181,6 +181,16 @@ def own_api_key(session: Session, actor: Actor, key_id: int) -> ApiKey:
     return row
 
 
+def org_api_key(session: Session, org_id: int, key_id: int) -> tuple[ApiKey, User]:
+    """An API key of a user of organisation `org_id`, with its owner; another organisation's
+    key answers exactly like a key that does not exist."""
+    row = session.get(ApiKey, key_id)
+    owner = session.get(User, row.user_id) if row is not None else None
+    if row is None or owner is None or row.org_id != org_id or owner.org_id != org_id:
+        raise NotFound("no such API key")
+    return row, owner
+
+
 def own_passkey(session: Session, actor: Actor, passkey_id: int) -> Passkey:
     """One of the caller's own passkeys."""
     row = session.get(Passkey, passkey_id)
