@@ -24,7 +24,6 @@ from facesearch.search.casework import case_detail
 from facesearch.security import audit
 from facesearch.security.actor import Actor
 from facesearch.security.tenancy import display_name, org_of
-from facesearch.store.accounts import User
 from facesearch.store.gallery import Collection
 
 STATEMENT = (
@@ -37,13 +36,6 @@ STATEMENT = (
 
 def _text(value: object) -> str:
     return str(value).encode("latin-1", "replace").decode("latin-1")
-
-
-def _people(session: Session, org_id: int, ids: set[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    rows = session.scalars(select(User).where(User.id.in_(ids), User.org_id == org_id))
-    return {u.id: (u.display_name or u.email) for u in rows}
 
 
 def _collections(session: Session, ids: set[int]) -> dict[int, str]:
@@ -71,14 +63,16 @@ class _Report(FPDF):
         self.multi_cell(0, size * 0.5, _text(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
-def render(detail: dict[str, Any], people: dict[int, str], collections: dict[int, str]) -> bytes:
-    """The PDF of a case detail (as `casework.case_detail` gives it)."""
+def render(detail: dict[str, Any], collections: dict[int, str]) -> bytes:
+    """The PDF of a case detail (as `casework.case_detail` gives it, its people named as the
+    organisation names them: `user_name`, `created_by_name`)."""
     pdf = _Report(detail["number"])
     pdf.alias_nb_pages()
     pdf.add_page()
     pdf.line_text(f"Case {detail['number']}", size=18, style="B")
+    opened_by = f" by {detail['created_by_name']}" if detail.get("created_by_name") else ""
     pdf.line_text(
-        f"Opened {detail['created_at']}; {detail['searches']} search(es). "
+        f"Opened {detail['created_at']}{opened_by}; {detail['searches']} search(es). "
         f"Report generated {clock.now().isoformat(timespec='seconds')}.",
         size=9,
     )
@@ -87,16 +81,19 @@ def render(detail: dict[str, Any], people: dict[int, str], collections: dict[int
     pdf.set_font("Helvetica", style="B", size=10)
     pdf.multi_cell(0, 5, _text(STATEMENT), border=1, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    def who(user_id: int | None) -> str:
-        if user_id is None:
+    def who(item: dict[str, Any]) -> str:
+        if item.get("user_name"):
+            return str(item["user_name"])
+        if item.get("user_id") is None:
             return "an API key"
-        return people.get(user_id, f"user {user_id}")
+        return "an account outside the organisation"  # never another organisation's names
 
-    for search in detail["search_list"]:
+    for number, search in enumerate(detail["search_list"], start=1):
         pdf.ln(4)
-        pdf.line_text(f"Search {search['id']} - {search['created_at']}", size=13, style="B")
-        names = ", ".join(collections.get(c, f"collection {c}") for c in search["collections"])
-        pdf.line_text(f"By {who(search['user_id'])}; model {search['model_id']}; over {names}.")
+        pdf.line_text(f"Search {number} - {search['created_at']}", size=13, style="B")
+        names = ", ".join(collections.get(c, "a collection") for c in search["collections"])
+        key = " (with an API key)" if search.get("api_key_id") is not None else ""
+        pdf.line_text(f"By {who(search)}{key}; model {search['model_id']}; over {names}.")
         pdf.line_text(f"Purpose: {search['purpose']}")
         results = search["results"]
         if not results:
@@ -114,8 +111,7 @@ def render(detail: dict[str, Any], people: dict[int, str], collections: dict[int
             for review in result["reviews"]:
                 note = f": {review['note']}" if review["note"] else ""
                 pdf.line_text(
-                    f"    {review['decision']} by {who(review['user_id'])} at "
-                    f"{review['created_at']}{note}",
+                    f"    {review['decision']} by {who(review)} at {review['created_at']}{note}",
                     size=9,
                 )
     return bytes(pdf.output())
@@ -125,15 +121,10 @@ def case_report_pdf(session: Session, actor: Actor, case_id: int) -> bytes:
     """The report of one of the organisation's cases (NotFound for anyone else's)."""
     org_id = org_of(actor)
     detail = case_detail(session, org_id, case_id)
-    user_ids: set[int] = set()
     collection_ids: set[int] = set()
     for search in detail["search_list"]:
-        if search["user_id"] is not None:
-            user_ids.add(search["user_id"])
         collection_ids.update(search["collections"])
-        for result in search["results"]:
-            user_ids.update(r["user_id"] for r in result["reviews"])
-    data = render(detail, _people(session, org_id, user_ids), _collections(session, collection_ids))
+    data = render(detail, _collections(session, collection_ids))
     audit.record_for(
         session,
         actor,

@@ -14,6 +14,7 @@ engine's collection names are global, and `display_name` strips the qualifier ag
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TypeVar
 
 from sqlalchemy import or_, select
@@ -145,6 +146,21 @@ def org_job(session: Session, org_id: int, job_id: int) -> Job:
 
 def org_user(session: Session, org_id: int, user_id: int) -> User:
     return _owned(session, User, user_id, org_id, "user")
+
+
+def people_names(session: Session, org_id: int, user_ids: Iterable[int | None]) -> dict[int, str]:
+    """How the organisation's own screens name its people: display name, else email, for the
+    given ids **of users of `org_id` only**. An id of anyone else (another organisation's user,
+    a platform administrator) is simply absent, so no name crosses organisations."""
+    wanted = {i for i in user_ids if i is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(User.id, User.display_name, User.email).where(
+            User.id.in_(wanted), User.org_id == org_id
+        )
+    ).all()
+    return {uid: (name or email) for uid, name, email in rows}
 
 
 def org_audit_entry(session: Session, org_id: int, entry_id: int) -> AuditEntry:

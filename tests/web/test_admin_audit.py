@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from facesearch import clock
 from facesearch.security import api_keys
 from facesearch.store.accounts import User as UserRow
+from tests.api.conftest import api_id
 from tests.web.conftest import (
     WebServer,
     check_screen,
@@ -222,6 +223,9 @@ def test_an_auditor_sees_the_log_the_chain_and_the_activity(web: WebServer, page
     )
     who = page.locator("table.table").last.locator("td[data-label=Who]").all_inner_texts()
     assert who and set(who) == {someone.email}
+    # a person by name (else email), the opaque id kept as the tooltip for the auditor
+    first = page.locator("table.table").last.locator("td[data-label=Who] .person").first
+    assert first.get_attribute("title") == f"user id {api_id(web.dep, 'user', someone.user_id)}"
     # filter by action
     page.get_by_label("User", exact=True).select_option(label="Anyone")
     page.get_by_label("Action", exact=True).fill("invitation.created")
