@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pypdf import PdfReader
 
 from facesearch.deployment import Deployment
+from facesearch.search import report
 from facesearch.security.tenancy import people_names
 from facesearch.store.accounts import User
 from tests.api.casework_world import Org, gallery, make_org, probe_bytes, search
@@ -123,3 +124,63 @@ def test_no_name_crosses_organisations(
         assert a_org is not None
         both = [a.investigator.user_id, b.investigator.user_id, 999_999, None]
         assert people_names(s, a_org, both) == {a.investigator.user_id: SEARCHER}
+
+
+UNICODE_NAME = "Zoë Łukasiewicz 李"
+UNICODE_NOTE = "Ähnliche Narbe — 同じ人物の可能性"
+
+
+def unicode_case(
+    world: tuple[Org, Org, dict[str, str]], make_user: MakeUser, dep: Deployment, number: str
+) -> str:
+    a, _b, _ids = world
+    reviewer = make_user("Names Org A", ["reviewer"])
+    name_user(dep, reviewer.user_id, UNICODE_NAME)
+    status, body = search(a.keys["search"], probe_bytes(), case=number)
+    assert status == 200, body
+    result_id = body["faces"][0]["candidates"][0]["result_id"]
+    reply = reviewer.client.post(
+        f"/api/v1/results/{result_id}/reviews", json={"decision": "confirm", "note": UNICODE_NOTE}
+    )
+    assert reply.status_code == 200, reply.text
+    return str(body["case_id"])
+
+
+def pdf_text(content: bytes) -> str:
+    pages = PdfReader(io.BytesIO(content)).pages
+    return " ".join(" ".join((page.extract_text() or "") for page in pages).split())
+
+
+def test_the_report_draws_names_and_notes_in_any_script(
+    world: tuple[Org, Org, dict[str, str]],
+    module_make_user: MakeUser,
+    module_deployment: Deployment,
+) -> None:
+    if not report.BODY_FONTS[""].is_file() or not all(p.is_file() for p in report.FALLBACK_FONTS):
+        pytest.skip("needs fonts-dejavu-core and fonts-droid-fallback (.ci/apt-packages)")
+    a = world[0]
+    case_id = unicode_case(world, module_make_user, module_deployment, "NAMES-2026/2")
+    pdf = a.keys["audit"].get(f"/api/v1/cases/{case_id}/report.pdf")
+    assert pdf.status_code == 200
+    flat = pdf_text(pdf.content)
+    assert f"confirm by {UNICODE_NAME}" in flat
+    assert UNICODE_NOTE in flat
+    assert "could not be drawn" not in flat and "?" not in UNICODE_NAME
+    assert b"DejaVu" in pdf.content  # the Unicode font, embedded (subset)
+
+
+def test_without_the_fonts_the_report_says_what_it_could_not_draw(
+    world: tuple[Org, Org, dict[str, str]],
+    module_make_user: MakeUser,
+    module_deployment: Deployment,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The standard font, a clear "?" for what it cannot draw, and a note saying so."""
+    a = world[0]
+    case_id = unicode_case(world, module_make_user, module_deployment, "NAMES-2026/3")
+    monkeypatch.setitem(report.BODY_FONTS, "", report.DEJAVU / "absent.ttf")
+    pdf = a.keys["audit"].get(f"/api/v1/cases/{case_id}/report.pdf")
+    assert pdf.status_code == 200
+    flat = pdf_text(pdf.content)
+    assert "confirm by Zoë ?ukasiewicz ?" in flat
+    assert "could not be drawn with the fonts of this server" in flat
