@@ -59,6 +59,11 @@ def test_an_org_admin_lists_and_revokes_its_users_keys(
     assert entry.details is not None
     assert entry.details["reason"] == REASON and entry.details["by_administrator"] is True
     assert entry.details["owner_user_id"] == worker.user_id
+    # the auditor reads the same record with opaque ids only
+    auditor = make_user("Acme", ["auditor"])
+    shown = auditor.client.get("/api/v1/audit/entries", params={"action": "apikey.revoked"})
+    (seen,) = [e for e in shown.json()["items"] if e["details"].get("by_administrator")]
+    assert seen["details"]["owner_user_id"] == worker.uid and seen["target_id"] == script["id"]
     notices = worker.client.get("/api/v1/me/notices").json()
     revoked = [n for n in notices if n["kind"] == "apikey.revoked"]
     assert revoked and REASON in revoked[0]["message"]
