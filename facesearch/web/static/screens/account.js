@@ -132,8 +132,7 @@ async function loadPasskeys(ctx, el) {
     table({
       caption: "Your passkeys", empty: "No passkey yet.", rows: items,
       columns: [
-        { label: "Name", key: "name" },
-        { label: "Added", render: (r) => formatTime(r.created_at) },
+        { label: "Name", render: (r) => h("span", {}, h("strong", { text: r.name }), h("br"), h("span", { class: "hint", text: `added ${formatTime(r.created_at)}` })) },
         { label: "Last used", render: (r) => formatTime(r.last_used_at) },
         { label: "Actions", render: (r) => button("Remove", async () => {
           if (!(await confirmDialog("Remove passkey", `Remove the passkey "${r.name}"?`, { confirm: "Remove", danger: true }))) return;

@@ -106,7 +106,8 @@ export async function enrolTotp(ctx, card, { next } = {}) {
     h("details", { class: "manual-key" }, h("summary", { text: "Cannot scan? Enter the key by hand" }),
       h("p", {}, "Key: ", h("code", { class: "secret-inline", "data-secret": "totp", text: enrolment.secret })),
       h("p", { class: "hint", text: "Time-based (TOTP), 6 digits, 30 seconds." })),
-    f);
+    f,
+    passkeysSupported() ? h("p", {}, button("Use a passkey instead", () => enrolSecondFactor(ctx, card, { next }), { kind: "link", "data-action": "back-to-choice" })) : null);
   f.querySelector("input").focus();
 }
 
