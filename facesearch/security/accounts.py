@@ -87,6 +87,21 @@ def has_second_factor(session: Session, user: User) -> bool:
     return user.totp_verified_at is not None or has_passkey(session, user.id)
 
 
+ALREADY_ENROLLED = (
+    "this account already has a second factor: sign in with it, then add more under My account"
+)
+
+
+def lock_unenrolled(session: Session, user: User) -> None:
+    """Before an account's first second factor is stored: lock its row (PostgreSQL
+    `SELECT … FOR UPDATE`; SQLite serialises writers) and check again that it still has none,
+    so two enrolments racing each other (the owner's and an intruder's with the same password)
+    cannot both succeed. Call it before changing anything of the user in this transaction."""
+    session.refresh(user, with_for_update=True)
+    if has_second_factor(session, user):
+        raise Conflict(ALREADY_ENROLLED)
+
+
 def with_second_factor() -> ColumnElement[bool]:
     """`has_second_factor` as a SQL condition on `User` (for lists and the doctor)."""
     return or_(User.totp_verified_at.is_not(None), exists().where(Passkey.user_id == User.id))
@@ -412,6 +427,8 @@ def verify_second_factor(
     if secret is not None and (totp_enrolled or not enrolled):
         step = totp.match_step(secret, code, last_step=user.totp_last_step)
     if step is not None:
+        if not totp_enrolled:
+            lock_unenrolled(session, user)
         user.totp_last_step = step
         user.mfa_failures = 0
         if not totp_enrolled:

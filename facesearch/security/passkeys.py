@@ -153,10 +153,7 @@ def _may_enrol(session: Session, user: User) -> None:
     if until is not None:
         raise Locked(until, clock.now())
     if accounts.has_second_factor(session, user):
-        raise Conflict(
-            "this account already has a second factor: sign in with it, then add passkeys "
-            "under My account"
-        )
+        raise Conflict(accounts.ALREADY_ENROLLED)
 
 
 def _creation_options(
@@ -213,7 +210,7 @@ def enrol(
     enrolled gets nothing."""
     _may_enrol(session, user)
     actor = EnrollingUser(user.id, user.org_id, ip)
-    key = _register(session, settings, actor, row.id, user, credential, name)
+    key = _register(session, settings, actor, row.id, user, credential, name, first=True)
     codes = accounts.complete_enrolment(session, user, method=accounts.PASSKEY, ip=ip)
     user.mfa_failures = 0
     row.mfa_verified = True
@@ -231,7 +228,11 @@ def _register(
     user: User,
     credential: dict[str, Any],
     name: str,
+    *,
+    first: bool = False,
 ) -> Passkey:
+    """Verify a registration answer and store the passkey; with `first` (enrolment), only if
+    the account still has no second factor once its row is locked."""
     name = (name or "").strip()[:200] or "passkey"
     challenge = _spend_challenge(session, session_id, "register")
     rp_id, origin = relying_party(settings)
@@ -245,6 +246,8 @@ def _register(
         )
     except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
         raise InvalidRequest(f"the passkey could not be verified: {exc}") from None
+    if first:
+        accounts.lock_unenrolled(session, user)
     if session.scalar(select(Passkey.id).where(Passkey.credential_id == verified.credential_id)):
         raise Conflict("this passkey is already registered")
     row = Passkey(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from facesearch.api.deps import CSRF_HEADER
 from facesearch.deployment import Deployment
-from facesearch.security import accounts, admin, audit, totp
+from facesearch.security import accounts, admin, audit, passkeys, totp
 from facesearch.security.actor import system_actor
 from facesearch.store.accounts import Organisation, Passkey, User
 from facesearch.store.audit import AuditEntry
@@ -304,3 +305,33 @@ def test_administrators_and_resets_see_a_passkey_as_a_second_factor(
     listed = {u["email"]: u for u in boss.client.get("/api/v1/users").json()}
     assert listed["lea@acme.test"]["mfa_enrolled"] is False
     assert enrol_passkey(c, SoftPasskey(deployment)).status_code == 200
+
+
+def test_two_enrolments_racing_each_other_cannot_both_succeed(
+    app: FastAPI, deployment: Deployment, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner's enrolment commits while the intruder's ceremony is being verified (after the
+    intruder's request passed the first check): the account's row is locked and checked again
+    before the intruder's passkey is stored."""
+    invited(deployment, client, "ray@acme.test", ["reviewer"])
+    intruder, _ = password_only(app, "ray@acme.test")
+    r = intruder.post("/api/v1/auth/passkey/enrol/options")
+    credential = SoftPasskey(deployment).create(r.json()["options"])
+    user_id = user_row(deployment, "ray@acme.test").id
+    real = passkeys.verify_registration_response
+
+    def owner_enrols_meanwhile(**kwargs: Any) -> Any:
+        verified = real(**kwargs)
+        with deployment.db.session() as s:  # another request, committed in the meantime
+            s.add(Passkey(user_id=user_id, credential_id=b"owner", public_key=b"k", name="owner"))
+        return verified
+
+    monkeypatch.setattr(passkeys, "verify_registration_response", owner_enrols_meanwhile)
+    r = intruder.post("/api/v1/auth/passkey/enrol", json={"credential": credential})
+    assert r.status_code == 409, r.text
+    assert "already has a second factor" in r.json()["detail"]
+    with deployment.db.session() as s:
+        names = s.scalars(select(Passkey.name).where(Passkey.user_id == user_id)).all()
+    assert names == ["owner"]
+    assert intruder.get("/api/v1/me").status_code == 401
+    assert not audit_rows(deployment, "mfa.enrolled")
