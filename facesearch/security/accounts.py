@@ -383,19 +383,26 @@ def start_enrolment(
     enrolment). Once the account has one (TOTP or a passkey), a password-only session can add
     nothing: a second TOTP is added under My account, with both factors proven."""
     if has_second_factor(session, user):
-        raise Conflict("a second factor is already enrolled; verify it instead")
+        audit.record_for(
+            session,
+            EnrollingUser(user.id, user.org_id, ip),
+            "mfa.enrolment_refused",
+            target_type="user",
+            target_id=user.id,
+            details={"method": TOTP, "reason": "already enrolled"},
+        )
+        raise fail(session, Conflict("a second factor is already enrolled; verify it instead"))
     secret = totp.new_secret()
     user.totp_secret = seal_totp_secret(sealer, user, secret)
     user.totp_last_step = None
     uri = totp.provisioning_uri(secret, user.email, issuer)
-    audit.record(
+    audit.record_for(
         session,
-        action="mfa.enrolment_started",
-        actor_user_id=user.id,
-        org_id=user.org_id,
+        EnrollingUser(user.id, user.org_id, ip),
+        "mfa.enrolment_started",
         target_type="user",
         target_id=user.id,
-        ip=ip,
+        details={"method": TOTP},
     )
     session.commit()
     return Enrolment(secret, uri, totp.qr_svg(uri))

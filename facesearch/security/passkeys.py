@@ -137,23 +137,48 @@ def registration_options(
 
 
 def enrolment_options(
-    session: Session, settings: Any, keys: KeyRing, row: UserSession, user: User
+    session: Session,
+    settings: Any,
+    keys: KeyRing,
+    row: UserSession,
+    user: User,
+    *,
+    ip: str | None = None,
 ) -> dict[str, Any]:
     """Creation options for the account's **first** second factor, asked for by its
     password-only session at enrolment (invitation or bootstrap link). Refused as soon as the
     account has a second factor (TOTP or a passkey): from then on a password alone (an
     enrolment link's password, say) adds nothing; more passkeys come from a verified, fresh
     session under My account."""
-    _may_enrol(session, user)
+    _may_enrol(session, user, ip)
+    audit.record_for(
+        session,
+        EnrollingUser(user.id, user.org_id, ip),
+        "mfa.enrolment_started",
+        target_type="user",
+        target_id=user.id,
+        details={"method": accounts.PASSKEY},
+    )
     return _creation_options(session, settings, keys, row.id, user)
 
 
-def _may_enrol(session: Session, user: User) -> None:
+def _may_enrol(session: Session, user: User, ip: str | None) -> None:
+    """Enrolment is open only while the account has no second factor; a refusal is on the
+    record (committed before the error), since it is what a password holder trying to add a
+    factor of their own would see."""
     until = accounts.locked_until(user)
     if until is not None:
         raise Locked(until, clock.now())
     if accounts.has_second_factor(session, user):
-        raise Conflict(accounts.ALREADY_ENROLLED)
+        audit.record_for(
+            session,
+            EnrollingUser(user.id, user.org_id, ip),
+            "mfa.enrolment_refused",
+            target_type="user",
+            target_id=user.id,
+            details={"method": accounts.PASSKEY, "reason": "already enrolled"},
+        )
+        raise accounts.fail(session, Conflict(accounts.ALREADY_ENROLLED))
 
 
 def _creation_options(
@@ -208,7 +233,7 @@ def enrol(
     verified and fresh with a new token, as the first TOTP code does. Checked again after the
     ceremony: a second password-only session that asked for options before the account
     enrolled gets nothing."""
-    _may_enrol(session, user)
+    _may_enrol(session, user, ip)
     actor = EnrollingUser(user.id, user.org_id, ip)
     key = _register(session, settings, actor, row.id, user, credential, name, first=True)
     codes = accounts.complete_enrolment(session, user, method=accounts.PASSKEY, ip=ip)

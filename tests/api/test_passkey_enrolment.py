@@ -173,6 +173,12 @@ def test_a_password_alone_cannot_add_a_second_factor_once_one_exists(
     assert len(audit_rows(deployment, "mfa.enrolled")) == 1
     failures = audit_rows(deployment, "mfa.failure")
     assert failures and failures[-1].actor_user_id == user.id
+    # each refusal is on the record, as each enrolment step is
+    refused = audit_rows(deployment, "mfa.enrolment_refused")
+    assert {(e.details or {}).get("method") for e in refused} == {"passkey", "totp"}
+    assert all(e.actor_user_id == user.id and e.org_id == user.org_id for e in refused)
+    started = audit_rows(deployment, "mfa.enrolment_started")
+    assert {(e.details or {}).get("method") for e in started} == {"passkey", "totp"}
 
 
 def test_enrolment_by_passkey_checks_the_ceremony(

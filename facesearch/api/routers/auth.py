@@ -273,7 +273,11 @@ def passkey_enrolment_options(request: Request, s: DbSession, dep: DeploymentDep
     one: add further passkeys under My account)."""
     row, user = cookie_session(request, s)
     enforce_rate_limit(request, "mfa:account", str(user.id))
-    return PasskeyOptions(options=passkeys.enrolment_options(s, dep.settings, dep.keys, row, user))
+    return PasskeyOptions(
+        options=passkeys.enrolment_options(
+            s, dep.settings, dep.keys, row, user, ip=client_ip(request)
+        )
+    )
 
 
 @router.post("/api/v1/auth/passkey/enrol", response_model=VerifyReply)
