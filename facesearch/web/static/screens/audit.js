@@ -7,7 +7,7 @@ import uPlot from "../vendor/uplot/uPlot.esm.js";
 
 const ACTIONS = [
   "search.performed", "search.viewed", "case.viewed", "review.decided", "auth.signin", "auth.signin_failed",
-  "mfa.verified", "mfa.failure", "apikey.created", "apikey.revoked", "invitation.created", "invitation.used",
+  "mfa.verified", "mfa.failure", "mfa.enrolled", "mfa.enrolment_refused", "mfa.passkey_registered", "apikey.created", "apikey.revoked", "invitation.created", "invitation.used",
   "user.roles_changed", "user.disabled", "audit.exported", "audit.chain_verified", "audit.activity_viewed",
 ];
 const COLOURS = ["#1f4e79", "#b5431b", "#2f7d32", "#7b3fa0", "#a06b00", "#00799e", "#c2185b", "#5d6d00"];
