@@ -958,18 +958,19 @@ def _schema_outdated(ctx: Context) -> Iterator[str]:
     "accounts.no_second_factor",
     "Account without a verified second factor",
     "critical",
-    "Have the user finish TOTP enrolment at the next sign-in, or have an administrator "
-    "disable the account; an unenrolled account can be enrolled by whoever knows its "
-    "password.",
+    "Have the user finish enrolment (TOTP or a passkey) at the next sign-in, or have an "
+    "administrator disable the account; an unenrolled account can be enrolled by whoever "
+    "knows its password.",
     needs_db=True,
 )
 def _no_second_factor(ctx: Context) -> Iterator[str]:
+    from facesearch.security.accounts import with_second_factor
     from facesearch.store.accounts import User
 
     with ctx.session() as s:
         rows = s.execute(
             select(User.id, User.email)
-            .where(User.disabled.is_(False), User.totp_verified_at.is_(None))
+            .where(User.disabled.is_(False), ~with_second_factor())
             .order_by(User.id)
         ).all()
     for user_id, email in rows:

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from facesearch import doctor
@@ -27,7 +27,7 @@ from facesearch.crypto import KeyRing
 from facesearch.deployment import Deployment, init_deployment
 from facesearch.errors import ConfigError
 from facesearch.security.audit import record
-from facesearch.store.accounts import ApiKey, Organisation, User
+from facesearch.store.accounts import ApiKey, Organisation, Passkey, User
 from facesearch.store.db import Database
 from facesearch.store.gallery import Collection
 from tests import pg
@@ -384,11 +384,23 @@ def test_account_without_second_factor(paths: tuple[Path, Path]) -> None:
         user("ok@example.org", org_id=1),
         user("nomfa@example.org", mfa=False, org_id=1),
         user("gone@example.org", mfa=False, disabled=True, org_id=1),
+        user("passkey@example.org", mfa=False, org_id=1),
     )
+    # a passkey alone is a second factor (accounts.has_second_factor)
+    db = database(s)
+    try:
+        with db.session() as session:
+            owner = session.scalar(select(User.id).where(User.email == "passkey@example.org"))
+            session.add(
+                Passkey(user_id=owner, credential_id=b"c" * 16, public_key=b"k", name="laptop")
+            )
+    finally:
+        db.dispose()
     found = findings(s)
     assert_reported(found, "accounts.no_second_factor", "critical", "nomfa@example.org")
     details = " ".join(f.detail for f in found)
     assert "ok@example.org" not in details and "gone@example.org" not in details
+    assert "passkey@example.org" not in details
 
 
 def test_too_many_platform_admins(paths: tuple[Path, Path]) -> None:

@@ -27,6 +27,10 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = WEB_ROUTES | frozenset(
         # the second factor by passkey (needs the password-only session, like mfa/verify)
         ("POST", "/api/v1/auth/passkey/options"),
         ("POST", "/api/v1/auth/passkey/verify"),
+        # enrolment with a passkey instead of TOTP (the password-only session of an account
+        # with no second factor yet, like mfa/enrol; refused once the account has one)
+        ("POST", "/api/v1/auth/passkey/enrol/options"),
+        ("POST", "/api/v1/auth/passkey/enrol"),
         # ends whatever session the cookie names, verified or not
         ("POST", "/api/v1/auth/signout"),
         # an invited person sets a password with the one-time token from the link

@@ -15,9 +15,14 @@ from facesearch.api.ids import (
     UserIdOut,
 )
 
+#: How a person appears on the organisation's screens: display name, else email; only for users
+#: of the caller's own organisation (None for anyone else).
+PERSON_NAME = "display name or email of the person (a user of your organisation), else null"
+
 
 class ReviewOut(BaseModel):
     user_id: UserIdOut
+    user_name: str | None = Field(default=None, description=PERSON_NAME)
     decision: str = Field(description="confirm or reject")
     note: str
     created_at: str
@@ -50,6 +55,7 @@ class SearchRecordOut(BaseModel):
     case_id: CaseIdOut
     case_number: str | None
     user_id: UserIdOut | None
+    user_name: str | None = Field(default=None, description=PERSON_NAME)
     api_key_id: ApiKeyIdOut | None
     purpose: str
     probe_hash: str

@@ -31,6 +31,7 @@ from facesearch.security.tenancy import (
     org_case,
     org_of,
     org_search,
+    people_names,
 )
 from facesearch.store.casework import Case, Lead, LeadStatus, Review, Search
 from facesearch.store.gallery import Collection
@@ -305,11 +306,12 @@ def _build_outcome(
 
 
 # -- reading cases and history --------------------------------------------------------------------
-def _case_dict(case: Case, searches: int) -> dict[str, Any]:
+def _case_dict(case: Case, searches: int, names: dict[int, str] | None = None) -> dict[str, Any]:
     return {
         "id": case.id,
         "number": case.number,
         "created_by": case.created_by,
+        "created_by_name": (names or {}).get(case.created_by) if case.created_by else None,
         "created_at": case.created_at.isoformat(),
         "searches": searches,
     }
@@ -334,11 +336,15 @@ def list_cases(
         .offset(offset)
     )
     total = session.scalar(select(func.count(Case.id)).where(Case.org_id == org_id)) or 0
-    items = [_case_dict(case, int(n)) for case, n in session.execute(query).all()]
+    rows = session.execute(query).all()
+    names = people_names(session, org_id, [case.created_by for case, _n in rows])
+    items = [_case_dict(case, int(n), names) for case, n in rows]
     return {"total": int(total), "items": items}
 
 
-def result_dict(result: Lead, reviews: list[Review]) -> dict[str, Any]:
+def result_dict(
+    result: Lead, reviews: list[Review], names: dict[int, str] | None = None
+) -> dict[str, Any]:
     return {
         "id": result.id,
         "search_id": result.search_id,
@@ -352,6 +358,7 @@ def result_dict(result: Lead, reviews: list[Review]) -> dict[str, Any]:
         "reviews": [
             {
                 "user_id": r.user_id,
+                "user_name": (names or {}).get(r.user_id),
                 "decision": r.decision,
                 "note": r.note,
                 "created_at": r.created_at.isoformat(),
@@ -361,12 +368,15 @@ def result_dict(result: Lead, reviews: list[Review]) -> dict[str, Any]:
     }
 
 
-def search_dict(search: Search, case: Case | None = None) -> dict[str, Any]:
+def search_dict(
+    search: Search, case: Case | None = None, names: dict[int, str] | None = None
+) -> dict[str, Any]:
     return {
         "id": search.id,
         "case_id": search.case_id,
         "case_number": case.number if case is not None else None,
         "user_id": search.user_id,
+        "user_name": (names or {}).get(search.user_id) if search.user_id else None,
         "api_key_id": search.api_key_id,
         "purpose": search.purpose,
         "probe_hash": search.probe_hash,
@@ -379,7 +389,9 @@ def search_dict(search: Search, case: Case | None = None) -> dict[str, Any]:
 
 
 def case_detail(session: Session, org_id: int, case_id: int) -> dict[str, Any]:
-    """A case with every search of it and their results (statuses and reviews)."""
+    """A case with every search of it and their results (statuses and reviews); the people in
+    it (who opened it, searched, decided) are named as the organisation names them
+    (`tenancy.people_names`: its own users only)."""
     case = org_case(session, org_id, case_id)
     searches = list(
         session.scalars(
@@ -405,12 +417,18 @@ def case_detail(session: Session, org_id: int, case_id: int) -> dict[str, Any]:
             select(Review).where(Review.result_id.in_([r.id for r in results])).order_by(Review.id)
         ):
             reviews.setdefault(review.result_id, []).append(review)
+    names = people_names(
+        session,
+        org_id,
+        [case.created_by, *(s.user_id for s in searches)]
+        + [r.user_id for decided in reviews.values() for r in decided],
+    )
     per_search: dict[int, list[dict[str, Any]]] = {}
     for r in results:
-        per_search.setdefault(r.search_id, []).append(result_dict(r, reviews.get(r.id, [])))
-    out = _case_dict(case, len(searches))
+        per_search.setdefault(r.search_id, []).append(result_dict(r, reviews.get(r.id, []), names))
+    out = _case_dict(case, len(searches), names)
     out["search_list"] = [
-        {**search_dict(s, case), "results": per_search.get(s.id, [])} for s in searches
+        {**search_dict(s, case, names), "results": per_search.get(s.id, [])} for s in searches
     ]
     return out
 
@@ -433,7 +451,9 @@ def search_history(
         query = query.where(Search.id < before_id)
     query = query.order_by(Search.id.desc()).limit(limit)
     total = session.scalar(select(func.count(Search.id)).where(Search.org_id == org_id)) or 0
-    items = [{**search_dict(s, c), "results": int(n)} for s, c, n in session.execute(query).all()]
+    rows = session.execute(query).all()
+    names = people_names(session, org_id, [s.user_id for s, _c, _n in rows])
+    items = [{**search_dict(s, c, names), "results": int(n)} for s, c, n in rows]
     return {"total": int(total), "items": items}
 
 

@@ -30,7 +30,7 @@ from facesearch.search.casework import model_thresholds, result_dict
 from facesearch.security import audit
 from facesearch.security.actor import Actor
 from facesearch.security.roles import Role
-from facesearch.security.tenancy import org_lead, org_of, org_user
+from facesearch.security.tenancy import org_lead, org_of, org_user, people_names
 from facesearch.store.accounts import Invitation, PasswordReset, User
 from facesearch.store.casework import Case, Decision, Lead, LeadStatus, Review, Search
 
@@ -177,7 +177,7 @@ def decide(
         },
     )
     session.commit()
-    return result_dict(result, reviews)
+    return result_dict(result, reviews, people_names(session, org_id, [r.user_id for r in reviews]))
 
 
 def review_queue(
@@ -193,8 +193,9 @@ def review_queue(
     org_id = org_of(actor)
     mine = select(Review.result_id).where(Review.user_id == actor.user_id)
     query = (
-        select(Lead, Search)
+        select(Lead, Search, Case.number)
         .join(Search, Search.id == Lead.search_id)
+        .join(Case, Case.id == Search.case_id)
         .where(
             Search.org_id == org_id,
             Lead.status == LeadStatus.LEAD,
@@ -204,11 +205,16 @@ def review_queue(
         .order_by(Lead.id)
         .limit(limit)
     )
+    rows = session.execute(query).all()
+    names = people_names(session, org_id, [s.user_id for _r, s, _n in rows])
     items = [
         {
             "result_id": r.id,
             "search_id": s.id,
             "case_id": s.case_id,
+            "case_number": number,
+            "searched_by": s.user_id,
+            "searched_by_name": names.get(s.user_id) if s.user_id else None,
             "face_id": r.face_id,
             "score": r.score,
             "rank": r.rank,
@@ -216,7 +222,7 @@ def review_queue(
             "crop_url": crop_url(r.face_id),
             "model_thresholds": model_thresholds(dep, s.model_id) if dep is not None else {},
         }
-        for r, s in session.execute(query).all()
+        for r, s, number in rows
     ]
     return {"total": len(items), "items": items}
 
@@ -227,4 +233,4 @@ def result_view(session: Session, actor: Actor, result_id: int) -> dict[str, Any
     reviews = list(
         session.scalars(select(Review).where(Review.result_id == result.id).order_by(Review.id))
     )
-    return result_dict(result, reviews)
+    return result_dict(result, reviews, people_names(session, org_id, [r.user_id for r in reviews]))

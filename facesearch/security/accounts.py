@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from facesearch import clock
@@ -33,10 +33,10 @@ from facesearch.security import (
     throttle,
     totp,
 )
-from facesearch.security.actor import Actor, SystemActor
+from facesearch.security.actor import Actor, EnrollingUser, SystemActor
 from facesearch.security.roles import ORG_ROLES, Role, validate_roles
 from facesearch.security.tenancy import live_organisation
-from facesearch.store.accounts import Invitation, Organisation, User, UserSession
+from facesearch.store.accounts import Invitation, Organisation, Passkey, User, UserSession
 
 MAX_FAILURES = 5
 LOCK_FOR = timedelta(minutes=15)
@@ -59,6 +59,52 @@ def normalise_email(email: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# -- the second factor: one notion of "enrolled" ---------------------------------------------------
+#: The kinds of second factor an account can have; either one alone makes it enrolled.
+TOTP = "totp"
+PASSKEY = "passkey"
+
+
+def has_passkey(session: Session, user_id: int) -> bool:
+    return session.scalar(select(Passkey.id).where(Passkey.user_id == user_id).limit(1)) is not None
+
+
+def second_factors(session: Session, user: User) -> list[str]:
+    """The account's verified second factors: "totp" (a confirmed authenticator app) and/or
+    "passkey" (at least one registered passkey)."""
+    found = [TOTP] if user.totp_verified_at is not None else []
+    if has_passkey(session, user.id):
+        found.append(PASSKEY)
+    return found
+
+
+def has_second_factor(session: Session, user: User) -> bool:
+    """Whether the account is enrolled: a verified TOTP secret **or** at least one passkey.
+    The one rule for every place that asks (sign-in, session completion, re-authentication,
+    enrolment refusals, administration views, the doctor): see also `with_second_factor`."""
+    return user.totp_verified_at is not None or has_passkey(session, user.id)
+
+
+ALREADY_ENROLLED = (
+    "this account already has a second factor: sign in with it, then add more under My account"
+)
+
+
+def lock_unenrolled(session: Session, user: User) -> None:
+    """Before an account's first second factor is stored: lock its row (PostgreSQL
+    `SELECT … FOR UPDATE`; SQLite serialises writers) and check again that it still has none,
+    so two enrolments racing each other (the owner's and an intruder's with the same password)
+    cannot both succeed. Call it before changing anything of the user in this transaction."""
+    session.refresh(user, with_for_update=True)
+    if has_second_factor(session, user):
+        raise Conflict(ALREADY_ENROLLED)
+
+
+def with_second_factor() -> ColumnElement[bool]:
+    """`has_second_factor` as a SQL condition on `User` (for lists and the doctor)."""
+    return or_(User.totp_verified_at.is_not(None), exists().where(Passkey.user_id == User.id))
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -210,7 +256,7 @@ def sign_in(session: Session, keys: KeyRing, email: str, password: str, *, ip: s
         target_type="user",
         target_id=user.id,
         ip=ip,
-        details={"mfa_enrolled": user.totp_verified_at is not None},
+        details={"mfa_enrolled": has_second_factor(session, user)},
     )
     return user
 
@@ -220,6 +266,8 @@ class SignedIn:
     token: str  # the session cookie, never stored
     csrf_token: str
     mfa_enrolled: bool
+    #: the second factors the account has ("totp", "passkey"): what the sign-in asks for next
+    methods: list[str]
 
 
 def open_session(
@@ -237,8 +285,9 @@ def open_session(
     user = sign_in(session, keys, email, password, ip=ip)
     notices.signed_in(session, user.id, ip, user_agent)
     new = sessions.create(session, user.id, policy, ip=ip, user_agent=user_agent)
+    methods = second_factors(session, user)
     session.commit()
-    return SignedIn(new.token, new.csrf_token, user.totp_verified_at is not None)
+    return SignedIn(new.token, new.csrf_token, bool(methods), methods)
 
 
 @dataclass(frozen=True)
@@ -330,21 +379,30 @@ class Enrolment:
 def start_enrolment(
     session: Session, sealer: Sealer, user: User, *, ip: str | None, issuer: str = totp.ISSUER
 ) -> Enrolment:
-    """A new TOTP secret for a user without a verified one (replaces an unfinished enrolment)."""
-    if user.totp_verified_at is not None:
-        raise Conflict("a second factor is already enrolled; verify a code instead")
+    """A new TOTP secret for an account without any second factor yet (replaces an unfinished
+    enrolment). Once the account has one (TOTP or a passkey), a password-only session can add
+    nothing: a second TOTP is added under My account, with both factors proven."""
+    if has_second_factor(session, user):
+        audit.record_for(
+            session,
+            EnrollingUser(user.id, user.org_id, ip),
+            "mfa.enrolment_refused",
+            target_type="user",
+            target_id=user.id,
+            details={"method": TOTP, "reason": "already enrolled"},
+        )
+        raise fail(session, Conflict("a second factor is already enrolled; verify it instead"))
     secret = totp.new_secret()
     user.totp_secret = seal_totp_secret(sealer, user, secret)
     user.totp_last_step = None
     uri = totp.provisioning_uri(secret, user.email, issuer)
-    audit.record(
+    audit.record_for(
         session,
-        action="mfa.enrolment_started",
-        actor_user_id=user.id,
-        org_id=user.org_id,
+        EnrollingUser(user.id, user.org_id, ip),
+        "mfa.enrolment_started",
         target_type="user",
         target_id=user.id,
-        ip=ip,
+        details={"method": TOTP},
     )
     session.commit()
     return Enrolment(secret, uri, totp.qr_svg(uri))
@@ -359,33 +417,30 @@ class MfaOutcome:
 def verify_second_factor(
     session: Session, sealer: Sealer, user: User, code: str, *, ip: str | None
 ) -> MfaOutcome:
-    """Check a TOTP code (or, once enrolled, a recovery code). The first valid code completes
-    enrolment and issues the ten recovery codes. A wrong code raises Unauthenticated (or Locked
-    when it was one too many), committed first."""
+    """Check a TOTP code (or, once enrolled by TOTP or a passkey, a recovery code). While the
+    account has no second factor, the first valid code of its pending TOTP secret completes
+    enrolment and issues the ten recovery codes. An unconfirmed TOTP secret of an account that
+    has meanwhile enrolled a passkey is dead: its codes prove nothing. A wrong code raises
+    Unauthenticated (or Locked when it was one too many), committed first."""
     until = locked_until(user)
     if until is not None:
         raise _locked(until)
+    enrolled = has_second_factor(session, user)
+    totp_enrolled = user.totp_verified_at is not None
     secret = open_totp_secret(sealer, user)
-    if secret is None:
+    if secret is None and not enrolled:
         raise Conflict("no second factor enrolled yet: start with /api/v1/auth/mfa/enrol")
-    enrolled = user.totp_verified_at is not None
-    step = totp.match_step(secret, code, last_step=user.totp_last_step)
+    step = None
+    if secret is not None and (totp_enrolled or not enrolled):
+        step = totp.match_step(secret, code, last_step=user.totp_last_step)
     if step is not None:
+        if not totp_enrolled:
+            lock_unenrolled(session, user)
         user.totp_last_step = step
         user.mfa_failures = 0
-        if not enrolled:
+        if not totp_enrolled:
             user.totp_verified_at = clock.now()
-            codes = recovery.issue(session, user.id)
-            audit.record(
-                session,
-                action="mfa.enrolled",
-                actor_user_id=user.id,
-                org_id=user.org_id,
-                target_type="user",
-                target_id=user.id,
-                ip=ip,
-                details={"recovery_codes_issued": len(codes)},
-            )
+            codes = complete_enrolment(session, user, method=TOTP, ip=ip)
             return MfaOutcome(recovery_codes=codes)
         audit.record(
             session,
@@ -421,6 +476,24 @@ def verify_second_factor(
     if until is not None:
         raise fail(session, _locked(until))
     raise fail(session, Unauthenticated("wrong or already used code"))
+
+
+def complete_enrolment(session: Session, user: User, *, method: str, ip: str | None) -> list[str]:
+    """The account's first second factor (`method`: TOTP or a passkey) is in place: ten recovery
+    codes (shown once, the way back from a lost device whichever the factor), audited."""
+    if method == PASSKEY:
+        # an authenticator secret started before and never confirmed must not become a way in
+        user.totp_secret = None if user.totp_verified_at is None else user.totp_secret
+    codes = recovery.issue(session, user.id)
+    audit.record_for(
+        session,
+        EnrollingUser(user.id, user.org_id, ip),
+        "mfa.enrolled",
+        target_type="user",
+        target_id=user.id,
+        details={"method": method, "recovery_codes_issued": len(codes)},
+    )
+    return codes
 
 
 # -- invitations: creating and accepting ----------------------------------------------------------

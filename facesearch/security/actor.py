@@ -46,6 +46,18 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class EnrollingUser:
+    """A person whose password is proven but whose account has no second factor yet (a
+    password-only session at enrolment): an actor for the audit record of its own enrolment
+    steps, with no roles or scopes, so it can be handed to nothing that authorises."""
+
+    user_id: int
+    org_id: int | None
+    ip: str | None
+    api_key_id: int | None = None
+
+
+@dataclass(frozen=True)
 class SystemActor:
     """The operator at the command line: no account, recorded as such in the audit log."""
 

@@ -15,11 +15,20 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from facesearch.security import accounts, audit, sessions
+from facesearch.security import accounts, api_keys, audit, notices, self_service, sessions
 from facesearch.security.actor import Actor, Principal
 from facesearch.security.roles import ORG_ROLES, Role, validate_roles
-from facesearch.security.tenancy import org_of, org_user, organisation, visible_invitation
-from facesearch.store.accounts import Invitation, Organisation, User
+from facesearch.security.tenancy import (
+    org_api_key,
+    org_of,
+    org_user,
+    organisation,
+    visible_invitation,
+)
+from facesearch.store.accounts import ApiKey, Invitation, Organisation, User
+
+#: A revocation by an administrator says why (kept in the audit record and told to the owner).
+MIN_REASON, MAX_REASON = 3, 500
 
 
 # -- organisations --------------------------------------------------------------------------------
@@ -139,14 +148,14 @@ def revoke_invitation(session: Session, principal: Principal, invitation_id: int
 
 
 # -- users of an organisation ---------------------------------------------------------------------
-def user_view(user: User) -> dict[str, Any]:
+def user_view(session: Session, user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "email": user.email,
         "display_name": user.display_name,
         "roles": list(user.roles),
         "disabled": user.disabled,
-        "mfa_enrolled": user.totp_verified_at is not None,
+        "mfa_enrolled": accounts.has_second_factor(session, user),
         "locked": accounts.locked_until(user) is not None,
         "created_at": clock.aware(user.created_at),
         "last_login_at": clock.aware_or_none(user.last_login_at),
@@ -155,11 +164,11 @@ def user_view(user: User) -> dict[str, Any]:
 
 def list_users(session: Session, actor: Actor) -> list[dict[str, Any]]:
     rows = session.scalars(select(User).where(User.org_id == org_of(actor)).order_by(User.id))
-    return [user_view(u) for u in rows]
+    return [user_view(session, u) for u in rows]
 
 
 def get_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
-    return user_view(org_user(session, org_of(actor), user_id))
+    return user_view(session, org_user(session, org_of(actor), user_id))
 
 
 def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) -> dict[str, Any]:
@@ -184,7 +193,7 @@ def set_roles(session: Session, actor: Actor, user_id: int, roles: list[str]) ->
         details={"before": before, "after": wanted},
     )
     session.commit()
-    return user_view(user)
+    return user_view(session, user)
 
 
 def disable_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]:
@@ -204,4 +213,67 @@ def disable_user(session: Session, actor: Actor, user_id: int) -> dict[str, Any]
             details={"sessions_revoked": revoked},
         )
         session.commit()
-    return user_view(user)
+    return user_view(session, user)
+
+
+# -- the API keys of an organisation's users ------------------------------------------------------
+def org_key_view(row: ApiKey, owner: User) -> dict[str, Any]:
+    """A key as its organisation's administrator sees it: never the secret (only its hash is
+    stored), but whose it is."""
+    return {
+        **self_service.key_view(row),
+        "owner_id": owner.id,
+        "owner_email": owner.email,
+        "owner_name": owner.display_name,
+    }
+
+
+def list_org_keys(session: Session, actor: Actor) -> list[dict[str, Any]]:
+    """Every API key of the users of the administrator's organisation, newest first."""
+    org_id = org_of(actor)
+    rows = session.execute(
+        select(ApiKey, User)
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.org_id == org_id, User.org_id == org_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    ).all()
+    return [org_key_view(key, owner) for key, owner in rows]
+
+
+def revoke_org_key(session: Session, actor: Actor, key_id: int, reason: str) -> dict[str, Any]:
+    """An administrator revokes a key of a user of its organisation, saying why: audited
+    (`apikey.revoked`, with the reason and the owner), and the owner is told."""
+    row, owner = org_api_key(session, org_of(actor), key_id)
+    reason = " ".join((reason or "").split())
+    if not MIN_REASON <= len(reason) <= MAX_REASON:
+        raise InvalidRequest(
+            f"say why the key is revoked ({MIN_REASON} to {MAX_REASON} characters)"
+        )
+    if row.revoked_at is not None:
+        raise Conflict("the key was already revoked")
+    api_keys.revoke(session, row)
+    audit.record_for(
+        session,
+        actor,
+        "apikey.revoked",
+        org_id=row.org_id,
+        target_type="api_key",
+        target_id=row.id,
+        details={
+            "by_administrator": True,
+            "reason": reason,
+            "owner_user_id": owner.id,
+            "name": row.name,
+            "prefix": row.prefix,
+        },
+    )
+    if owner.id != actor.user_id:
+        notices.notify(
+            session,
+            owner.id,
+            "apikey.revoked",
+            f"your API key {row.name!r} ({row.prefix}) was revoked by an administrator: {reason}",
+            {"api_key_id": row.id, "prefix": row.prefix},
+        )
+    session.commit()
+    return org_key_view(row, owner)

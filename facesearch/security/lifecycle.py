@@ -38,7 +38,14 @@ from facesearch.security import (
 from facesearch.security.actor import Actor, Principal
 from facesearch.security.roles import Role
 from facesearch.security.tenancy import org_of, org_user
-from facesearch.store.accounts import ApiKey, PasswordReset, RecoveryCode, User, UserSession
+from facesearch.store.accounts import (
+    ApiKey,
+    Passkey,
+    PasswordReset,
+    RecoveryCode,
+    User,
+    UserSession,
+)
 
 RESET_HOURS = 24
 MAX_RESET_HOURS = 72
@@ -159,9 +166,10 @@ def start_reenrolment(
     session: Session, sealer: Sealer, principal: Principal, *, issuer: str = totp.ISSUER
 ) -> accounts.Enrolment:
     """A new TOTP secret, pending until a code of it is confirmed; the enrolled one keeps
-    working meanwhile (a half-done re-enrolment cannot lock the person out)."""
+    working meanwhile (a half-done re-enrolment cannot lock the person out). For an account
+    enrolled with a passkey only, this adds an authenticator app beside it."""
     user = _user(session, principal)
-    if user.totp_verified_at is None:
+    if not accounts.has_second_factor(session, user):
         raise Conflict("no second factor is enrolled yet: enrol at /api/v1/auth/mfa/enrol")
     secret = totp.new_secret()
     user.totp_pending_secret = accounts.seal_totp_secret(sealer, user, secret)
@@ -173,6 +181,7 @@ def start_reenrolment(
         org_id=user.org_id,
         target_type="user",
         target_id=user.id,
+        details={"adds_totp": user.totp_verified_at is None},
     )
     session.commit()
     return accounts.Enrolment(secret, uri, totp.qr_svg(uri))
@@ -195,6 +204,7 @@ def confirm_reenrolment(
         if until is not None:
             raise accounts.fail(session, _locked(until))
         raise accounts.fail(session, Unauthenticated("wrong code for the new second factor"))
+    added = user.totp_verified_at is None  # a passkey-only account adds an authenticator app
     user.totp_secret = user.totp_pending_secret
     user.totp_pending_secret = None
     user.totp_last_step = step
@@ -204,7 +214,7 @@ def confirm_reenrolment(
     audit.record_for(
         session,
         principal,
-        "mfa.reenrolled",
+        "mfa.totp_added" if added else "mfa.reenrolled",
         org_id=user.org_id,
         target_type="user",
         target_id=user.id,
@@ -217,7 +227,7 @@ def confirm_reenrolment(
 def regenerate_recovery_codes(session: Session, principal: Principal) -> list[str]:
     """Ten new recovery codes; every earlier one stops working."""
     user = _user(session, principal)
-    if user.totp_verified_at is None:
+    if not accounts.has_second_factor(session, user):
         raise Conflict("no second factor is enrolled")
     codes = recovery.issue(session, user.id)
     audit.record_for(
@@ -341,6 +351,11 @@ def accept_reset(session: Session, token: str, password: str, *, ip: str | None)
         user.totp_last_step = None
         user.mfa_failures = 0
         session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        # every second factor goes: the account enrols one anew (TOTP or a passkey)
+        passkeys_removed = session.execute(delete(Passkey).where(Passkey.user_id == user.id))
+        removed = int(getattr(passkeys_removed, "rowcount", 0) or 0)
+    else:
+        removed = 0
     ended = sessions.revoke_all(session, user.id)
     audit.record(
         session,
@@ -354,6 +369,7 @@ def accept_reset(session: Session, token: str, password: str, *, ip: str | None)
             "reset": row.id,
             "sessions_ended": ended,
             "second_factor_cleared": row.reset_second_factor,
+            "passkeys_removed": removed,
         },
     )
     notices.notify(

@@ -1,6 +1,8 @@
 """Passkeys (WebAuthn) as a phishing-resistant second factor (ASVS 2.7/2.8, CJIS 5.6.2.2).
 
-Registration: a fresh, MFA-verified session asks for creation options, the browser runs
+Registration: a fresh, MFA-verified session asks for creation options (or, at enrolment, the
+password-only session of an account that has no second factor yet: the passkey is then its
+first one, `enrol`), the browser runs
 `navigator.credentials.create`, and the answer is verified here (challenge, origin, RP id, user
 presence and verification) before the public key is stored. Authentication: a password-only
 session asks for request options listing the user's passkeys, the browser runs
@@ -43,7 +45,7 @@ from facesearch import clock
 from facesearch.crypto import KeyRing
 from facesearch.errors import Conflict, InvalidRequest, Locked, Unauthenticated
 from facesearch.security import accounts, audit, lifecycle, notices, recovery, sessions
-from facesearch.security.actor import Principal
+from facesearch.security.actor import Actor, EnrollingUser, Principal
 from facesearch.security.tenancy import own_passkey
 from facesearch.store.accounts import Passkey, User, UserSession, WebAuthnChallenge
 
@@ -128,13 +130,65 @@ def user_handle(keys: KeyRing, user_id: int) -> bytes:
 def registration_options(
     session: Session, settings: Any, principal: Principal, keys: KeyRing
 ) -> dict[str, Any]:
+    """Creation options for another passkey of a signed-in (MFA-verified, fresh) person."""
     user = session.get(User, principal.user_id)
     assert user is not None and principal.session_id is not None
+    return _creation_options(session, settings, keys, principal.session_id, user)
+
+
+def enrolment_options(
+    session: Session,
+    settings: Any,
+    keys: KeyRing,
+    row: UserSession,
+    user: User,
+    *,
+    ip: str | None = None,
+) -> dict[str, Any]:
+    """Creation options for the account's **first** second factor, asked for by its
+    password-only session at enrolment (invitation or bootstrap link). Refused as soon as the
+    account has a second factor (TOTP or a passkey): from then on a password alone (an
+    enrolment link's password, say) adds nothing; more passkeys come from a verified, fresh
+    session under My account."""
+    _may_enrol(session, user, ip)
+    audit.record_for(
+        session,
+        EnrollingUser(user.id, user.org_id, ip),
+        "mfa.enrolment_started",
+        target_type="user",
+        target_id=user.id,
+        details={"method": accounts.PASSKEY},
+    )
+    return _creation_options(session, settings, keys, row.id, user)
+
+
+def _may_enrol(session: Session, user: User, ip: str | None) -> None:
+    """Enrolment is open only while the account has no second factor; a refusal is on the
+    record (committed before the error), since it is what a password holder trying to add a
+    factor of their own would see."""
+    until = accounts.locked_until(user)
+    if until is not None:
+        raise Locked(until, clock.now())
+    if accounts.has_second_factor(session, user):
+        audit.record_for(
+            session,
+            EnrollingUser(user.id, user.org_id, ip),
+            "mfa.enrolment_refused",
+            target_type="user",
+            target_id=user.id,
+            details={"method": accounts.PASSKEY, "reason": "already enrolled"},
+        )
+        raise accounts.fail(session, Conflict(accounts.ALREADY_ENROLLED))
+
+
+def _creation_options(
+    session: Session, settings: Any, keys: KeyRing, session_id: int, user: User
+) -> dict[str, Any]:
     count = len(_descriptors(session, user.id))
     if count >= MAX_PASSKEYS:
         raise Conflict(f"at most {MAX_PASSKEYS} passkeys; remove one first")
     rp_id, _origin = relying_party(settings)
-    challenge = _new_challenge(session, principal.session_id, "register")
+    challenge = _new_challenge(session, session_id, "register")
     options = generate_registration_options(
         rp_id=rp_id,
         rp_name=RP_NAME,
@@ -155,9 +209,57 @@ def registration_options(
 def register(
     session: Session, settings: Any, principal: Principal, credential: dict[str, Any], name: str
 ) -> Passkey:
+    """Another passkey of a signed-in person (the route asks for a fresh session)."""
     assert principal.session_id is not None
+    user = session.get(User, principal.user_id)
+    assert user is not None
+    row = _register(session, settings, principal, principal.session_id, user, credential, name)
+    session.commit()
+    return row
+
+
+def enrol(
+    session: Session,
+    settings: Any,
+    row: UserSession,
+    user: User,
+    credential: dict[str, Any],
+    name: str,
+    *,
+    ip: str | None,
+) -> tuple[Passkey, accounts.Verified]:
+    """The account's first second factor is this passkey: registered (for the session's own
+    user only), ten recovery codes issued (shown once), and the password-only session becomes
+    verified and fresh with a new token, as the first TOTP code does. Checked again after the
+    ceremony: a second password-only session that asked for options before the account
+    enrolled gets nothing."""
+    _may_enrol(session, user, ip)
+    actor = EnrollingUser(user.id, user.org_id, ip)
+    key = _register(session, settings, actor, row.id, user, credential, name, first=True)
+    codes = accounts.complete_enrolment(session, user, method=accounts.PASSKEY, ip=ip)
+    user.mfa_failures = 0
+    row.mfa_verified = True
+    row.reauth_at = clock.now()
+    token, csrf = sessions.rotate(session, row)
+    session.commit()
+    return key, accounts.Verified(token, csrf, codes, len(codes), False)
+
+
+def _register(
+    session: Session,
+    settings: Any,
+    actor: Actor,
+    session_id: int,
+    user: User,
+    credential: dict[str, Any],
+    name: str,
+    *,
+    first: bool = False,
+) -> Passkey:
+    """Verify a registration answer and store the passkey; with `first` (enrolment), only if
+    the account still has no second factor once its row is locked."""
     name = (name or "").strip()[:200] or "passkey"
-    challenge = _spend_challenge(session, principal.session_id, "register")
+    challenge = _spend_challenge(session, session_id, "register")
     rp_id, origin = relying_party(settings)
     try:
         verified = verify_registration_response(
@@ -169,10 +271,12 @@ def register(
         )
     except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
         raise InvalidRequest(f"the passkey could not be verified: {exc}") from None
+    if first:
+        accounts.lock_unenrolled(session, user)
     if session.scalar(select(Passkey.id).where(Passkey.credential_id == verified.credential_id)):
         raise Conflict("this passkey is already registered")
     row = Passkey(
-        user_id=principal.user_id,
+        user_id=user.id,
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
@@ -181,25 +285,22 @@ def register(
     )
     session.add(row)
     session.flush()
-    user = session.get(User, principal.user_id)
-    org_id = user.org_id if user else None
     audit.record_for(
         session,
-        principal,
+        actor,
         "mfa.passkey_registered",
-        org_id=org_id,
+        org_id=user.org_id,
         target_type="passkey",
         target_id=row.id,
         details={"name": name},
     )
     notices.notify(
         session,
-        principal.user_id,
+        user.id,
         "passkey.registered",
         f"a passkey {name!r} was added to your account; if it was not you, remove it",
         {"passkey_id": row.id},
     )
-    session.commit()
     return row
 
 
@@ -220,9 +321,29 @@ def list_mine(session: Session, principal: Principal) -> list[dict[str, Any]]:
 
 
 def remove(session: Session, principal: Principal, passkey_id: int) -> None:
+    """Remove one of your passkeys; refused when it is your only second factor (no TOTP, no
+    other passkey): an account is never left without one."""
     row = own_passkey(session, principal, passkey_id)
-    session.delete(row)
     user = session.get(User, principal.user_id)
+    others = session.scalar(
+        select(Passkey.id).where(Passkey.user_id == row.user_id, Passkey.id != row.id).limit(1)
+    )
+    if others is None and (user is None or user.totp_verified_at is None):
+        audit.record_for(
+            session,
+            principal,
+            "mfa.passkey_remove_refused",
+            org_id=user.org_id if user else None,
+            target_type="passkey",
+            target_id=passkey_id,
+            details={"reason": "last second factor"},
+        )
+        session.commit()
+        raise Conflict(
+            "this passkey is your only second factor: add an authenticator app or another "
+            "passkey first"
+        )
+    session.delete(row)
     audit.record_for(
         session,
         principal,

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from facesearch import clock
 from facesearch.errors import NotFound
-from facesearch.security import api_keys, audit, notices, reauth, recovery, sessions
+from facesearch.security import accounts, api_keys, audit, notices, reauth, recovery, sessions
 from facesearch.security.actor import Principal
 from facesearch.security.roles import Scope
 from facesearch.security.tenancy import own_api_key, own_session
@@ -35,7 +35,8 @@ def me(session: Session, principal: Principal) -> dict[str, Any]:
         "roles": sorted(principal.roles),
         "scopes": sorted(principal.scopes),
         "auth": "api_key" if principal.api_key_id is not None else "session",
-        "mfa_enrolled": user.totp_verified_at is not None,
+        "mfa_enrolled": accounts.has_second_factor(session, user),
+        "second_factors": accounts.second_factors(session, user),
         "recovery_codes_remaining": recovery.remaining(session, user.id),
         # only the CSRF token's hash is stored: it is in the sign-in reply and the fs_csrf cookie
         "csrf_token": None,

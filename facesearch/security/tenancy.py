@@ -14,6 +14,7 @@ engine's collection names are global, and `display_name` strips the qualifier ag
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TypeVar
 
 from sqlalchemy import or_, select
@@ -147,6 +148,21 @@ def org_user(session: Session, org_id: int, user_id: int) -> User:
     return _owned(session, User, user_id, org_id, "user")
 
 
+def people_names(session: Session, org_id: int, user_ids: Iterable[int | None]) -> dict[int, str]:
+    """How the organisation's own screens name its people: display name, else email, for the
+    given ids **of users of `org_id` only**. An id of anyone else (another organisation's user,
+    a platform administrator) is simply absent, so no name crosses organisations."""
+    wanted = {i for i in user_ids if i is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(User.id, User.display_name, User.email).where(
+            User.id.in_(wanted), User.org_id == org_id
+        )
+    ).all()
+    return {uid: (name or email) for uid, name, email in rows}
+
+
 def org_audit_entry(session: Session, org_id: int, entry_id: int) -> AuditEntry:
     return _owned(session, AuditEntry, entry_id, org_id, "audit entry")
 
@@ -179,6 +195,16 @@ def own_api_key(session: Session, actor: Actor, key_id: int) -> ApiKey:
     if row is None or row.user_id != actor.user_id:
         raise NotFound("no such API key")
     return row
+
+
+def org_api_key(session: Session, org_id: int, key_id: int) -> tuple[ApiKey, User]:
+    """An API key of a user of organisation `org_id`, with its owner; another organisation's
+    key answers exactly like a key that does not exist."""
+    row = session.get(ApiKey, key_id)
+    owner = session.get(User, row.user_id) if row is not None else None
+    if row is None or owner is None or row.org_id != org_id or owner.org_id != org_id:
+        raise NotFound("no such API key")
+    return row, owner
 
 
 def own_passkey(session: Session, actor: Actor, passkey_id: int) -> Passkey:

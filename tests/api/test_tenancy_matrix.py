@@ -251,6 +251,13 @@ def _matrix(w: World) -> list[tuple[str, str, TestClient, Call, str]]:
             i.api_key,
         ),
         (
+            "api key",
+            "POST /api-keys/{id}/revoke",
+            admin,
+            lambda c, x: c.post(f"/api/v1/api-keys/{x}/revoke", json={"reason": "probing"}),
+            i.api_key,
+        ),
+        (
             "audit entry",
             "GET /audit/entries/{id}",
             b.keys["audit"],
@@ -310,6 +317,7 @@ def test_lists_and_counts_of_b_exclude_a(world: World) -> None:
         "/api/v1/users": b.admin.client,
         "/api/v1/invitations": b.admin.client,
         "/api/v1/me/api-keys": b.admin.client,
+        "/api/v1/api-keys": b.admin.client,
     }
     a_cases = a.keys["search"].get("/api/v1/cases").json()
     b_cases = b.keys["search"].get("/api/v1/cases").json()
@@ -336,6 +344,9 @@ def test_lists_and_counts_of_b_exclude_a(world: World) -> None:
             assert ids.user not in [u["id"] for u in items]
         if path.startswith("/api/v1/invitations"):
             assert ids.invitation not in [v["id"] for v in items]
+        if path.startswith("/api/v1/api-keys"):
+            assert ids.api_key not in [k["id"] for k in items] and items
+            assert {k["owner_email"].split("@")[1] for k in items} == {"org-b.test"}
         if path.startswith("/api/v1/reviews"):
             assert ids.result not in [r["result_id"] for r in items]
         assert "Org A" not in text and "@org-a.test" not in text, path
@@ -404,6 +415,7 @@ def test_platform_admin_reads_no_tenant_data(world: World, module_make_user: Mak
         "/api/v1/audit/searches",
         f"/api/v1/faces/{world.ids.face}/crop",
         f"/api/v1/jobs/{world.ids.job}",
+        "/api/v1/api-keys",
     ):
         assert root.client.get(path).status_code in (403, 404), path
 

@@ -1,7 +1,8 @@
-"""Administration and audit in real Chromium: an organisation administrator manages users and
-invitations (re-authenticating when the API asks), the platform administrator creates
-organisations, a non-administrator cannot reach administration (hidden in the UI, refused by the
-API), and an auditor sees the log, its filters, the chain's status and the activity charts."""
+"""Administration and audit in real Chromium: an organisation administrator manages users,
+their API keys (revoked with a reason) and invitations (re-authenticating when the API asks),
+the platform administrator creates organisations, a non-administrator cannot reach
+administration (hidden in the UI, refused by the API), and an auditor sees the log, its filters,
+the chain's status and the activity charts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pyotp
 from playwright.sync_api import expect
 
 from facesearch import clock
+from facesearch.security import api_keys
 from facesearch.store.accounts import User as UserRow
+from tests.api.conftest import api_id
 from tests.web.conftest import (
     WebServer,
     check_screen,
@@ -111,6 +114,48 @@ def test_an_organisation_administrator_manages_users_and_invitations(
     expect(page.get_by_role("row").filter(has_text=worker.email)).to_contain_text("disabled")
 
 
+def test_an_organisation_administrator_revokes_a_users_api_key(web: WebServer, page: Any) -> None:
+    admin = enrolled_user(web, "Keys Org", ["org_admin"])
+    worker = enrolled_user(web, "Keys Org", ["investigator"], email="kim@keys-org.test")
+    outsider = enrolled_user(web, "Other Org", ["investigator"])
+    with web.dep.db.session() as s:
+        owner = s.get(UserRow, worker.user_id)
+        stranger = s.get(UserRow, outsider.user_id)
+        assert owner is not None and stranger is not None
+        secret = api_keys.create(s, owner, name="nightly export", scopes=["search"], days=30).key
+        api_keys.create(s, owner, name="old laptop", scopes=["search"], days=7)
+        api_keys.create(s, stranger, name="other org script", scopes=["search"], days=30)
+        s.commit()
+    program = {"Authorization": f"Bearer {secret}"}
+    assert page.request.get(web.url("/api/v1/me"), headers=program).status == 200
+    sign_in(page, web, admin)
+    page.goto(web.url("/admin/users"))
+    page.get_by_role("navigation", name="Administration").get_by_role(
+        "link", name="API keys"
+    ).click()
+    page.get_by_role("heading", name="Administration: API keys").wait_for()
+    row = page.get_by_role("row").filter(has_text="nightly export")
+    expect(row).to_contain_text("kim@keys-org.test")
+    expect(row).to_contain_text("Search")
+    expect(row).to_contain_text("active")
+    main = page.locator("main").inner_text()
+    assert "other org script" not in main and secret not in main
+    check_screen(page, "admin-api-keys")
+    page.get_by_role("button", name="Revoke the key nightly export of kim@keys-org.test").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Reason").fill("the export server was decommissioned")
+    check_screen(page, "admin-api-key-revoke")
+    dialog.get_by_label("Reason").fill("")
+    dialog.get_by_role("button", name="Revoke key").click()
+    expect(dialog.get_by_role("alert").first).to_be_visible()  # a reason is required
+    dialog.get_by_label("Reason").fill("the export server was decommissioned")
+    dialog.get_by_role("button", name="Revoke key").click()
+    expect(page.locator("#notices")).to_contain_text("revoked")
+    expect(row).to_contain_text("revoked")
+    expect(page.get_by_role("row").filter(has_text="old laptop")).to_contain_text("active")
+    assert page.request.get(web.url("/api/v1/me"), headers=program).status == 401
+
+
 def test_the_platform_administrator_creates_organisations(web: WebServer, page: Any) -> None:
     root = enrolled_user(web, None, ["platform_admin"])
     sign_in(page, web, root)
@@ -143,6 +188,7 @@ def test_a_non_administrator_cannot_reach_administration(web: WebServer, page: A
     # and the API refuses, whatever the page shows
     for path in (
         "/api/v1/users",
+        "/api/v1/api-keys",
         "/api/v1/invitations",
         "/api/v1/organisations",
         "/api/v1/audit/chain",
@@ -177,6 +223,9 @@ def test_an_auditor_sees_the_log_the_chain_and_the_activity(web: WebServer, page
     )
     who = page.locator("table.table").last.locator("td[data-label=Who]").all_inner_texts()
     assert who and set(who) == {someone.email}
+    # a person by name (else email), the opaque id kept as the tooltip for the auditor
+    first = page.locator("table.table").last.locator("td[data-label=Who] .person").first
+    assert first.get_attribute("title") == f"user id {api_id(web.dep, 'user', someone.user_id)}"
     # filter by action
     page.get_by_label("User", exact=True).select_option(label="Anyone")
     page.get_by_label("Action", exact=True).fill("invitation.created")

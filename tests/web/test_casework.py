@@ -21,6 +21,7 @@ from facesearch.gallery.collections import create_collection
 from facesearch.search import casework
 from facesearch.search.engine import SearchEngine
 from facesearch.security.actor import SystemActor
+from facesearch.store.accounts import User as UserRow
 from facesearch.store.casework import Lead
 from tests.api.casework_world import LEGAL, PURPOSE, people_gallery, two_people_probe
 from tests.api.conftest import api_id, db_id
@@ -36,6 +37,7 @@ from tests.web.conftest import (
 )
 
 FORBIDDEN_WORDS = ("identified", "match found")
+SEARCHER, REVIEWER, OUTSIDER = "Ines Investigator", "Rita Reviewer", "Otto Outsider"
 
 
 @dataclass
@@ -70,12 +72,19 @@ def world(web: WebServer, tmp_path_factory: pytest.TempPathFactory) -> World:
     collection_id = made["id"]
     ingest(web.dep, int(collection_id), people_gallery(tmp_path_factory.mktemp("people")))
     probe, expected = two_people_probe()
+    reviewer1 = enrolled_user(web, "Casework A", ["reviewer"])
+    outsider = enrolled_user(web, "Casework B", ["investigator", "reviewer"])
+    with web.dep.db.session() as s:  # people are named on the case screens by these
+        for user, name in ((investigator, SEARCHER), (reviewer1, REVIEWER), (outsider, OUTSIDER)):
+            row = s.get(UserRow, user.user_id)
+            assert row is not None
+            row.display_name = name
     return World(
         investigator=investigator,
-        reviewer1=enrolled_user(web, "Casework A", ["reviewer"]),
+        reviewer1=reviewer1,
         reviewer2=enrolled_user(web, "Casework A", ["reviewer"]),
         admin=admin_user,
-        outsider=enrolled_user(web, "Casework B", ["investigator", "reviewer"]),
+        outsider=outsider,
         collection_id=collection_id,
         probe=probe,
         expected=expected,
@@ -189,7 +198,9 @@ def test_two_independent_reviewers_confirm_and_the_case_shows_every_decision(
     case_id, result_id = search_as(web, world.investigator, world, "CW-2026/2")
     sign_in(page, web, world.reviewer1, path="/review")
     page.wait_for_url(web.url("/review"))
-    page.locator(f'li.candidate[data-result-id="{result_id}"]').wait_for()
+    card = page.locator(f'li.candidate[data-result-id="{result_id}"]')
+    card.wait_for()
+    assert f"Searched by {SEARCHER}" in card.inner_text() and "CW-2026/2" in card.inner_text()
     no_forbidden_words(page)
     check_screen(page, "review")
     review(page, result_id, "Same ear shape and scar")
@@ -213,6 +224,18 @@ def test_two_independent_reviewers_confirm_and_the_case_shows_every_decision(
     assert "Confirmed by two reviewers" in item.inner_text()
     assert "not independent" not in item.inner_text()
     assert item.locator(".decisions li").count() == 2
+    # people by name (the opaque id as the tooltip), never as ids; the other reviewer has no
+    # display name, so their email
+    decisions = item.locator(".decisions").inner_text()
+    assert f"by {REVIEWER}" in decisions and f"by {world.reviewer2.email}" in decisions
+    named = item.locator(".decisions .person").first
+    assert (
+        named.get_attribute("title")
+        == f"user id {api_id(web.dep, 'user', world.reviewer1.user_id)}"
+    )
+    facts = page.locator("main dl.facts").nth(1).inner_text()
+    assert SEARCHER in facts
+    assert OUTSIDER not in page.inner_text("main")
     assert "leads, not identifications" in page.inner_text("main")
     no_forbidden_words(page)
     check_screen(page, "case")

@@ -44,6 +44,8 @@ class MeReply(BaseModel):
     scopes: list[str]
     auth: str  # "session" | "api_key"
     mfa_enrolled: bool
+    #: the verified second factors: "totp" and/or "passkey" (either alone is enough)
+    second_factors: list[str]
     recovery_codes_remaining: int
     csrf_token: str | None = None
     #: a session ends after this many minutes without a request (`session_idle_minutes`); the

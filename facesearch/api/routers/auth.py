@@ -1,7 +1,8 @@
 """Sign-in, the second factor and sign-out.
 
 A password opens a session whose second factor is not yet verified; such a session can do
-nothing but enrol (first sign-in) and verify a TOTP or recovery code. Verifying rotates the
+nothing but enrol (first sign-in: TOTP or a passkey, while the account has no second factor)
+and verify a TOTP code, a recovery code or a passkey. Verifying rotates the
 session token, so a token seen before the second factor is useless afterwards."""
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class SignInBody(BaseModel):
 class SignInReply(BaseModel):
     mfa_required: bool = True
     mfa_enrolled: bool
+    #: the account's second factors ("totp", "passkey"); empty: enrol one (TOTP or a passkey)
+    methods: list[str]
     next: str
     csrf_token: str
     banner: str | None = None  # the system-use notice (`system_use_banner`)
@@ -100,9 +103,16 @@ def sign_in(
         user_agent=request.headers.get("user-agent"),
     )
     _set_cookies(request, response, signed.token, signed.csrf_token)
+    if not signed.mfa_enrolled:
+        after = "/api/v1/auth/mfa/enrol"  # or a passkey: /api/v1/auth/passkey/enrol/options
+    elif signed.methods == ["passkey"]:
+        after = "/api/v1/auth/passkey/options"
+    else:
+        after = "/api/v1/auth/mfa/verify"
     return SignInReply(
         mfa_enrolled=signed.mfa_enrolled,
-        next="/api/v1/auth/mfa/verify" if signed.mfa_enrolled else "/api/v1/auth/mfa/enrol",
+        methods=signed.methods,
+        next=after,
         csrf_token=signed.csrf_token,
         banner=dep.settings.system_use_banner or None,
     )
@@ -247,6 +257,49 @@ def passkey_verify(
     _set_cookies(request, response, verified.token, verified.csrf_token)
     return VerifyReply(
         csrf_token=verified.csrf_token,
+        recovery_codes_remaining=verified.recovery_codes_remaining,
+    )
+
+
+class PasskeyEnrolment(BaseModel):
+    name: str = Field(default="passkey", max_length=200)
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON() of the answer")
+
+
+@router.post("/api/v1/auth/passkey/enrol/options", response_model=PasskeyOptions)
+def passkey_enrolment_options(request: Request, s: DbSession, dep: DeploymentDep) -> PasskeyOptions:
+    """Enrolment with a passkey instead of TOTP, step 1: creation options for the
+    password-only session of an account that has **no** second factor yet (409 once it has
+    one: add further passkeys under My account)."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    return PasskeyOptions(
+        options=passkeys.enrolment_options(
+            s, dep.settings, dep.keys, row, user, ip=client_ip(request)
+        )
+    )
+
+
+@router.post("/api/v1/auth/passkey/enrol", response_model=VerifyReply)
+def passkey_enrol(
+    body: PasskeyEnrolment,
+    request: Request,
+    response: Response,
+    s: DbSession,
+    dep: DeploymentDep,
+) -> VerifyReply:
+    """Enrolment with a passkey, step 2: the browser's answer, verified; the passkey is the
+    account's second factor, the ten recovery codes are in this answer only, and the session is
+    verified (its token rotated), as after the first TOTP code."""
+    row, user = cookie_session(request, s)
+    enforce_rate_limit(request, "mfa:account", str(user.id))
+    _key, verified = passkeys.enrol(
+        s, dep.settings, row, user, body.credential, body.name, ip=client_ip(request)
+    )
+    _set_cookies(request, response, verified.token, verified.csrf_token)
+    return VerifyReply(
+        csrf_token=verified.csrf_token,
+        recovery_codes=verified.recovery_codes,
         recovery_codes_remaining=verified.recovery_codes_remaining,
     )
 

@@ -16,7 +16,7 @@ from facesearch.api.deps import (
     require,
 )
 from facesearch.api.ids import MAX_ID, CaseId, CaseIdOut, SearchCursor, UserIdOut
-from facesearch.api.schemas import Page, SearchRecordOut, SearchWithResults
+from facesearch.api.schemas import PERSON_NAME, Page, SearchRecordOut, SearchWithResults
 from facesearch.search import casework, report
 from facesearch.security.roles import Scope
 
@@ -27,6 +27,7 @@ class CaseOut(BaseModel):
     id: CaseIdOut
     number: str
     created_by: UserIdOut | None
+    created_by_name: str | None = Field(default=None, description=PERSON_NAME)
     created_at: str
     searches: int
 

@@ -15,7 +15,15 @@ from facesearch.api.deps import (
     need_any,
     require,
 )
-from facesearch.api.ids import CaseIdOut, CropUrl, FaceIdOut, ResultId, ResultIdOut, SearchIdOut
+from facesearch.api.ids import (
+    CaseIdOut,
+    CropUrl,
+    FaceIdOut,
+    ResultId,
+    ResultIdOut,
+    SearchIdOut,
+    UserIdOut,
+)
 from facesearch.api.schemas import Page, ResultOut
 from facesearch.search import review
 from facesearch.security.roles import Scope
@@ -34,6 +42,11 @@ class QueueItem(BaseModel):
     result_id: ResultIdOut
     search_id: SearchIdOut
     case_id: CaseIdOut
+    case_number: str
+    searched_by: UserIdOut | None
+    searched_by_name: str | None = Field(
+        default=None, description="display name or email of the searcher (your organisation's)"
+    )
     face_id: FaceIdOut
     score: float
     rank: int

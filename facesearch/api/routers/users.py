@@ -99,4 +99,4 @@ def issue_password_reset(
 @router.post("/api/v1/users/{user_id}/unlock", response_model=UserOut)
 def unlock(user_id: UserId, principal: FreshOrgAdmin, s: DbSession) -> dict[str, Any]:
     """Clear the user's lockout and failure counts."""
-    return admin.user_view(lifecycle.unlock(s, principal, user_id))
+    return admin.user_view(s, lifecycle.unlock(s, principal, user_id))

@@ -87,6 +87,14 @@ export function button(label, onclick, { kind = "secondary", type = "button", ..
   return h("button", { type, class: ["button", kind], onclick, ...attrs }, label);
 }
 
+/** A person as the API names them (display name or email of a user of your organisation), with
+ *  the opaque id as the tooltip for auditors; `name` is null for anyone the organisation does not
+ *  name (the API gives no names across organisations). */
+export function person(name, id, { fallback = "an account outside your organisation" } = {}) {
+  if (id == null) return h("span", { class: "person", text: fallback });
+  return h("span", { class: "person", title: `user id ${id}`, "data-user-id": String(id), text: name || fallback });
+}
+
 export function link(href, label, attrs = {}) { return h("a", { href, ...attrs }, label); }
 
 export function badge(text, kind = "") { return h("span", { class: ["badge", kind && `badge-${kind}`] }, text); }

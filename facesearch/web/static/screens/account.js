@@ -4,6 +4,7 @@ import { api, passkeyCreation, passkeysSupported } from "../api.js";
 import { badge, button, checkboxes, confirmDialog, errorText, field, fill, form, formatTime, h, loading, notify, page, roleLabel, secretBox, section, table } from "../ui.js";
 import { PASSWORD_HINT } from "./enrol.js";
 
+const FACTOR_LABELS = { totp: "Authenticator app", passkey: "Passkey" };
 const SCOPE_LABELS = { search: "Search", ingest: "Ingest", review: "Review", audit: "Audit", admin: "Administration" };
 
 export async function render(ctx) {
@@ -14,6 +15,7 @@ export async function render(ctx) {
       h("dt", { text: "Email" }), h("dd", { text: me.email }),
       h("dt", { text: "Organisation" }), h("dd", { text: me.organisation || "Platform" }),
       h("dt", { text: "Roles" }), h("dd", {}, me.roles.map((r) => badge(roleLabel(r)))),
+      h("dt", { text: "Second factor" }), h("dd", { text: (me.second_factors || []).map((f) => FACTOR_LABELS[f] || f).join(", ") || "—" }),
       h("dt", { text: "Recovery codes left" }), h("dd", { text: String(me.recovery_codes_remaining) })));
   const slots = {
     notices: section("Notices", loading()),
@@ -64,10 +66,14 @@ function passwordForm(ctx) {
 // -- second factor and recovery codes -------------------------------------------------------------
 function secondFactor(ctx) {
   const out = h("div", {});
+  const factors = ctx.me.second_factors || [];
+  const hasTotp = factors.includes("totp");
   const start = () => fill(out,
-    h("p", { text: "Replace your authenticator app (a new phone, a lost device). The current one keeps working until you confirm a code of the new one." }),
+    hasTotp
+      ? h("p", { text: "Replace your authenticator app (a new phone, a lost device). The current one keeps working until you confirm a code of the new one." })
+      : h("p", { text: "Your second factor is a passkey. You can add an authenticator app as a second way to sign in (for a device without your passkey)." }),
     h("div", { class: "form-actions" },
-      button("Set up a new authenticator", reenrol, { kind: "secondary", "data-action": "reenrol" }),
+      button(hasTotp ? "Set up a new authenticator" : "Add an authenticator app", reenrol, { kind: "secondary", "data-action": "reenrol" }),
       button("New recovery codes", regenerate, { kind: "secondary", "data-action": "recovery-codes" })));
   async function reenrol() {
     try {
@@ -83,7 +89,9 @@ function secondFactor(ctx) {
           extra: [button("Cancel", start)],
           onSubmit: async (v) => {
             const reply = await api.post("/api/v1/me/mfa/confirm", { code: v.code.trim() });
-            showCodes(reply.recovery_codes, "The new authenticator is in use. Your old recovery codes no longer work.");
+            showCodes(reply.recovery_codes, hasTotp
+              ? "The new authenticator is in use. Your old recovery codes no longer work."
+              : "The authenticator app is added: sign in with it or your passkey. Your old recovery codes no longer work.", !hasTotp);
           },
         }));
     } catch (e) { notify(errorText(e), "error"); }
@@ -95,9 +103,10 @@ function secondFactor(ctx) {
       showCodes(reply.recovery_codes, "Your old recovery codes no longer work.");
     } catch (e) { notify(errorText(e), "error"); }
   }
-  function showCodes(codes, message) {
+  function showCodes(codes, message, reload = false) {
+    const saved = reload ? async () => { await ctx.refreshMe(); await ctx.navigate("/account", { replace: true }); } : start;
     fill(out, h("p", { text: message }), secretBox("Your recovery codes", codes.join("\n")),
-      h("div", { class: "form-actions" }, button("I have saved them", start, { kind: "primary" })));
+      h("div", { class: "form-actions" }, button("I have saved them", saved, { kind: "primary" })));
     out.querySelector("pre").focus();
   }
   start();
@@ -123,8 +132,7 @@ async function loadPasskeys(ctx, el) {
     table({
       caption: "Your passkeys", empty: "No passkey yet.", rows: items,
       columns: [
-        { label: "Name", key: "name" },
-        { label: "Added", render: (r) => formatTime(r.created_at) },
+        { label: "Name", render: (r) => h("span", {}, h("strong", { text: r.name }), h("br"), h("span", { class: "hint", text: `added ${formatTime(r.created_at)}` })) },
         { label: "Last used", render: (r) => formatTime(r.last_used_at) },
         { label: "Actions", render: (r) => button("Remove", async () => {
           if (!(await confirmDialog("Remove passkey", `Remove the passkey "${r.name}"?`, { confirm: "Remove", danger: true }))) return;

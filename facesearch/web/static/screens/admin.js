@@ -1,5 +1,5 @@
 // Administration: an organisation administrator manages its users (roles, disable, unlock,
-// password reset link) and invitations; the platform administrator creates organisations and
+// password reset link), their API keys (list, revoke with a reason) and invitations; the platform administrator creates organisations and
 // invites their first administrator. The API decides; this page shows what it allows.
 import { api } from "../api.js";
 import { ROLE_LABELS, badge, button, checkboxes, confirmDialog, dialog, errorText, field, fill, form, formatTime, h, loading, notify, page, roleLabel, secretBox, section, table } from "../ui.js";
@@ -8,7 +8,7 @@ const ORG_ROLES = ["org_admin", "investigator", "reviewer", "auditor", "ingestor
 
 function tabsFor(me) {
   const tabs = [];
-  if (me.roles.includes("org_admin")) tabs.push({ path: "/admin/users", label: "Users" });
+  if (me.roles.includes("org_admin")) tabs.push({ path: "/admin/users", label: "Users" }, { path: "/admin/api-keys", label: "API keys", title: "API keys" });
   tabs.push({ path: "/admin/invitations", label: "Invitations" });
   if (me.roles.includes("platform_admin")) tabs.unshift({ path: "/admin/organisations", label: "Organisations" });
   return tabs;
@@ -18,10 +18,10 @@ export async function render(ctx) {
   const tabs = tabsFor(ctx.me);
   const current = tabs.find((t) => t.path === `/admin/${ctx.rest.split("/")[0]}`) || tabs[0];
   const content = h("div", {}, loading());
-  page(ctx.main, `Administration: ${current.label.toLowerCase()}`,
+  page(ctx.main, `Administration: ${current.title || current.label.toLowerCase()}`,
     h("nav", { class: "tabs", "aria-label": "Administration" }, tabs.map((t) => h("a", { href: t.path, "aria-current": t === current ? "page" : null }, t.label))),
     content);
-  const screens = { "/admin/users": users, "/admin/invitations": invitations, "/admin/organisations": organisations };
+  const screens = { "/admin/users": users, "/admin/api-keys": apiKeys, "/admin/invitations": invitations, "/admin/organisations": organisations };
   await screens[current.path](ctx, content);
 }
 
@@ -52,6 +52,50 @@ async function users(ctx, el) {
         }, { kind: "danger small", "aria-label": `Disable ${u.email}` })) },
     ],
   })));
+}
+
+// -- API keys of the organisation's users -----------------------------------------------------------
+const SCOPE_LABELS = { search: "Search", ingest: "Ingest", review: "Review", audit: "Audit", admin: "Administration" };
+
+async function apiKeys(ctx, el) {
+  const rows = await api.get("/api/v1/api-keys");
+  const reload = () => apiKeys(ctx, el);
+  const active = rows.filter((k) => k.active).length;
+  fill(el, section(`API keys of ${ctx.me.organisation}`,
+    h("p", { class: "hint", text: `${active} active of ${rows.length}. Keys are shown once to their owner, at creation; here you see what they may do and when they were last used, never the key itself.` }),
+    table({
+      caption: "API keys, newest first", rows, empty: "Nobody in the organisation has an API key.",
+      columns: [
+        { label: "Name", render: (k) => h("span", {}, h("strong", { text: k.name }), h("br"), h("code", { class: "mono", text: k.prefix })) },
+        { label: "Owner", render: (k) => h("span", {}, k.owner_name ? [h("strong", { text: k.owner_name }), h("br")] : null, h("span", { text: k.owner_email })) },
+        { label: "Scopes", render: (k) => k.scopes.map((s) => badge(SCOPE_LABELS[s] || s)) },
+        { label: "Created", render: (k) => formatTime(k.created_at) },
+        { label: "Expires", render: (k) => formatTime(k.expires_at) },
+        { label: "Last used", render: (k) => k.last_used_at ? formatTime(k.last_used_at) : "never" },
+        { label: "State", render: (k) => k.active ? badge("active", "ok") : badge(k.revoked_at ? "revoked" : "expired", "bad") },
+        { label: "Actions", render: (k) => k.active ? button("Revoke", () => revokeKey(k, reload), { kind: "danger small", "aria-label": `Revoke the key ${k.name} of ${k.owner_email}` }) : "—" },
+      ],
+    })));
+}
+
+function revokeKey(key, reload) {
+  return dialog(`Revoke the key "${key.name}"`, (close) => form({
+    label: "Revoke API key",
+    submit: "Revoke key",
+    fields: [
+      h("p", { text: `Programs using ${key.owner_email}'s key ${key.prefix} stop working at once. The reason goes into the audit log and to ${key.owner_name || key.owner_email}.` }),
+      field({ label: "Reason", name: "reason", type: "textarea", required: true, minlength: "3", maxlength: "500" }),
+    ],
+    extra: [button("Cancel", () => close())],
+    onSubmit: async (v) => {
+      const reason = v.reason.trim();
+      if (reason.length < 3) throw new Error("Say why the key is revoked.");
+      await api.post(`/api/v1/api-keys/${encodeURIComponent(key.id)}/revoke`, { reason });
+      close(true);
+      notify(`Key "${key.name}" of ${key.owner_email} revoked.`, "success");
+      await reload();
+    },
+  }));
 }
 
 function editRoles(user, reload) {

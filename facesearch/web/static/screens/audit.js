@@ -2,12 +2,12 @@
 // week; confirmations and rejections per month) drawn with the vendored uPlot, and the audit log
 // with filters (user, action, case, time). Every read here is audited by the API.
 import { api, query } from "../api.js";
-import { badge, button, errorText, field, fill, form, formatTime, h, loading, notify, page, section, table } from "../ui.js";
+import { badge, button, errorText, field, fill, form, formatTime, h, loading, notify, page, person, section, table } from "../ui.js";
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 
 const ACTIONS = [
   "search.performed", "search.viewed", "case.viewed", "review.decided", "auth.signin", "auth.signin_failed",
-  "mfa.verified", "mfa.failure", "apikey.created", "apikey.revoked", "invitation.created", "invitation.used",
+  "mfa.verified", "mfa.failure", "mfa.enrolled", "mfa.enrolment_refused", "mfa.passkey_registered", "apikey.created", "apikey.revoked", "invitation.created", "invitation.used",
   "user.roles_changed", "user.disabled", "audit.exported", "audit.chain_verified", "audit.activity_viewed",
 ];
 const COLOURS = ["#1f4e79", "#b5431b", "#2f7d32", "#7b3fa0", "#a06b00", "#00799e", "#c2185b", "#5d6d00"];
@@ -102,7 +102,18 @@ function showActivity(el, activity) {
 
 // -- the log --------------------------------------------------------------------------------------
 async function showLog(ctx, el, people) {
-  const names = new Map(people.map((p) => [String(p.user_id), p.email]));
+  // the organisation's own people (the API lists no one else): name, else email
+  const names = new Map(people.map((p) => [String(p.user_id), p.display_name || p.email]));
+  const who = (e) => {
+    if (e.actor_user_id != null) return person(names.get(String(e.actor_user_id)), e.actor_user_id);
+    if (e.actor_key_id != null) return h("span", { title: `API key id ${e.actor_key_id}`, text: "an API key" });
+    return "system";
+  };
+  const target = (e) => {
+    if (!e.target_type) return "—";
+    if (e.target_type === "user" && names.has(String(e.target_id))) return h("span", {}, "user ", person(names.get(String(e.target_id)), e.target_id));
+    return h("span", { title: `${e.target_type} id ${e.target_id}`, text: `${e.target_type} ${shortId(e.target_id)}` });
+  };
   const results = h("div", {});
   let filters = {};
   let before = null;
@@ -136,11 +147,11 @@ async function showLog(ctx, el, people) {
     const list = table({
       caption: `${reply.total} matching entr${reply.total === 1 ? "y" : "ies"}, newest first`, rows: items, empty: "No entries match.",
       columns: [
-        { label: "Entry", render: (e) => shortId(e.id) },
+        { label: "Entry", render: (e) => h("span", { title: `entry id ${e.id}`, text: shortId(e.id) }) },
         { label: "Time", render: (e) => formatTime(e.ts) },
-        { label: "Who", render: (e) => e.actor_user_id != null ? names.get(String(e.actor_user_id)) || `user ${e.actor_user_id}` : (e.actor_key_id != null ? `key ${e.actor_key_id}` : "system") },
+        { label: "Who", render: who },
         { label: "Action", render: (e) => h("code", { class: "mono", text: e.action }) },
-        { label: "Target", render: (e) => e.target_type ? `${e.target_type} ${shortId(e.target_id)}` : "—" },
+        { label: "Target", render: target },
         { label: "Details", render: (e) => Object.keys(e.details || {}).length ? h("details", {}, h("summary", { text: summary(e.details) }), h("pre", { class: "entry-details", text: JSON.stringify(e.details, null, 2) })) : "—" },
       ],
     });

@@ -2,7 +2,7 @@
 // decision; its report as a PDF (from the API) and as this page printed (print CSS). Another
 // organisation's case is "not found", like a missing one.
 import { api } from "../api.js";
-import { badge, button, errorText, formatTime, h, link, loading, page, section, table } from "../ui.js";
+import { badge, button, errorText, formatTime, h, link, loading, page, person, section, table } from "../ui.js";
 import { details, searchThreshold, similarityBar, statusBadge } from "./results.js";
 
 export const LEADS_STATEMENT = "Candidates are leads, not identifications. A similarity score says how alike two faces look to the model; it never establishes who a person is. A candidate is confirmed only after two different reviewers confirm it, and a confirmed candidate is still a lead to verify by other means.";
@@ -28,6 +28,7 @@ async function renderList(ctx) {
       columns: [
         { label: "Case number", render: (c) => link(`/cases/${encodeURIComponent(c.id)}`, c.number) },
         { label: "Opened", render: (c) => formatTime(c.created_at) },
+        { label: "Opened by", render: (c) => c.created_by != null ? person(c.created_by_name, c.created_by) : "—" },
         { label: "Searches", key: "searches" },
       ],
       rows: cases.items,
@@ -61,7 +62,7 @@ async function renderCase(ctx, id) {
       button("Print this report", () => window.print(), { kind: "secondary" }),
       me.roles.includes("investigator") ? link(`/search?case=${encodeURIComponent(detail.number)}`, "Search for this case", { class: "button secondary" }) : null),
     h("dl", { class: "facts case-facts" },
-      h("dt", { text: "Opened" }), h("dd", { text: formatTime(detail.created_at) }),
+      h("dt", { text: "Opened" }), h("dd", {}, formatTime(detail.created_at), detail.created_by != null ? [" by ", person(detail.created_by_name, detail.created_by)] : null),
       h("dt", { text: "Searches" }), h("dd", { text: String(detail.searches) }),
       h("dt", { text: "Candidates" }), h("dd", { text: `${results.length}: ${tally("confirmed")} confirmed, ${tally("rejected")} rejected, ${tally("lead")} awaiting review` })),
     searches.length ? searches : h("p", { class: "empty", text: "No search in this case yet." }));
@@ -77,24 +78,18 @@ function searchSection(s, me, names) {
       r.reviews.length ? h("ul", { class: "decisions", "aria-label": `Decisions on candidate ${r.rank}` },
         r.reviews.map((d) => h("li", { "data-decision": d.decision },
           badge(d.decision === "confirm" ? "Confirmed" : "Rejected", d.decision === "confirm" ? "ok" : "bad"),
-          ` by ${shortId(d.user_id)}, ${formatTime(d.created_at)}`,
+          " by ", person(d.user_name, d.user_id), `, ${formatTime(d.created_at)}`,
           d.note ? h("q", { class: "note", text: d.note }) : null)))
         : h("p", { class: "hint", text: "No decision yet." }),
       h("div", { class: "form-actions no-print" },
         button("Details", () => details({ face_id: r.face_id, crop_url: r.crop_url, rank: r.rank, score: r.score, threshold: searchThreshold(s) }), { kind: "secondary small", "aria-label": `Details of candidate ${r.rank}` })))));
   return section(`Search of ${formatTime(s.created_at)}`,
     h("dl", { class: "facts" },
-      h("dt", { text: "By" }), h("dd", { text: s.user_id != null ? shortId(s.user_id) : `API key ${shortId(s.api_key_id)}` }),
+      h("dt", { text: "By" }), h("dd", {}, s.user_id != null ? person(s.user_name, s.user_id) : "an API key",
+        s.api_key_id != null ? h("span", { class: "hint", title: `API key id ${s.api_key_id}`, text: " (with an API key)" }) : null),
       h("dt", { text: "Purpose" }), h("dd", { text: s.purpose }),
       h("dt", { text: "Model" }), h("dd", { text: s.model_id }),
       h("dt", { text: "Collections" }), h("dd", { text: s.collections.map((c) => names.get(String(c)) || `collection ${c}`).join(", ") })),
     me.roles.includes("investigator") ? h("p", { class: "no-print" }, link(`/results/${encodeURIComponent(s.id)}`, "Open the candidates of this search")) : null,
     items.length ? h("ul", { class: "candidates compact", "aria-label": "Candidates of this search" }, items) : h("p", { class: "empty", text: "No candidate." }));
-}
-
-/** A person's opaque id, shortened (the case names people by id: only administrators see names). */
-function shortId(id) {
-  if (id == null) return "";
-  const text = String(id);
-  return text.length > 16 ? `${text.slice(0, 14)}…` : text;
 }

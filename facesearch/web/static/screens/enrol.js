@@ -1,6 +1,7 @@
 // Enrolment from an invitation (or the bootstrap) link `/enrol#token=…`: set a password, sign in,
-// enrol the second factor (TOTP with a QR code), keep the recovery codes ("I have saved them"),
-// and optionally add a passkey while the session is fresh. The token travels in the fragment,
+// choose the second factor (an authenticator app with a QR code, or a passkey: either alone is
+// enough), keep the recovery codes ("I have saved them"), and after TOTP optionally add a passkey
+// while the session is fresh. The token travels in the fragment,
 // which the browser never sends to a server; the page drops it from the address bar at once.
 import { api, passkeyCreation, passkeysSupported } from "../api.js";
 import { button, errorText, field, fill, form, h, notify, page, secretBox } from "../ui.js";
@@ -46,8 +47,44 @@ export async function render(ctx) {
   fill(card, f);
 }
 
-/** After a password-only sign-in of an account without a second factor: enrol TOTP. */
+/** After a password-only sign-in of an account without a second factor: choose one. */
 export async function enrolSecondFactor(ctx, card, { next } = {}) {
+  if (!passkeysSupported()) return enrolTotp(ctx, card, { next });
+  const status = h("p", { class: "form-error", role: "alert", hidden: true });
+  const nameField = field({ label: "A name for this passkey", name: "name", value: "This device", maxlength: "200" });
+  fill(card,
+    h("h2", { text: "Choose your second factor" }),
+    h("p", { text: "Step 2 of 3: besides your password, sign-in needs one of these. You can add the other later under My account." }),
+    h("div", { class: "choice" },
+      h("section", { class: "choice-option", "aria-labelledby": "choice-totp" },
+        h("h3", { id: "choice-totp", text: "An authenticator app" }),
+        h("p", { text: "An app on your phone (FreeOTP, Aegis, Google Authenticator, 1Password…) shows a new six-digit code every 30 seconds." }),
+        button("Use an authenticator app", () => enrolTotp(ctx, card, { next }), { kind: "secondary", "data-action": "choose-totp" })),
+      h("section", { class: "choice-option", "aria-labelledby": "choice-passkey" },
+        h("h3", { id: "choice-passkey", text: "A passkey" }),
+        h("p", { text: "This device's fingerprint, face or PIN, or a security key. Nothing to type, and it cannot be used on a look-alike site." }),
+        nameField, status,
+        button("Use a passkey", async (event) => {
+          const btn = event.currentTarget;
+          btn.disabled = true;
+          status.hidden = true;
+          try {
+            const credential = await passkeyCreation("/api/v1/auth/passkey/enrol/options", { quiet: true });
+            const name = nameField.querySelector("input").value.trim() || "passkey";
+            const reply = await api.post("/api/v1/auth/passkey/enrol", { name, credential }, { quiet: true });
+            showRecoveryCodes(ctx, card, reply.recovery_codes || [], next, { passkey: true });
+          } catch (e) {
+            status.textContent = e.name === "NotAllowedError" ? "The passkey was not created (cancelled or timed out). Try again, or use an authenticator app." : errorText(e);
+            status.hidden = false;
+            btn.disabled = false;
+          }
+        }, { kind: "primary", "data-action": "choose-passkey" }))));
+  card.querySelector("h2").setAttribute("tabindex", "-1");
+  card.querySelector("h2").focus();
+}
+
+/** Enrol TOTP: the QR code and a first code. */
+export async function enrolTotp(ctx, card, { next } = {}) {
   const enrolment = await api.post("/api/v1/auth/mfa/enrol", {}, { quiet: true });
   const qr = h("img", {
     class: "qr", alt: "QR code of your authenticator secret (the key is also written below)",
@@ -69,21 +106,22 @@ export async function enrolSecondFactor(ctx, card, { next } = {}) {
     h("details", { class: "manual-key" }, h("summary", { text: "Cannot scan? Enter the key by hand" }),
       h("p", {}, "Key: ", h("code", { class: "secret-inline", "data-secret": "totp", text: enrolment.secret })),
       h("p", { class: "hint", text: "Time-based (TOTP), 6 digits, 30 seconds." })),
-    f);
+    f,
+    passkeysSupported() ? h("p", {}, button("Use a passkey instead", () => enrolSecondFactor(ctx, card, { next }), { kind: "link", "data-action": "back-to-choice" })) : null);
   f.querySelector("input").focus();
 }
 
-function showRecoveryCodes(ctx, card, codes, next) {
+function showRecoveryCodes(ctx, card, codes, next, { passkey = false } = {}) {
   const saved = field({ label: "I have saved these recovery codes somewhere safe", name: "saved", type: "checkbox", required: true });
   const f = form({
     label: "Recovery codes",
     submit: "Continue",
     fields: [saved],
-    onSubmit: async () => { offerPasskey(ctx, card, next); },
+    onSubmit: async () => (passkey ? ctx.signedIn(next) : offerPasskey(ctx, card, next)),
   });
   fill(card,
     h("h2", { text: "Recovery codes" }),
-    h("p", { text: "Step 3 of 3: each of these codes signs you in once if you lose your authenticator. They are shown only now." }),
+    h("p", { text: `Step 3 of 3: each of these codes signs you in once if you lose your ${passkey ? "passkey" : "authenticator"}. They are shown only now.` }),
     secretBox("Your recovery codes", codes.join("\n")),
     f);
   card.querySelector("pre").focus();

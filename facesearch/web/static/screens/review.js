@@ -2,7 +2,7 @@
 // by them yet), oldest first. Confirm or reject, with a note. The service decides the status: a
 // candidate is "confirmed" only after two different reviewers confirm it; one rejection is final.
 import { api } from "../api.js";
-import { button, errorText, field, h, link, loading, notify, page } from "../ui.js";
+import { button, errorText, field, h, link, loading, notify, page, person } from "../ui.js";
 import { details, searchThreshold, similarityBar, statusBadge } from "./results.js";
 
 export async function render(ctx) {
@@ -50,7 +50,8 @@ function reviewCard(item, recount) {
     h("img", { src: item.crop_url, alt: `Face crop of the candidate (rank ${item.rank})`, class: "crop", width: "112", height: "112" }),
     h("div", { class: "candidate-body" },
       h("h2", { class: "candidate-title" }, `Candidate ${item.rank} · `,
-        link(`/cases/${encodeURIComponent(item.case_id)}`, "open the case")),
+        link(`/cases/${encodeURIComponent(item.case_id)}`, `case ${item.case_number}`)),
+      h("p", { class: "hint" }, "Searched by ", person(item.searched_by_name, item.searched_by, { fallback: "an API key" })),
       similarityBar(item.score, searchThreshold(item)),
       h("p", {}, statusBadge(item.status)),
       noteField,
