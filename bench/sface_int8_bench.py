@@ -97,7 +97,7 @@ def main() -> None:
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
                 self.batches = iter(
-                    [to_blob(calibration[i : i + 8]) for i in range(0, len(calibration), 8)]
+                    [to_blob(calibration[i : i + 8]) for i in range(0, len(calibration) - 7, 8)]
                 )
 
             def get_next(self) -> dict[str, np.ndarray] | None:
