@@ -180,6 +180,10 @@ def create_session(model: bytes | Path, threads: int, providers: Sequence[str]) 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle pool threads sleep instead of spinning: a search or an ingest worker runs YuNet and
+    # SFace one after the other, and the threads of the session that just ran would otherwise
+    # spin on the same cores for a while, slowing the next one by a third (ADR 0005, "Speed").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen: list[Any] = [(name, {"use_tf32": "0"}) if name == CUDA else name for name in providers]
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=chosen)

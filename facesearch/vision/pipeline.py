@@ -6,7 +6,8 @@ Shared by ingest, search, verify and eval so that every path treats a face the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -22,7 +23,14 @@ class AnalysedFace:
     detection: Detection
     chip: RGBImage
     quality: Quality
-    crop: RGBImage
+    #: The photo the face was found in (for its crop; not copied).
+    image: RGBImage = field(repr=False, compare=False)
+
+    @cached_property
+    def crop(self) -> RGBImage:
+        """The stored display crop, made when first asked for (ingest keeps it; a search
+        does not)."""
+        return face_crop(self.image, self.detection)
 
 
 def analyse(
@@ -46,7 +54,7 @@ def analyse(
                 detection=detection,
                 chip=chip,
                 quality=assess(detection, chip, min_face_size),
-                crop=face_crop(image, detection),
+                image=image,
             )
         )
     return faces
