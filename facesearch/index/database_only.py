@@ -54,6 +54,9 @@ class DatabaseOnlyIndex:
     def state(self, collection_id: int) -> ShardState:
         return ShardState(0, 0)
 
+    def count(self, collection_id: int) -> int:
+        return self.state(collection_id).count
+
     def collections(self) -> list[int]:
         return []
 

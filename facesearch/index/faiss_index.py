@@ -270,6 +270,9 @@ class FaissIndex:
             return ShardState(0, 0)
         return ShardState(shard.count, int(shard.ids[-1]))
 
+    def count(self, collection_id: int) -> int:
+        return self.state(collection_id).count
+
     def collections(self) -> list[int]:
         return sorted(self._shards)
 

@@ -816,6 +816,9 @@ class SegmentIndex:
         cs = self._collections.get(collection_id)
         return cs.state() if cs is not None else ShardState(0, 0)
 
+    def count(self, collection_id: int) -> int:
+        return self.state(collection_id).count
+
     def collections(self) -> list[int]:
         return sorted(self._collections)
 

@@ -270,7 +270,7 @@ class SearchEngine:
                     model.model_id, model.default_threshold, [names[i] for i in ids], []
                 )
             index = self.dep.index_for(model_id)
-            size = sum(index.state(cid).count for cid in cids)
+            size = sum(index.count(cid) for cid in cids)
             effective = model.default_threshold if threshold is None else threshold
             expected = expected_false_matches(model.model_id, effective, size)
             result.models.append(

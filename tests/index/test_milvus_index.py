@@ -154,3 +154,31 @@ def test_an_existing_collection_of_another_dimension_is_refused(lite: tuple[Any,
         MilvusIndex(lite[0], "m", 512, prefix="dims", index_type="FLAT")
     with pytest.raises(ConfigError):
         MilvusIndex(lite[0], "m", DIM, prefix="bad-prefix")
+
+
+def test_the_count_a_search_reports_is_cached_and_refreshed_by_writes(
+    lite: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Milvus counts by scanning (seconds for tens of thousands of faces in Milvus Lite): a
+    search's gallery size comes from a short-lived cache that this process's writes refresh."""
+    vecs, _ = _gallery(300)
+    index = MilvusIndex(lite[0], "m", DIM, prefix="counts", index_type="FLAT")
+    index.add(4, np.arange(1, 201), vecs[:200])
+    assert index.count(4) == 200
+    queries: list[str] = []
+    real = index.client.query
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        queries.append(str(kwargs.get("output_fields")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index.client, "query", counting)
+    assert [index.count(4) for _ in range(5)] == [200] * 5
+    assert not [q for q in queries if "count(*)" in q]  # answered from the cache
+    index.add(4, np.arange(201, 301), vecs[200:])
+    assert index.count(4) == 300  # this process wrote: counted again
+    index.remove(4, [1, 2, 3])
+    assert index.count(4) == 297
+    assert index.state(4).count == 297  # the reconcile path always counts
+    index.drop_collection(4)
+    assert index.count(4) == 0
