@@ -72,8 +72,10 @@ GLOBAL_OWNS = 40
 #: Largest tile of the detail pass (px, multiple of 32) and the overlap between tiles.
 TILE_SIDE = 1280
 TILE_OVERLAP = 96
-#: Faces smaller than this (box side, px in the image) are not reported.
-MIN_FACE = 8
+#: Faces smaller than this (box side, px in the image) are not reported: nothing recognises a
+#: face that small (its 112 px chip would be upsampled 7x or more), and YuNet's detections
+#: under it are mostly texture (an 8 x 10 px "face" in the hair of `small/barack_obama/obama.jpg`).
+MIN_FACE = 16
 #: Landmark refinement: every face found is looked at once more on its own, in a square crop
 #: of REFINE_SIDE px in which the face box is REFINE_FACE of the side, and takes the landmarks
 #: found there. So a face's landmarks (hence its chip and embedding) do not depend on which
