@@ -155,6 +155,9 @@ class Deployment:
         #: sealed images and crops (`store.blobs.BlobStore`: put/get/exists/delete/ids)
         self.blobs: BlobStore = blob_store_for(settings, self.keys)
         self._lock = threading.RLock()
+        #: held while an index is opened, reconciled or caught up (not `_lock`: a model can be
+        #: built meanwhile, so the CLI opens the index beside the model's work)
+        self._index_lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._milvus: Any = None
@@ -291,7 +294,7 @@ class Deployment:
         workers elsewhere commit faces (`catches_up`), every call first compares the database's
         highest face id with the one the index is known to hold (one primary-key probe) and,
         when the database has moved on, adds the faces past the index's high-water mark."""
-        with self._lock:
+        with self._index_lock:
             index = self._indexes.get(model_id)
             if index is None:
                 index = self.new_index(model_id)
@@ -311,7 +314,7 @@ class Deployment:
         so the faces past each collection's high-water mark are exactly the missing ones."""
         model_id, dim, sealer = index.model_id, index.dim, self.keys.embeddings
         added = 0
-        with self._lock, self.db.session() as s:
+        with self._index_lock, self.db.session() as s:
             top = faces.max_face_id(s)
             seen = self._synced_to.get(model_id, 0)
             if top <= seen:
@@ -336,6 +339,27 @@ class Deployment:
                 app.open()
                 self._job_queue = app
             return self._job_queue
+
+    def open_index_in_background(
+        self, model_id: str, collection_ids: list[int]
+    ) -> threading.Thread:
+        """Open and reconcile `model_id`'s index and the segments of `collection_ids` in a
+        thread, while the caller runs the model (a one-shot CLI search: the database's work and
+        the segment reads overlap the model's on another core). `index_for` then returns the
+        prepared index, or waits for it; a failure here is raised there again."""
+
+        def prepare() -> None:
+            try:
+                index = self.index_for(model_id)
+                open_collections = getattr(index, "open_collections", None)
+                if open_collections is not None:
+                    open_collections(collection_ids)
+            except Exception:  # index_for, called again by the search, reports it
+                log.debug("opening the %s index ahead of a search failed", model_id, exc_info=True)
+
+        thread = threading.Thread(target=prepare, name="index-open", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def index(self) -> VectorIndex:

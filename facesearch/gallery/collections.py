@@ -556,6 +556,18 @@ def ensure_collection(
         return collection.id
 
 
+def collection_models(session: Session, ids: list[int], default: str) -> dict[str, list[int]]:
+    """{model id: collection ids} of the given collections (a collection without a model
+    yet is the default model's)."""
+    rows = session.execute(
+        select(Collection.id, Collection.model_id).where(Collection.id.in_(ids))
+    ).all()
+    out: dict[str, list[int]] = {}
+    for cid, model_id in rows:
+        out.setdefault(model_id or default, []).append(int(cid))
+    return out
+
+
 def ids_by_name(session: Session, names: list[str] | None) -> list[int]:
     """The operator's view: collection ids for names (every collection when none are named)."""
     if not names:
