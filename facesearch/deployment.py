@@ -12,14 +12,13 @@ import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.base import VectorIndex
 from facesearch.index.database_only import DatabaseOnlyIndex
-from facesearch.index.milvus_index import MilvusIndex, connect
 from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces, queue
@@ -30,6 +29,9 @@ from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
 from facesearch.workqueue import FairQueue
+
+if TYPE_CHECKING:  # imported when a deployment uses Milvus
+    from facesearch.index.milvus_index import MilvusIndex
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +269,15 @@ class Deployment:
         with self._lock:
             if self._milvus is None:
                 s = self.settings
+                from facesearch.index.milvus_index import connect
+
                 token = s.milvus_token.get_secret_value() if s.milvus_token else None
                 self._milvus = connect(s.resolved_milvus_uri, token=token, ca_file=s.milvus_ca_file)
             return self._milvus
 
     def milvus_index(self, model_id: str) -> MilvusIndex:
+        from facesearch.index.milvus_index import MilvusIndex
+
         s = self.settings
         return MilvusIndex(
             self.milvus,

@@ -129,8 +129,7 @@ def search(
 ) -> None:
     """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
     from facesearch.deployment import Deployment
-    from facesearch.gallery.collections import collection_models, ids_by_name
-    from facesearch.gallery.faces import operator_crop
+    from facesearch.gallery.names import collection_models, ids_by_name
     from facesearch.search.engine import SearchEngine
 
     dep = Deployment.open(state_of(ctx).settings())
@@ -144,6 +143,8 @@ def search(
             _read(probe), collection_ids=ids, top_k=top, threshold=threshold
         )
         if crops is not None:
+            from facesearch.gallery.faces import operator_crop
+
             crops.mkdir(parents=True, exist_ok=True)
             with dep.db.session() as s:
                 for face in result.faces:
