@@ -171,6 +171,8 @@ class Deployment:
         #: serving host's; Milvus is every process's); the service then catches up (`index_for`)
         self.writes_local_index = True
         self._job_queue: object | None = None
+        #: indexes being opened ahead of a search (`open_index_in_background`); close waits
+        self._opening: list[threading.Thread] = []
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
         #: Model work of searches waits here: bounded, a fair share per organisation.
@@ -365,6 +367,7 @@ class Deployment:
 
         thread = threading.Thread(target=prepare, name="index-open", daemon=True)
         thread.start()
+        self._opening.append(thread)
         return thread
 
     @property
@@ -416,6 +419,9 @@ class Deployment:
                 continue
 
     def close(self) -> None:
+        for thread in self._opening:  # never release the writer lock under a running sync
+            thread.join()
+        self._opening.clear()
         for index in list(self._indexes.values()):
             index.save()
             wait = getattr(index, "wait", None)
