@@ -130,7 +130,6 @@ def search(
     """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
     from facesearch.deployment import Deployment
     from facesearch.gallery.names import collection_models, ids_by_name
-    from facesearch.search.engine import SearchEngine
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
@@ -139,6 +138,8 @@ def search(
             models = collection_models(s, ids, dep.default_model_id)
         for model_id, cids in models.items():  # beside the model's work, on another core
             dep.open_index_in_background(model_id, cids)
+        from facesearch.search.engine import SearchEngine  # (its imports overlap that too)
+
         result = SearchEngine(dep).search(
             _read(probe), collection_ids=ids, top_k=top, threshold=threshold
         )
