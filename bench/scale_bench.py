@@ -97,6 +97,12 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/facesearch-scale"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the deployment (store, index rebuild, 20 seed photos in 'big') and stop: "
+        "measure it afterwards, e.g. with bench/cli_search_split.py",
+    )
     args = ap.parse_args()
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -111,6 +117,10 @@ def main() -> int:
     seed_photos = photos(args.work / "seed", 20)
     wall, _ = cli_rss(home, key, "ingest", str(seed_photos), "-c", "big", "--workers", "2")
     probe = next(iter(sorted(seed_photos.iterdir())))
+    if args.build_only:
+        out["seed_ingest_s"] = round(wall, 1)
+        print(json.dumps({**out, "home": str(home), "key_file": str(key), "probe": str(probe)}))
+        return 0
     walls = []
     for _ in range(3):
         w, rss = cli_rss(home, key, "search", str(probe), "-c", "big", "--json")

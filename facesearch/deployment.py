@@ -12,14 +12,13 @@ import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
 from facesearch.index.base import VectorIndex
 from facesearch.index.database_only import DatabaseOnlyIndex
-from facesearch.index.milvus_index import MilvusIndex, connect
 from facesearch.index.segments import SegmentIndex, drop_collection_files
 from facesearch.index.sync import SyncReport, reconcile
 from facesearch.store import faces, queue
@@ -30,6 +29,9 @@ from facesearch.vision.model import FaceModel
 from facesearch.vision.registry import build_model, model_id_of, runtime_for
 from facesearch.vision.threadsafe import ThreadSafeFaceModel
 from facesearch.workqueue import FairQueue
+
+if TYPE_CHECKING:  # imported when a deployment uses Milvus
+    from facesearch.index.milvus_index import MilvusIndex
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,9 @@ class Deployment:
         #: sealed images and crops (`store.blobs.BlobStore`: put/get/exists/delete/ids)
         self.blobs: BlobStore = blob_store_for(settings, self.keys)
         self._lock = threading.RLock()
+        #: held while an index is opened, reconciled or caught up (not `_lock`: a model can be
+        #: built meanwhile, so the CLI opens the index beside the model's work)
+        self._index_lock = threading.RLock()
         self._models: dict[str, FaceModel] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._milvus: Any = None
@@ -166,6 +171,8 @@ class Deployment:
         #: serving host's; Milvus is every process's); the service then catches up (`index_for`)
         self.writes_local_index = True
         self._job_queue: object | None = None
+        #: indexes being opened ahead of a search (`open_index_in_background`); close waits
+        self._opening: list[threading.Thread] = []
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
         #: Model work of searches waits here: bounded, a fair share per organisation.
@@ -264,11 +271,15 @@ class Deployment:
         with self._lock:
             if self._milvus is None:
                 s = self.settings
+                from facesearch.index.milvus_index import connect
+
                 token = s.milvus_token.get_secret_value() if s.milvus_token else None
                 self._milvus = connect(s.resolved_milvus_uri, token=token, ca_file=s.milvus_ca_file)
             return self._milvus
 
     def milvus_index(self, model_id: str) -> MilvusIndex:
+        from facesearch.index.milvus_index import MilvusIndex
+
         s = self.settings
         return MilvusIndex(
             self.milvus,
@@ -291,7 +302,7 @@ class Deployment:
         workers elsewhere commit faces (`catches_up`), every call first compares the database's
         highest face id with the one the index is known to hold (one primary-key probe) and,
         when the database has moved on, adds the faces past the index's high-water mark."""
-        with self._lock:
+        with self._index_lock:
             index = self._indexes.get(model_id)
             if index is None:
                 index = self.new_index(model_id)
@@ -311,7 +322,7 @@ class Deployment:
         so the faces past each collection's high-water mark are exactly the missing ones."""
         model_id, dim, sealer = index.model_id, index.dim, self.keys.embeddings
         added = 0
-        with self._lock, self.db.session() as s:
+        with self._index_lock, self.db.session() as s:
             top = faces.max_face_id(s)
             seen = self._synced_to.get(model_id, 0)
             if top <= seen:
@@ -336,6 +347,28 @@ class Deployment:
                 app.open()
                 self._job_queue = app
             return self._job_queue
+
+    def open_index_in_background(
+        self, model_id: str, collection_ids: list[int]
+    ) -> threading.Thread:
+        """Open and reconcile `model_id`'s index and the segments of `collection_ids` in a
+        thread, while the caller runs the model (a one-shot CLI search: the database's work and
+        the segment reads overlap the model's on another core). `index_for` then returns the
+        prepared index, or waits for it; a failure here is raised there again."""
+
+        def prepare() -> None:
+            try:
+                index = self.index_for(model_id)
+                open_collections = getattr(index, "open_collections", None)
+                if open_collections is not None:
+                    open_collections(collection_ids)
+            except Exception:  # index_for, called again by the search, reports it
+                log.debug("opening the %s index ahead of a search failed", model_id, exc_info=True)
+
+        thread = threading.Thread(target=prepare, name="index-open", daemon=True)
+        thread.start()
+        self._opening.append(thread)
+        return thread
 
     @property
     def index(self) -> VectorIndex:
@@ -386,6 +419,9 @@ class Deployment:
                 continue
 
     def close(self) -> None:
+        for thread in self._opening:  # never release the writer lock under a running sync
+            thread.join()
+        self._opening.clear()
         for index in list(self._indexes.values()):
             index.save()
             wait = getattr(index, "wait", None)

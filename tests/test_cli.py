@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from unittest import mock
 
 from typer.testing import CliRunner
 
@@ -57,6 +61,74 @@ def test_core_commands_end_to_end(tmp_path: Path) -> None:
     other = faces_dir("small", "joe_biden", "biden2.jpg")
     diff = json.loads(run("verify", str(photos / "obama.jpg"), str(other), "--json"))
     assert diff["same_person"] is False
+
+
+def test_a_cli_search_finds_what_the_warmed_service_index_finds(tmp_path: Path) -> None:
+    """The CLI opens only what one search needs (segment headers, the short list's codes, the
+    re-rank's blocks, beside the model's work): same candidates and scores as the service's
+    index, which holds every code in RAM."""
+    photos = faces_dir("small", "barack_obama")
+    base = ["--home", str(tmp_path / "home"), "--key-file", str(tmp_path / "k.key")]
+    env = pg.cli_env()
+    runner = CliRunner(env=env)
+    assert runner.invoke(app, [*base, "init"]).exit_code == 0
+    ingest = runner.invoke(app, [*base, "ingest", str(photos), "-c", "obama", "--workers", "1"])
+    assert ingest.exit_code == 0, ingest.output
+    probe = str(photos / "obama2.jpg")
+    result = runner.invoke(app, [*base, "search", probe, "-c", "obama", "--top", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["faces"][0]["candidates"]
+    assert len(found) == 2
+    with mock.patch.dict(os.environ, env):  # the same database (PostgreSQL: the test's own)
+        warm = _warm_candidates(tmp_path, probe)
+    assert warm == [(c["face_id"], c["score"]) for c in found]
+
+
+def _warm_candidates(tmp_path: Path, probe: str) -> list[tuple[int, float]]:
+    from facesearch.config import load_settings
+    from facesearch.deployment import Deployment
+    from facesearch.search.engine import SearchEngine
+
+    settings = load_settings(tmp_path / "home", key_file=tmp_path / "k.key")
+    dep = Deployment.open(settings)
+    try:
+        dep.warm()  # as the service does at start-up: every segment's codes in RAM
+        result = SearchEngine(dep).search(
+            Path(probe).read_bytes(), collection_ids=dep.index.collections(), top_k=2
+        )
+    finally:
+        dep.close()
+    return [(c.face_id, c.score) for c in result.faces[0].candidates]
+
+
+_IMPORTS = """
+import json, sys
+sys.argv = ["facesearch", *sys.argv[2:]]
+from facesearch.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+open(ARGV_FILE, "w").write(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(tmp_path: Path, *args: str) -> set[str]:
+    out = tmp_path / "modules.json"
+    code = _IMPORTS.replace("ARGV_FILE", repr(str(out)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(
+        [sys.executable, "-c", code, "-", *args], env=env, check=True, capture_output=True
+    )
+    return {m.split(".")[0] for m in json.loads(out.read_text())}
+
+
+def test_help_loads_no_model_runtime_web_framework_index_or_database(tmp_path: Path) -> None:
+    """`facesearch --help` (and a group's help) is instant: the commands import what they need
+    inside themselves."""
+    heavy = {"onnxruntime", "onnx", "fastapi", "faiss", "sqlalchemy", "numpy", "httpx", "PIL"}
+    for args in (["--help"], ["index", "--help"], ["remote", "--help"], ["audit", "--help"]):
+        assert not _modules_after(tmp_path, *args) & heavy, args
 
 
 def test_clear_errors_for_bad_input(tmp_path: Path) -> None:

@@ -9,9 +9,6 @@ from typing import Annotated
 import typer
 
 from facesearch.cli.common import console, console_err, print_json, state_of
-from facesearch.deployment import Deployment
-from facesearch.security import audit
-from facesearch.security.tenancy import org_by_name
 
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 
@@ -21,6 +18,9 @@ def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     """Prove the database's audit chain with the deployment's key, against its signed
     checkpoints (audit_anchor_dir), and check the append-only triggers; exit 1 naming the
     first bad entry, a truncation, a rehash or the missing triggers."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import audit
+
     dep = Deployment.open(state_of(ctx).settings())
     try:
         anchor = audit.read_anchor_of(dep.keys, dep.anchor_dir)
@@ -69,6 +69,10 @@ def export_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Write a signed JSON Lines export for an external auditor (the export is audited)."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import audit
+    from facesearch.security.tenancy import org_by_name
+
     dep = Deployment.open(state_of(ctx).settings())
     try:
         with dep.db.session() as s:
@@ -91,6 +95,9 @@ def export_cmd(
 @audit_app.command("public-key")
 def public_key(ctx: typer.Context) -> None:
     """Print this deployment's audit-export public key and its fingerprint."""
+    from facesearch.deployment import Deployment
+    from facesearch.security import audit
+
     dep = Deployment.open(state_of(ctx).settings())
     try:
         pub = audit.public_key_b64(dep.keys)
@@ -112,6 +119,8 @@ def verify_export(
 ) -> None:
     """Check an export's signature and chain; exit 1 naming the first bad entry. Needs no
     data directory or key: an external auditor runs it on the file alone."""
+    from facesearch.security import audit
+
     report = audit.verify_export(file, expected_public_key=public_key)
     if as_json:
         print_json(report.as_dict())

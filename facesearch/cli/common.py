@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from facesearch.config import Settings, load_settings
+if TYPE_CHECKING:  # imported when a command asks: `facesearch --help` loads no settings model
+    from facesearch.config import Settings
 
 console = Console()
 console_err = Console(stderr=True)
@@ -22,6 +23,8 @@ class CliState:
     key_file: Path | None = None
 
     def settings(self, **overrides: Any) -> Settings:
+        from facesearch.config import load_settings
+
         return load_settings(self.home, key_file=self.key_file, **overrides)
 
 

@@ -7,53 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import func, select
 
 from facesearch.cli.common import console, console_err, print_json, state_of
 from facesearch.errors import FacesearchError
 
 index_app = typer.Typer(help="Vector index maintenance.", no_args_is_help=True)
 
-
-class RateColumn(ProgressColumn):
-    """files/s and faces/s since the start."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        if elapsed <= 0:
-            return Text("")
-        faces = int(task.fields.get("faces", 0))
-        return Text(
-            f"{task.completed / elapsed:6.1f} files/s  {faces / elapsed:6.1f} faces/s  "
-            f"{faces} faces",
-            style="cyan",
-        )
-
-
-class RichIngestProgress:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task: Any = None
-        self._faces = 0
-
-    def start(self, total: int) -> None:
-        self._task = self._progress.add_task("ingest", total=total, faces=0)
-
-    def advance(self, files: int, faces: int) -> None:
-        self._faces += faces
-        self._progress.update(self._task, advance=files, faces=self._faces)
+# Every command imports what it needs inside itself: `facesearch --help` and a search load
+# only their own modules (tests/test_cli.py checks which).
 
 
 def _read(path: Path) -> bytes:
@@ -103,6 +64,9 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add every face found under PATH to a collection (resumable; skips ingested files)."""
+    from rich.table import Table
+
+    from facesearch.cli.progress import RichIngestProgress, ingest_bar
     from facesearch.deployment import Deployment
     from facesearch.gallery.collections import ensure_collection
     from facesearch.ingest.runner import FolderIngest
@@ -112,15 +76,7 @@ def ingest(
         collection_id = ensure_collection(
             dep, collection, legal_basis=legal_basis, retention_days=retention_days, model=model
         )
-        columns = [
-            TextColumn("[bold]ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            RateColumn(),
-        ]
-        with Progress(*columns, console=console_err, disable=as_json) as bar:
+        with ingest_bar("ingest", console_err, disable=as_json) as bar:
             summary = FolderIngest(
                 dep, collection_id, workers=workers, progress=RichIngestProgress(bar)
             ).run(path)
@@ -173,18 +129,23 @@ def search(
 ) -> None:
     """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
     from facesearch.deployment import Deployment
-    from facesearch.gallery.collections import ids_by_name
-    from facesearch.gallery.faces import operator_crop
-    from facesearch.search.engine import SearchEngine
+    from facesearch.gallery.names import collection_models, ids_by_name
 
     dep = Deployment.open(state_of(ctx).settings())
     try:
         with dep.db.session() as s:
             ids = ids_by_name(s, collection or None)
+            models = collection_models(s, ids, dep.default_model_id)
+        for model_id, cids in models.items():  # beside the model's work, on another core
+            dep.open_index_in_background(model_id, cids)
+        from facesearch.search.engine import SearchEngine  # (its imports overlap that too)
+
         result = SearchEngine(dep).search(
             _read(probe), collection_ids=ids, top_k=top, threshold=threshold
         )
         if crops is not None:
+            from facesearch.gallery.faces import operator_crop
+
             crops.mkdir(parents=True, exist_ok=True)
             with dep.db.session() as s:
                 for face in result.faces:
@@ -199,6 +160,8 @@ def search(
     if not result.faces:
         console.print("no face found in the probe image")
         return
+    from rich.table import Table
+
     for face in result.faces:
         q = face.quality
         table = Table(
@@ -277,6 +240,9 @@ def verify(
 
 def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Collections, files, faces and index size."""
+    from rich.table import Table
+    from sqlalchemy import func, select
+
     from facesearch.deployment import Deployment
     from facesearch.store.gallery import Collection, Face, SourceFile
 
@@ -347,6 +313,7 @@ def reembed(
 ) -> None:
     """Move a collection to another face model, from its stored encrypted images (resumable;
     the collection switches when every image is done)."""
+    from facesearch.cli.progress import RichIngestProgress, ingest_bar
     from facesearch.deployment import Deployment
     from facesearch.gallery.collections import ids_by_name
     from facesearch.ingest.reembed import Reembed
@@ -355,15 +322,7 @@ def reembed(
     try:
         with dep.db.session() as s:
             (collection_id,) = ids_by_name(s, [collection])
-        columns = [
-            TextColumn("[bold]re-embed"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            RateColumn(),
-        ]
-        with Progress(*columns, console=console_err, disable=as_json) as bar:
+        with ingest_bar("re-embed", console_err, disable=as_json) as bar:
             summary = Reembed(
                 dep, collection_id, model, workers=workers, progress=RichIngestProgress(bar)
             ).run()

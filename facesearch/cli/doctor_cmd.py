@@ -3,15 +3,15 @@ docs/doctor.md). Exit status 2 when anything critical is found, 0 otherwise."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from facesearch.cli.common import console, print_json, state_of
-from facesearch.doctor import Finding, has_critical, run_checks, settings_error, summary
 from facesearch.errors import CredentialsInSettingsFile
+
+if TYPE_CHECKING:  # imported where used: `facesearch --help` loads no database layer
+    from facesearch.doctor import Finding
 
 EXIT_CRITICAL = 2
 
@@ -26,6 +26,8 @@ def doctor(
 ) -> None:
     """Inspect this deployment for risky settings, weak secrets, stale credentials, a broken
     audit chain and secrets in logs; exit 2 on any critical finding."""
+    from facesearch.doctor import has_critical, run_checks, settings_error
+
     state = state_of(ctx)
     try:
         try:
@@ -47,6 +49,11 @@ def doctor(
 
 
 def _print_table(findings: list[Finding], where: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from facesearch.doctor import summary
+
     counts = summary(findings)
     if findings:
         table = Table(title=f"facesearch doctor: {escape(where)}", show_lines=True)

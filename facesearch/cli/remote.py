@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from facesearch.cli.common import console, console_err, print_json
-from facesearch.client import ApiError, FacesearchClient, RateLimited
-from facesearch.vision.decode import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:  # imported where used: `facesearch --help` loads no HTTP client
+    from facesearch.client import ApiError, FacesearchClient
 
 remote_app = typer.Typer(
     help="Use a remote facesearch server with an API key.", no_args_is_help=True
@@ -35,6 +35,8 @@ JsonOpt = Annotated[bool, typer.Option("--json")]
 
 
 def _client(url: str | None, key: str | None, insecure: bool = False) -> FacesearchClient:
+    from facesearch.client import FacesearchClient
+
     url = url or os.environ.get("FACESEARCH_URL")
     key = key or os.environ.get("FACESEARCH_API_KEY")
     if not url or not key:
@@ -47,6 +49,8 @@ def _client(url: str | None, key: str | None, insecure: bool = False) -> Facesea
 
 
 def _fail(exc: ApiError) -> None:
+    from facesearch.client import RateLimited
+
     extra = ""
     if isinstance(exc, RateLimited) and exc.retry_after:
         extra = f" (retry after {int(exc.retry_after)} s)"
@@ -72,6 +76,10 @@ def search(
     insecure: InsecureOpt = False,
 ) -> None:
     """Search a probe photo on the server (recorded in the audit log with case and purpose)."""
+    from rich.table import Table
+
+    from facesearch.client import ApiError
+
     with _client(url, api_key, insecure) as fs:
         try:
             ids = [fs.collection_id(c) for c in collection or []]
@@ -114,6 +122,10 @@ def collections(
     insecure: InsecureOpt = False,
 ) -> None:
     """Collections your organisation owns or may search."""
+    from rich.table import Table
+
+    from facesearch.client import ApiError
+
     with _client(url, api_key, insecure) as fs:
         try:
             items = fs.collections()
@@ -149,6 +161,9 @@ def ingest(
     insecure: InsecureOpt = False,
 ) -> None:
     """Upload the images of a folder (or one file) into a collection on the server."""
+    from facesearch.client import ApiError
+    from facesearch.vision.decode import IMAGE_SUFFIXES
+
     files = (
         [folder]
         if folder.is_file()
@@ -179,6 +194,8 @@ def job(
     insecure: InsecureOpt = False,
 ) -> None:
     """An ingest job's progress."""
+    from facesearch.client import ApiError
+
     with _client(url, api_key, insecure) as fs:
         try:
             data = fs.job(job_id)

@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from facesearch import clock
 from facesearch.deployment import Deployment
 from facesearch.errors import Conflict, InvalidRequest, ModelMismatch, NotFound
+from facesearch.gallery.names import collection_models as collection_models
+from facesearch.gallery.names import ids_by_name as ids_by_name
 from facesearch.security import audit
 from facesearch.security.actor import Actor, system_actor
 from facesearch.security.tenancy import (
@@ -554,18 +556,3 @@ def ensure_collection(
             collection.retention_days = retention_days
         s.flush()
         return collection.id
-
-
-def ids_by_name(session: Session, names: list[str] | None) -> list[int]:
-    """The operator's view: collection ids for names (every collection when none are named)."""
-    if not names:
-        return [int(i) for i in session.scalars(select(Collection.id).order_by(Collection.id))]
-    found = dict(
-        session.execute(
-            select(Collection.name, Collection.id).where(Collection.name.in_(names))
-        ).all()
-    )
-    missing = sorted(set(names) - set(found))
-    if missing:
-        raise NotFound(f"no collection named {', '.join(missing)}")
-    return [int(found[n]) for n in names]

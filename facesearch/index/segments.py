@@ -2,10 +2,15 @@
 
 Layout under `<index dir>/<model id>/c<collection id>/`:
 
-- `seg-<seq>.seg`: one immutable segment. A sealed header (ids, PQ codes, 8-bit scalar
-  codes and their ranges) followed by fixed-size sealed blocks of `BLOCK` float32 vectors, each
-  sealed on its own (AES-256-GCM; associated data binds model, collection, segment and block),
-  so a re-rank reads and opens only the blocks it needs and the float vectors never sit in RAM.
+- `seg-<seq>.seg`: one immutable segment. A sealed header (ids, PQ codes and the ranges of
+  the 8-bit scalar codes), then the 8-bit codes in sealed blocks of `SQ_BLOCK` faces, then
+  fixed-size sealed blocks of `BLOCK` float32 vectors; each block is sealed on its own
+  (AES-256-GCM; associated data binds model, collection, segment and block), so a re-rank reads
+  and opens only the blocks it needs and the float vectors never sit in RAM. A process that
+  searches once (the CLI) opens the header and the code blocks of its short list only; the
+  service (`warm`) holds every segment's 8-bit codes in RAM. Segments of the first format
+  (`FSSEG01`: the 8-bit codes inside the header) are still read; compaction and `index
+  rebuild` rewrite them.
 - `manifest`: sealed JSON naming the live segments, each one's deleted ids (tombstones) and
   the collection's high-water mark (the highest face id sealed into a segment). It is replaced
   atomically (write, fsync, rename) after the segment files it names are on disk, so a crash
@@ -54,8 +59,11 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 
-MAGIC = b"FSSEG01\n"
+MAGIC = b"FSSEG02\n"
+#: the first format: the 8-bit codes inside the sealed header (read, never written)
+MAGIC_V1 = b"FSSEG01\n"
 BLOCK = 16  # float vectors per sealed block
+SQ_BLOCK = 64  # 8-bit codes per sealed block (8 KiB at 128 dimensions)
 PQ_BITS = 4
 PQ_TRAIN = 65_536  # training sample of a segment's PQ
 #: segments smaller than this are scanned by their 8-bit codes only
@@ -106,7 +114,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class Segment:
-    """One immutable sealed segment: codes in RAM, float vectors in sealed blocks on disk."""
+    """One immutable sealed segment: ids and PQ codes in RAM, the 8-bit codes in RAM once
+    `load_codes` ran (else read and opened per block of the rows asked for), float vectors in
+    sealed blocks on disk."""
 
     def __init__(
         self,
@@ -114,13 +124,14 @@ class Segment:
         path: Path,
         ids: I64,
         pq: Any,
-        sq: U8,
+        sq: U8 | None,
         lo: F32,
         step: F32,
         centre: F32,
         data_offset: int,
         sealer: Sealer,
         aad: bytes,
+        sq_offset: int = 0,
     ) -> None:
         self.seq = seq
         self.path = path
@@ -132,8 +143,12 @@ class Segment:
         self.dim = int(lo.shape[0])
         self.data_offset = data_offset
         self.block_bytes = BLOCK * self.dim * 4 + Sealer.OVERHEAD
+        #: where the sealed blocks of 8-bit codes start (format 2; with `sq` None)
+        self.sq_offset = sq_offset
+        self.sq_block_bytes = SQ_BLOCK * self.dim + Sealer.OVERHEAD
         self._sealer = sealer
         self._aad = aad
+        self._codes_lock = threading.Lock()
         self.pq = pq
         self._fd = os.open(path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
@@ -144,7 +159,8 @@ class Segment:
 
     def nbytes(self) -> int:
         pq = self.count * pq_subspaces(self.dim) * PQ_BITS // 8 if self.pq is not None else 0
-        return int(self.ids.nbytes + pq + self.sq.nbytes)
+        sq = self.sq.nbytes if self.sq is not None else 0
+        return int(self.ids.nbytes + pq + sq)
 
     # -- writing -------------------------------------------------------------------------------
     @classmethod
@@ -161,10 +177,9 @@ class Segment:
         step = np.maximum((hi - lo) / 255.0, 1e-12).astype(np.float32)
         sq = np.clip(np.rint((vectors - lo) / step), 0, 255).astype(np.uint8)
         header = _pack_header(
-            {"seq": seq, "count": n, "dim": dim},
+            {"seq": seq, "count": n, "dim": dim, "sq_block": SQ_BLOCK},
             ids=ids,
             pq=pq_bytes,
-            sq=sq,
             lo=lo.astype(np.float32),
             step=step,
             centre=centre,
@@ -174,6 +189,13 @@ class Segment:
         with open(tmp, "wb") as fh:
             fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
             fh.write(sealed_header)
+            sq_padded = np.zeros((((n + SQ_BLOCK - 1) // SQ_BLOCK) * SQ_BLOCK, dim), np.uint8)
+            sq_padded[:n] = sq
+            raw_sq = sq_padded.tobytes()
+            size = SQ_BLOCK * dim
+            for b in range(sq_padded.shape[0] // SQ_BLOCK):
+                fh.write(sealer.seal(raw_sq[b * size : (b + 1) * size], aad + b":sq:%d" % b))
+            del raw_sq, sq_padded
             padded = np.zeros((((n + BLOCK - 1) // BLOCK) * BLOCK, dim), np.float32)
             padded[:n] = vectors
             raw = padded.tobytes()
@@ -183,13 +205,18 @@ class Segment:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
-        data_offset = len(MAGIC) + 8 + len(sealed_header)
-        return cls(seq, path, ids, pq, sq, lo, step, centre, data_offset, sealer, aad)
+        sq_offset = len(MAGIC) + 8 + len(sealed_header)
+        sq_blocks = (n + SQ_BLOCK - 1) // SQ_BLOCK
+        data_offset = sq_offset + sq_blocks * (SQ_BLOCK * dim + Sealer.OVERHEAD)
+        return cls(seq, path, ids, pq, sq, lo, step, centre, data_offset, sealer, aad, sq_offset)
 
     @classmethod
     def open(cls, path: Path, seq: int, sealer: Sealer, aad: bytes) -> Segment:
+        """Open the segment's header: ids and PQ codes. The 8-bit codes of format 2 stay
+        sealed on disk until asked for (`codes_at`, `load_codes`)."""
         with open(path, "rb") as fh:
-            if fh.read(len(MAGIC)) != MAGIC:
+            magic = fh.read(len(MAGIC))
+            if magic not in (MAGIC, MAGIC_V1):
                 raise ValueError(f"{path.name} is not a facesearch segment")
             (hlen,) = struct.unpack("<Q", fh.read(8))
             header = sealer.open(fh.read(hlen), aad + b":header")
@@ -197,23 +224,67 @@ class Segment:
         del header
         pq_bytes = arrays["pq"]
         pq = faiss.deserialize_index(pq_bytes) if pq_bytes.size else None
+        del pq_bytes, arrays["pq"]
         if meta["seq"] != seq:
             raise ValueError(f"{path.name} holds segment {meta['seq']}, not {seq}")
+        sq_offset = len(MAGIC) + 8 + hlen
+        data_offset = sq_offset
+        if magic == MAGIC:
+            if int(meta.get("sq_block", 0)) != SQ_BLOCK:
+                raise ValueError(f"{path.name}: unexpected code block size")
+            n, dim = int(meta["count"]), int(meta["dim"])
+            data_offset += ((n + SQ_BLOCK - 1) // SQ_BLOCK) * (SQ_BLOCK * dim + Sealer.OVERHEAD)
         return cls(
             seq,
             path,
             arrays["ids"],
             pq,
-            arrays["sq"],
+            arrays.get("sq"),  # format 1 only
             arrays["lo"],
             arrays["step"],
             arrays["centre"],
-            len(MAGIC) + 8 + hlen,
+            data_offset,
             sealer,
             aad,
+            sq_offset,
         )
 
     # -- reading -------------------------------------------------------------------------------
+    def _code_block(self, b: int) -> U8:
+        sealed = os.pread(self._fd, self.sq_block_bytes, self.sq_offset + b * self.sq_block_bytes)
+        raw = self._sealer.open(sealed, self._aad + b":sq:%d" % b)
+        return np.frombuffer(raw, np.uint8).reshape(SQ_BLOCK, self.dim)
+
+    def load_codes(self) -> None:
+        """Hold every 8-bit code in RAM (the service, which searches many times)."""
+        with self._codes_lock:
+            if self.sq is not None:
+                return
+            n = self.count
+            out = np.empty((n, self.dim), np.uint8)
+            for b in range((n + SQ_BLOCK - 1) // SQ_BLOCK):
+                stop = min(n, (b + 1) * SQ_BLOCK)
+                out[b * SQ_BLOCK : stop] = self._code_block(b)[: stop - b * SQ_BLOCK]
+            self.sq = out
+
+    def codes_at(self, rows: npt.NDArray[np.int64]) -> U8:
+        """The 8-bit codes at `rows`: from RAM, else read and opened per block of `SQ_BLOCK`."""
+        sq = self.sq
+        if sq is not None:
+            return np.asarray(sq[rows])
+        out = np.empty((rows.shape[0], self.dim), np.uint8)
+        if not rows.shape[0]:
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        blocks = ordered // SQ_BLOCK
+        starts = np.flatnonzero(np.diff(blocks)) + 1
+        bounds = zip([0, *starts.tolist()], [*starts.tolist(), ordered.shape[0]], strict=True)
+        for start, stop in bounds:
+            block = self._code_block(int(blocks[start]))
+            out[order[start:stop]] = block[ordered[start:stop] % SQ_BLOCK]
+        return out
+
     def vectors_at(self, rows: npt.NDArray[np.int64]) -> F32:
         """The exact float vectors at `rows`, read and opened block by block."""
         out = np.empty((rows.shape[0], self.dim), np.float32)
@@ -246,7 +317,7 @@ class Segment:
 
     def approx_distances(self, query: F32, rows: npt.NDArray[np.int64]) -> F32:
         """Squared distances from the 8-bit codes (error ~ step/2 per dimension)."""
-        approx = self.sq[rows].astype(np.float32) * self.step + self.lo
+        approx = self.codes_at(rows).astype(np.float32) * self.step + self.lo
         diff = approx - query
         return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float32)
 
@@ -276,9 +347,9 @@ def _unpack_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     for name, dtype, shape in head["arrays"]:
         dt = np.dtype(dtype)
         size = int(np.prod(shape)) * dt.itemsize
-        arrays[name] = (
-            np.frombuffer(data, dt, count=int(np.prod(shape)), offset=offset).reshape(shape).copy()
-        )
+        view = np.frombuffer(data, dt, count=int(np.prod(shape)), offset=offset).reshape(shape)
+        # the PQ index is copied by faiss as it is deserialised: a view spares one copy
+        arrays[name] = view if name == "pq" else view.copy()
         offset += size
     return head["meta"], arrays
 
@@ -331,9 +402,12 @@ class Snapshot:
         """The highest live face id."""
         best = int(self.tail_ids.max()) if self.tail_ids.shape[0] else 0
         for view in self.views:
-            ids = view.segment.ids
-            if view.deleted.shape[0]:
-                ids = ids[~np.isin(ids, view.deleted)]
+            ids, deleted = view.segment.ids, view.deleted
+            if deleted.shape[0]:
+                # ids are sorted and unique: among the last (tombstones + 1) at least one is
+                # live, so the cost follows the tombstones, not the segment
+                ids = ids[-(deleted.shape[0] + 1) :]
+                ids = ids[~np.isin(ids, deleted)]
             if ids.shape[0]:
                 best = max(best, int(ids[-1]))
         return best
@@ -558,10 +632,19 @@ class SegmentIndex:
                 cs._manifest = None
         return cs
 
-    def warm(self) -> None:
-        """Open every collection's segments now (the service does this at start-up)."""
-        for cid in self.collections():
+    def open_collections(self, collection_ids: Sequence[int]) -> None:
+        """Open these collections' segments (headers only) ahead of a search."""
+        for cid in collection_ids:
             self._get(cid)
+
+    def warm(self) -> None:
+        """Open every collection's segments now, their 8-bit codes in RAM (the service does
+        this at start-up; a process that searches once reads only its short list's codes)."""
+        for cid in self.collections():
+            cs = self._get(cid)
+            if cs is not None:
+                for view in cs.snapshot.views:
+                    view.segment.load_codes()
 
     # -- VectorIndex ---------------------------------------------------------------------------
     def add(self, collection_id: int, ids: I64, vectors: F32) -> None:
