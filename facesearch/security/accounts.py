@@ -102,6 +102,40 @@ def lock_unenrolled(session: Session, user: User) -> None:
         raise Conflict(ALREADY_ENROLLED)
 
 
+def record_enrolment(
+    session: Session,
+    user: User,
+    ip: str | None,
+    action: str,
+    method: str,
+    reason: str | None = None,
+) -> None:
+    """An enrolment step of an account that has no second factor yet, on the record as the
+    enrolling user (`mfa.enrolment_started`, `mfa.enrolment_refused`, ...)."""
+    details: dict[str, str] = {"method": method}
+    if reason is not None:
+        details["reason"] = reason
+    audit.record_for(
+        session,
+        EnrollingUser(user.id, user.org_id, ip),
+        action,
+        target_type="user",
+        target_id=user.id,
+        details=details,
+    )
+
+
+def refuse_if_enrolled(
+    session: Session, user: User, ip: str | None, method: str, message: str
+) -> None:
+    """Enrolment by a password-only session is open only while the account has no second
+    factor; a refusal is on the record (committed before the 409), since it is what a
+    password holder trying to add a factor of their own would see."""
+    if has_second_factor(session, user):
+        record_enrolment(session, user, ip, "mfa.enrolment_refused", method, "already enrolled")
+        raise fail(session, Conflict(message))
+
+
 def with_second_factor() -> ColumnElement[bool]:
     """`has_second_factor` as a SQL condition on `User` (for lists and the doctor)."""
     return or_(User.totp_verified_at.is_not(None), exists().where(Passkey.user_id == User.id))
@@ -382,28 +416,14 @@ def start_enrolment(
     """A new TOTP secret for an account without any second factor yet (replaces an unfinished
     enrolment). Once the account has one (TOTP or a passkey), a password-only session can add
     nothing: a second TOTP is added under My account, with both factors proven."""
-    if has_second_factor(session, user):
-        audit.record_for(
-            session,
-            EnrollingUser(user.id, user.org_id, ip),
-            "mfa.enrolment_refused",
-            target_type="user",
-            target_id=user.id,
-            details={"method": TOTP, "reason": "already enrolled"},
-        )
-        raise fail(session, Conflict("a second factor is already enrolled; verify it instead"))
+    refuse_if_enrolled(
+        session, user, ip, TOTP, "a second factor is already enrolled; verify it instead"
+    )
     secret = totp.new_secret()
     user.totp_secret = seal_totp_secret(sealer, user, secret)
     user.totp_last_step = None
     uri = totp.provisioning_uri(secret, user.email, issuer)
-    audit.record_for(
-        session,
-        EnrollingUser(user.id, user.org_id, ip),
-        "mfa.enrolment_started",
-        target_type="user",
-        target_id=user.id,
-        details={"method": TOTP},
-    )
+    record_enrolment(session, user, ip, "mfa.enrolment_started", TOTP)
     session.commit()
     return Enrolment(secret, uri, totp.qr_svg(uri))
 

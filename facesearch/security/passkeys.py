@@ -151,34 +151,16 @@ def enrolment_options(
     enrolment link's password, say) adds nothing; more passkeys come from a verified, fresh
     session under My account."""
     _may_enrol(session, user, ip)
-    audit.record_for(
-        session,
-        EnrollingUser(user.id, user.org_id, ip),
-        "mfa.enrolment_started",
-        target_type="user",
-        target_id=user.id,
-        details={"method": accounts.PASSKEY},
-    )
+    accounts.record_enrolment(session, user, ip, "mfa.enrolment_started", accounts.PASSKEY)
     return _creation_options(session, settings, keys, row.id, user)
 
 
 def _may_enrol(session: Session, user: User, ip: str | None) -> None:
-    """Enrolment is open only while the account has no second factor; a refusal is on the
-    record (committed before the error), since it is what a password holder trying to add a
-    factor of their own would see."""
+    """Enrolment is open only while the account is not locked and has no second factor."""
     until = accounts.locked_until(user)
     if until is not None:
         raise Locked(until, clock.now())
-    if accounts.has_second_factor(session, user):
-        audit.record_for(
-            session,
-            EnrollingUser(user.id, user.org_id, ip),
-            "mfa.enrolment_refused",
-            target_type="user",
-            target_id=user.id,
-            details={"method": accounts.PASSKEY, "reason": "already enrolled"},
-        )
-        raise accounts.fail(session, Conflict(accounts.ALREADY_ENROLLED))
+    accounts.refuse_if_enrolled(session, user, ip, accounts.PASSKEY, accounts.ALREADY_ENROLLED)
 
 
 def _creation_options(
