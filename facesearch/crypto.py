@@ -54,7 +54,7 @@ class Sealer:
     def _aead(self) -> AESGCM:
         return AESGCM(self.key)
 
-    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes = b"") -> bytes:
         nonce = os.urandom(NONCE_SIZE)
         return _MAGIC + nonce + self._aead.encrypt(nonce, plaintext, aad)
 

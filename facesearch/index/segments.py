@@ -113,6 +113,36 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+#: rows turned into 8-bit codes at a time (bounds the float temporary: 32 MiB at 128-d)
+_CODE_SLICE = 65_536
+
+
+def _write_sealed_blocks(
+    fh: Any, rows: npt.NDArray[Any], block: int, sealer: Sealer, aad_prefix: bytes
+) -> None:
+    """Seal `rows` in blocks of `block` rows (the last one zero-padded), block `b` bound to
+    `aad_prefix + b`, read straight from the array's memory (no copy of the whole), written a
+    few MiB at a time."""
+    n = rows.shape[0]
+    if not n:
+        return
+    row_bytes = rows.shape[1] * rows.itemsize
+    size = block * row_bytes
+    raw = memoryview(np.ascontiguousarray(rows).data).cast("B")
+    full = n // block
+    pending: list[bytes] = []
+    for b in range(full):
+        pending.append(sealer.seal(raw[b * size : (b + 1) * size], aad_prefix + b"%d" % b))
+        if len(pending) == 512:
+            fh.write(b"".join(pending))
+            pending.clear()
+    if n % block:
+        last = np.zeros((block, rows.shape[1]), rows.dtype)
+        last[: n - full * block] = rows[full * block :]
+        pending.append(sealer.seal(last.tobytes(), aad_prefix + b"%d" % full))
+    fh.write(b"".join(pending))
+
+
 class Segment:
     """One immutable sealed segment: ids and PQ codes in RAM, the 8-bit codes in RAM once
     `load_codes` ran (else read and opened per block of the rows asked for), float vectors in
@@ -169,13 +199,21 @@ class Segment:
     ) -> Segment:
         """Seal `vectors` (sorted by id) into a new segment file and open it."""
         n, dim = vectors.shape
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         centre = vectors.mean(axis=0).astype(np.float32) if n else np.zeros(dim, np.float32)
         pq = train_pq(vectors) if n >= MIN_PQ else None
         pq_bytes = faiss.serialize_index(pq) if pq is not None else np.zeros(0, np.uint8)
         lo = vectors.min(axis=0) if n else np.zeros(dim, np.float32)
         hi = vectors.max(axis=0) if n else np.ones(dim, np.float32)
         step = np.maximum((hi - lo) / 255.0, 1e-12).astype(np.float32)
-        sq = np.clip(np.rint((vectors - lo) / step), 0, 255).astype(np.uint8)
+        # 8-bit codes a slice at a time: no float temporary of the whole segment
+        sq = np.empty((n, dim), np.uint8)
+        for start in range(0, n, _CODE_SLICE):
+            part = vectors[start : start + _CODE_SLICE] - lo
+            part /= step
+            np.rint(part, out=part)
+            np.clip(part, 0, 255, out=part)
+            sq[start : start + _CODE_SLICE] = part
         header = _pack_header(
             {"seq": seq, "count": n, "dim": dim, "sq_block": SQ_BLOCK},
             ids=ids,
@@ -185,23 +223,13 @@ class Segment:
             centre=centre,
         )
         sealed_header = sealer.seal(header, aad + b":header")
+        del header, pq_bytes
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
             fh.write(sealed_header)
-            sq_padded = np.zeros((((n + SQ_BLOCK - 1) // SQ_BLOCK) * SQ_BLOCK, dim), np.uint8)
-            sq_padded[:n] = sq
-            raw_sq = sq_padded.tobytes()
-            size = SQ_BLOCK * dim
-            for b in range(sq_padded.shape[0] // SQ_BLOCK):
-                fh.write(sealer.seal(raw_sq[b * size : (b + 1) * size], aad + b":sq:%d" % b))
-            del raw_sq, sq_padded
-            padded = np.zeros((((n + BLOCK - 1) // BLOCK) * BLOCK, dim), np.float32)
-            padded[:n] = vectors
-            raw = padded.tobytes()
-            size = BLOCK * dim * 4
-            for b in range(padded.shape[0] // BLOCK):
-                fh.write(sealer.seal(raw[b * size : (b + 1) * size], aad + b":%d" % b))
+            _write_sealed_blocks(fh, sq, SQ_BLOCK, sealer, aad + b":sq:")
+            _write_sealed_blocks(fh, vectors, BLOCK, sealer, aad + b":")
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
@@ -352,6 +380,23 @@ def _unpack_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         arrays[name] = view if name == "pq" else view.copy()
         offset += size
     return head["meta"], arrays
+
+
+def _gather(ids: list[I64], vectors: list[F32], dim: int) -> tuple[I64, F32]:
+    """Concatenate chunks into one array, freeing each chunk as it is copied (the peak is the
+    whole plus one chunk, not twice the whole)."""
+    total = sum(int(i.shape[0]) for i in ids)
+    out_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    out = np.empty((total, dim), np.float32)
+    at = 0
+    vectors.reverse()
+    while vectors:
+        part = vectors.pop()
+        out[at : at + part.shape[0]] = part
+        at += part.shape[0]
+        del part
+    ids.clear()
+    return out_ids, out
 
 
 @dataclass(frozen=True)
@@ -541,12 +586,15 @@ class CollectionSegments:
             seq = self.next_seq
             self.next_seq += 1
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        order = np.argsort(ids, kind="stable")
+        ids = np.asarray(ids, np.int64)
+        if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            ids, vectors = ids[order], vectors[order]  # a copy only when out of order
         return Segment.write(
             self.seg_path(seq),
             seq,
-            np.ascontiguousarray(ids[order], dtype=np.int64),
-            np.ascontiguousarray(vectors[order], dtype=np.float32),
+            np.ascontiguousarray(ids, dtype=np.int64),
+            np.ascontiguousarray(vectors, dtype=np.float32),
             self.owner.sealer,
             self._aad(f"seg:{seq}"),
         )
@@ -778,15 +826,11 @@ class SegmentIndex:
                 segs.append(cs.new_segment(np.concatenate(pend_ids), np.concatenate(pend_vecs)))
                 pend_ids, pend_vecs, pending = [], [], 0
         if pending:
-            all_ids = np.concatenate(pend_ids)
-            del pend_ids
-            all_vecs = np.concatenate(pend_vecs)
-            del pend_vecs
-            keep = np.ones(all_ids.shape[0], bool)
-            _, first = np.unique(all_ids, return_index=True)
-            keep[:] = False
-            keep[first] = True
-            segs.append(cs.new_segment(all_ids[keep], all_vecs[keep]))
+            all_ids, all_vecs = _gather(pend_ids, pend_vecs, self.dim)
+            if all_ids.shape[0] > 1 and not bool(np.all(all_ids[1:] > all_ids[:-1])):
+                _, first = np.unique(all_ids, return_index=True)  # sorted, each id once
+                all_ids, all_vecs = all_ids[first], all_vecs[first]
+            segs.append(cs.new_segment(all_ids, all_vecs))
             del all_vecs
         with cs.lock:
             high = max((int(s.ids[-1]) for s in segs if s.count), default=0)

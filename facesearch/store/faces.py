@@ -85,13 +85,13 @@ def embedding_chunks(
         raw += open_(sealed, embedding_aad(file_id, face_index, model_id))
         n += 1
         if n == chunk:
-            yield ids.copy(), np.frombuffer(bytes(raw), np.float32).reshape(n, dim).copy()
+            yield ids.copy(), np.frombuffer(raw, np.float32).reshape(n, dim).copy()
             if on_progress:
                 on_progress(n)
             raw = bytearray()
             n = 0
     if n:
-        yield ids[:n].copy(), np.frombuffer(bytes(raw), np.float32).reshape(n, dim).copy()
+        yield ids[:n].copy(), np.frombuffer(raw, np.float32).reshape(n, dim).copy()
         if on_progress:
             on_progress(n)
 

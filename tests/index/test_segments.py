@@ -211,3 +211,26 @@ def test_kill_9_during_ingest_compaction_and_rebuild_loses_and_duplicates_nothin
     index = _resume(crashed, vecs)
     assert index.state(1).count == 12_000
     assert _ids(index.search(queries, 10, [1])) == want
+
+
+def test_a_rebuild_from_uneven_unordered_chunks_reopens_to_exactly_its_vectors(
+    tmp_path: Path,
+) -> None:
+    """Chunks of any size (not multiples of the sealed block sizes, an empty one, ids out of
+    order and repeated) are sealed whole: a fresh process reads back every vector exactly."""
+    vecs, _ = _gallery(5_003)
+    ids = np.arange(1, 5_004)
+    shuffled = np.random.default_rng(1).permutation(5_003)
+    chunks = [(ids[shuffled[a:b]], vecs[shuffled[a:b]]) for a, b in [(0, 1_001), (1_001, 1_001)]]
+    chunks += [(ids[shuffled[1_001:]], vecs[shuffled[1_001:]]), (ids[:7], vecs[:7])]  # repeats
+    index = _index(tmp_path)
+    index.rebuild_collection(1, chunks)
+    index.rebuild_collection(2, [])  # an emptied collection
+    reopened = _index(tmp_path)
+    reopened.warm()
+    assert reopened.count(1) == 5_003 and reopened.count(2) == 0
+    (view,) = reopened._get(1).snapshot.views  # type: ignore[union-attr]
+    np.testing.assert_array_equal(view.segment.ids, ids)
+    np.testing.assert_array_equal(view.segment.all_vectors(), vecs)
+    top = reopened.search(vecs[[4_999]], 1, [1, 2])[0][0]
+    assert top.face_id == 5_000 and top.score > 0.999
