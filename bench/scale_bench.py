@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "faces" / "lfw-devtrain"
@@ -151,6 +151,7 @@ def main() -> int:
     from facesearch.config import Settings
     from facesearch.deployment import Deployment
     from facesearch.gallery.collections import delete_operator_collection, ids_by_name
+    from facesearch.store.gallery import Face
 
     dep = Deployment.open(Settings(home=home, key_file=key))
     try:
@@ -160,6 +161,10 @@ def main() -> int:
             t = time.perf_counter()
             delete_operator_collection(dep, s, "small")
             out["delete_collection_s"] = round(time.perf_counter() - t, 3)
+            # the database first, as the product deletes (it is the source of truth): the index
+            # then agrees with it, and the next search does not rebuild to repair it
+            s.execute(delete(Face).where(Face.id.in_([123, 124])))
+            s.commit()
         t = time.perf_counter()
         index.remove(big, [123])  # a fresh process (the CLI): a tombstone, no segment opened
         out["remove_one_face_cold_s"] = round(time.perf_counter() - t, 4)

@@ -103,9 +103,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _create_private(path: Path) -> Any:
+    """A new file only the owner can read (0600, whatever the umask), never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # a leftover of an older version keeps its mode otherwise
+    return os.fdopen(fd, "wb")
+
+
+def _private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents as 0700 directories (`mkdir(parents=True)` would
+    give the parents the umask's mode)."""
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with _create_private(tmp) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -225,7 +245,7 @@ class Segment:
         sealed_header = sealer.seal(header, aad + b":header")
         del header, pq_bytes
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with _create_private(tmp) as fh:
             fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
             fh.write(sealed_header)
             _write_sealed_blocks(fh, sq, SQ_BLOCK, sealer, aad + b":sq:")
@@ -554,7 +574,7 @@ class CollectionSegments:
             return True
 
     def write_manifest(self, snap: Snapshot) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(self.directory)
         doc = {
             "version": 1,
             "model_id": self.owner.model_id,
@@ -585,7 +605,7 @@ class CollectionSegments:
         with self.lock:
             seq = self.next_seq
             self.next_seq += 1
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(self.directory)
         ids = np.asarray(ids, np.int64)
         if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             order = np.argsort(ids, kind="stable")

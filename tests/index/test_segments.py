@@ -234,3 +234,21 @@ def test_a_rebuild_from_uneven_unordered_chunks_reopens_to_exactly_its_vectors(
     np.testing.assert_array_equal(view.segment.all_vectors(), vecs)
     top = reopened.search(vecs[[4_999]], 1, [1, 2])[0][0]
     assert top.face_id == 5_000 and top.score > 0.999
+
+
+def test_index_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Segments, manifests and their directories are 0600/0700 like the blobs, even under a
+    permissive umask (ciphertext all the same, but nothing for another account to copy)."""
+    old = os.umask(0o022)
+    try:
+        index = _index(tmp_path / "index")
+        vecs, _ = _gallery(300)
+        index.rebuild_collection(1, [(np.arange(1, 301), vecs)])
+        index.add(1, np.arange(301, 311), vecs[:10])
+        index.save()
+    finally:
+        os.umask(old)
+    paths = list((tmp_path / "index").rglob("*"))
+    assert any(p.name.endswith(".seg") for p in paths) and any(p.name == "manifest" for p in paths)
+    for p in paths:
+        assert p.stat().st_mode & 0o777 == (0o700 if p.is_dir() else 0o600), p
