@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "similarity": 0,
     "clock": 0,
+    "files": 0,
     "config": 1,
     "crypto": 1,
     "workqueue": 1,

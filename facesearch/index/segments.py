@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.crypto import Sealer
+from facesearch.files import create_private, private_dirs
 from facesearch.index.base import Hit, ShardState
 from facesearch.similarity import scores_from_squared_distances
 
@@ -103,29 +104,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _create_private(path: Path) -> Any:
-    """A new file only the owner can read (0600, whatever the umask), never through a link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)  # a leftover of an older version keeps its mode otherwise
-    return os.fdopen(fd, "wb")
-
-
-def _private_dirs(path: Path) -> None:
-    """Create `path` and any missing parents as 0700 directories (`mkdir(parents=True)` would
-    give the parents the umask's mode)."""
-    missing = []
-    at = path
-    while not at.exists():
-        missing.append(at)
-        at = at.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
+def _strictly_ascending(ids: I64) -> bool:
+    return ids.shape[0] < 2 or bool(np.all(ids[1:] > ids[:-1]))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with _create_private(tmp) as fh:
+    with create_private(tmp) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -245,7 +230,7 @@ class Segment:
         sealed_header = sealer.seal(header, aad + b":header")
         del header, pq_bytes
         tmp = path.with_name(path.name + ".tmp")
-        with _create_private(tmp) as fh:
+        with create_private(tmp) as fh:
             fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
             fh.write(sealed_header)
             _write_sealed_blocks(fh, sq, SQ_BLOCK, sealer, aad + b":sq:")
@@ -574,7 +559,7 @@ class CollectionSegments:
             return True
 
     def write_manifest(self, snap: Snapshot) -> None:
-        _private_dirs(self.directory)
+        private_dirs(self.directory)
         doc = {
             "version": 1,
             "model_id": self.owner.model_id,
@@ -605,9 +590,9 @@ class CollectionSegments:
         with self.lock:
             seq = self.next_seq
             self.next_seq += 1
-        _private_dirs(self.directory)
+        private_dirs(self.directory)
         ids = np.asarray(ids, np.int64)
-        if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        if not _strictly_ascending(ids):
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], vectors[order]  # a copy only when out of order
         return Segment.write(
@@ -847,7 +832,7 @@ class SegmentIndex:
                 pend_ids, pend_vecs, pending = [], [], 0
         if pending:
             all_ids, all_vecs = _gather(pend_ids, pend_vecs, self.dim)
-            if all_ids.shape[0] > 1 and not bool(np.all(all_ids[1:] > all_ids[:-1])):
+            if not _strictly_ascending(all_ids):
                 _, first = np.unique(all_ids, return_index=True)  # sorted, each id once
                 all_ids, all_vecs = all_ids[first], all_vecs[first]
             segs.append(cs.new_segment(all_ids, all_vecs))

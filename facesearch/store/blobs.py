@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidTag
 
 from facesearch.crypto import KeyRing
 from facesearch.errors import BlobIntegrityError, ConfigError, Unavailable
+from facesearch.files import private_dirs
 
 _BLOB_ID = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger("facesearch.store.blobs")
@@ -92,7 +93,7 @@ class LocalBlobStore:
         path = self._path(blob_id)
         if path.exists():
             return blob_id
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(path.parent)
         sealed = self._keys.blobs.seal(data, aad=blob_id.encode())
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
