@@ -62,3 +62,19 @@ def test_blob_store_round_trip_dedupes_and_hides_content(tmp_path: Path) -> None
     assert not store.exists(blob_id)
     with pytest.raises(ValueError):
         store.get("../../etc/passwd")
+
+
+def test_blob_folders_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The two levels of shard folders are 0700 like the root (their names are the blobs'
+    content hashes), the blobs 0600, even under a permissive umask."""
+    keys = KeyRing.create(tmp_path / "master.key")
+    old = os.umask(0o022)
+    try:
+        store = LocalBlobStore(tmp_path / "blobs", keys)
+        store.put(os.urandom(100))
+    finally:
+        os.umask(old)
+    paths = list((tmp_path / "blobs").rglob("*"))
+    assert len([p for p in paths if p.is_dir()]) == 2 and any(p.is_file() for p in paths)
+    for p in paths:
+        assert p.stat().st_mode & 0o777 == (0o700 if p.is_dir() else 0o600), p
