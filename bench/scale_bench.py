@@ -12,10 +12,13 @@ table is then measured from the outside, as a user would meet it:
 - `index rebuild` (wall, peak RSS of the process), then the CLI `search` of a real photo in the
   big collection (wall, a fresh process: it opens the index as a user's shell would);
 - ingest 50 real photos into the big collection and into an empty one (wall of the CLI);
-- delete a 51-face collection and one face's tombstone (wall, in process).
-
-Not measured here yet: the service rows (first search after start, search p99 while an
-ingest runs, steady RAM), which need an enrolled account; see the README's numbers.
+- delete a 51-face collection and one face's tombstone (wall, in process);
+- the service: the big collection is handed to an organisation with an investigator and an
+  ingestor (API keys `search` and `ingest`), `facesearch serve` is started on a free loopback
+  port and timed to its first /health answer and its first search after it; then idle searches
+  (p50/p99/max), searches while an upload job of real photos runs in the service (p50/p99/max
+  and the worst stall), and the service's resident memory (the process and its children) once
+  warm and after the job.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import delete, insert
+import httpx
+from sqlalchemy import delete, insert, select, update
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "faces" / "lfw-devtrain"
@@ -89,6 +95,159 @@ def photos(dest: Path, count: int, skip: int = 0) -> Path:
     for f in files:
         shutil.copy(f, dest / f.name)
     return dest
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += next(
+                int(line.split()[1]) * 1024
+                for line in status.splitlines()
+                if line.startswith("VmRSS:")
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return total
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {
+        "n": len(v),
+        "p50_ms": round(statistics.median(v) * 1000, 1),
+        "p99_ms": round(v[min(len(v) - 1, round(0.99 * (len(v) - 1)))] * 1000, 1),
+        "max_ms": round(v[-1] * 1000, 1),
+    }
+
+
+def grant_to_organisation(home: Path, key: Path) -> tuple[str, str, str]:
+    """An organisation that owns 'big', an investigator's `search` key and an ingestor's
+    `ingest` key (accounts made in the store, as `admin` would after their enrolment)."""
+    from facesearch.api.ids import codec_for
+    from facesearch.config import Settings
+    from facesearch.deployment import Deployment
+    from facesearch.security import admin, api_keys
+    from facesearch.security.actor import system_actor
+    from facesearch.store.accounts import User
+    from facesearch.store.gallery import Collection
+
+    dep = Deployment.open(Settings(home=home, key_file=key))
+    try:
+        with dep.db.session() as s:
+            org = admin.create_organisation(s, system_actor(), "Scale benchmark")
+            inv = User(
+                org_id=org.id, email="inv@scale.test", password_hash="x", roles=["investigator"]
+            )
+            ing = User(org_id=org.id, email="ing@scale.test", password_hash="x", roles=["ingestor"])
+            s.add_all([inv, ing])
+            s.flush()
+            search_key = api_keys.create(s, inv, name="bench", scopes=["search"], days=1).key
+            ingest_key = api_keys.create(s, ing, name="bench", scopes=["ingest"], days=1).key
+            s.execute(update(Collection).where(Collection.name == "big").values(org_id=org.id))
+            big = s.scalars(select(Collection.id).where(Collection.name == "big")).one()
+            s.commit()
+        return search_key, ingest_key, codec_for(dep.keys).encode("collection", big)
+    finally:
+        dep.close()
+
+
+def service_rows(home: Path, key: Path, probe: bytes, upload: list[Path]) -> dict[str, object]:
+    """Start, first search, idle and during-ingest latency, and RAM of a real `serve`."""
+    search_key, ingest_key, big = grant_to_organisation(home, key)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        # a benchmark's back-to-back searches from one account and address, as a pipeline's
+        "FACESEARCH_SEARCHES_PER_MINUTE_PER_ACCOUNT": "100000",
+        "FACESEARCH_SEARCHES_PER_MINUTE_PER_ADDRESS": "100000",
+    }
+    cmd = [sys.executable, "-m", "facesearch", "--home", str(home), "--key-file", str(key)]
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, object] = {}
+    form = {
+        "case_number": "SCALE-1",
+        "purpose": "Scale benchmark of the service",
+        "collections": big,
+    }
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [*cmd, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while True:
+            if server.poll() is not None:
+                assert server.stderr is not None
+                raise SystemExit(f"serve exited: {server.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        out["serve_start_to_health_s"] = round(time.perf_counter() - started, 2)
+        searcher = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {search_key}"}, timeout=60
+        )
+        ingestor = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {ingest_key}"}, timeout=60
+        )
+
+        def one_search() -> float:
+            t = time.perf_counter()
+            reply = searcher.post(
+                "/api/v1/searches", files={"probe": ("probe.jpg", probe, "image/jpeg")}, data=form
+            )
+            took = time.perf_counter() - t
+            if reply.status_code != 201 and reply.status_code != 200:
+                raise SystemExit(f"search failed: {reply.status_code} {reply.text[:500]}")
+            return took
+
+        out["first_search_after_health_s"] = round(one_search(), 3)
+        idle = [one_search() for _ in range(60)]
+        out["search_idle"] = percentiles(idle)
+        out["serve_rss_warm_gb"] = round(tree_rss(server.pid) / 1e9, 2)
+
+        reply = ingestor.post(
+            f"/api/v1/collections/{big}/uploads",
+            files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in upload],
+        )
+        if reply.status_code != 202:
+            raise SystemExit(f"upload failed: {reply.status_code} {reply.text[:500]}")
+        job = reply.json()["id"]
+        during: list[float] = []
+        t_job = time.perf_counter()
+        status = "queued"
+        while status in ("queued", "running"):
+            during.append(one_search())
+            state = ingestor.get(f"/api/v1/jobs/{job}").json()
+            status = state["status"]
+        out["ingest_job"] = {
+            "status": status,
+            "files": state["files_done"],
+            "faces": state["faces"],
+            "wall_s": round(time.perf_counter() - t_job, 1),
+        }
+        busy, calm = percentiles(during), percentiles(idle)
+        out["search_during_ingest"] = busy
+        out["p99_during_vs_idle"] = round(busy["p99_ms"] / calm["p99_ms"], 2)
+        out["serve_rss_after_ingest_gb"] = round(tree_rss(server.pid) / 1e9, 2)
+        searcher.close()
+        ingestor.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return out
 
 
 def main() -> int:
@@ -175,6 +334,12 @@ def main() -> int:
         out["index_ram_bytes_per_face"] = round(index.nbytes() / max(1, index.size()), 1)
     finally:
         dep.close()
+    print(json.dumps(out, indent=2), file=sys.stderr)
+
+    upload = sorted(SHARED.glob("*/*.jpg"))[300:500]
+    out.update(service_rows(home, key, probe.read_bytes(), upload))
+    faces = int(out["faces"])  # type: ignore[call-overload]
+    out["serve_rss_bytes_per_face"] = round(float(out["serve_rss_warm_gb"]) * 1e9 / faces)  # type: ignore[arg-type]
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

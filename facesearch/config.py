@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         "photo; every pass when that finds nothing) or thorough (as ingest does)",
     )
     workers: int = Field(default=0, ge=0, description="ingest worker processes; 0 = every core")
+    ingest_nice: int = Field(
+        default=10, ge=0, le=19, description="niceness of ingest worker processes"
+    )
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="faces per embed call")
     onnx_threads: int = Field(
         default=0, ge=0, description="ONNX Runtime threads per model; 0 = one per core"
@@ -93,6 +96,12 @@ class Settings(BaseSettings):
     )
     max_request_pixels: int = Field(
         default=200_000_000, ge=1, description="most image pixels (by their headers) per request"
+    )
+    searches_per_minute_per_account: int = Field(
+        default=60, ge=1, le=100_000, description="searches and verifications one account may run"
+    )
+    searches_per_minute_per_address: int = Field(
+        default=120, ge=1, le=100_000, description="searches and verifications from one address"
     )
     model_slots: int = Field(
         default=2, ge=1, le=64, description="searches analysed by the model at the same time"

@@ -112,6 +112,16 @@ def database_key(settings: Settings, keys: KeyRing) -> bytes | None:
     return keys.database_key if settings.sqlalchemy_url.startswith("sqlite") else None
 
 
+def warm_model(model: FaceModel) -> None:
+    """Detect in, align and embed a blank 640×480 photo once: the first real search then finds
+    the model's sessions built and their buffers allocated."""
+    import numpy as np
+
+    blank = np.zeros((480, 640, 3), dtype=np.uint8)
+    model.detect(blank, thorough=False)
+    model.embed([model.align(blank, model.centred_detection(blank))])
+
+
 class Deployment:
     """An opened data directory. Cheap parts are built eagerly, the model and index on first use."""
 
@@ -175,6 +185,10 @@ class Deployment:
         self._opening: list[threading.Thread] = []
         #: the service compacts index segments in a background thread; a CLI run inline
         self.background_compaction = False
+        #: set by the service: its ingest jobs analyse images in a worker process (at
+        #: `ingest_nice`) even with one worker, so that searches answered by this process keep
+        #: the CPU and the interpreter lock while a job runs
+        self.isolate_ingest = False
         #: Model work of searches waits here: bounded, a fair share per organisation.
         self.model_queue = FairQueue(
             slots=settings.model_slots,
@@ -408,15 +422,19 @@ class Deployment:
             )
 
     def warm(self) -> None:
-        """Load and reconcile the index of every model in use, and open all its segments (the
-        service does this before it answers, so no search pays for it)."""
+        """Load and reconcile the index of every model in use, open all its segments, and run
+        each model once (its runtime sessions are built on first use): the service does this
+        before it answers, so no search pays for it."""
         with self.db.session() as s:
             model_ids = faces.model_ids(s)
-        for model_id in model_ids:
+        for model_id in dict.fromkeys([*model_ids, self.default_model_id]):
             try:
-                self.index_for(model_id).warm()
+                model = self.model_for(model_id)
             except ValueError:  # a model this installation does not compute
                 continue
+            warm_model(model)
+            if model_id in model_ids:
+                self.index_for(model_id).warm()
 
     def close(self) -> None:
         for thread in self._opening:  # never release the writer lock under a running sync

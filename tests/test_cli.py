@@ -93,9 +93,15 @@ def _warm_candidates(tmp_path: Path, probe: str) -> list[tuple[int, float]]:
     dep = Deployment.open(settings)
     try:
         dep.warm()  # as the service does at start-up: every segment's codes in RAM
-        result = SearchEngine(dep).search(
-            Path(probe).read_bytes(), collection_ids=dep.index.collections(), top_k=2
-        )
+        # ... and the model's runtime sessions built: the first search builds none
+        no_session = mock.Mock(side_effect=AssertionError("a search built a model session"))
+        with (
+            mock.patch("facesearch.vision.onnx_model.create_session", no_session),
+            mock.patch("facesearch.vision.sface.create_session", no_session),
+        ):
+            result = SearchEngine(dep).search(
+                Path(probe).read_bytes(), collection_ids=dep.index.collections(), top_k=2
+            )
     finally:
         dep.close()
     return [(c.face_id, c.score) for c in result.faces[0].candidates]

@@ -40,7 +40,7 @@ from facesearch.api.routers import (
 from facesearch.crypto import IdCodec
 from facesearch.deployment import Deployment
 from facesearch.security.denials import DenialLog
-from facesearch.security.ratelimit import RateLimiter
+from facesearch.security.ratelimit import RateLimiter, limits_for
 from facesearch.security.throttle import DatabaseHits
 
 log = logging.getLogger("facesearch.api")
@@ -258,7 +258,9 @@ def create_app(dep: Deployment, *, limiter: RateLimiter | None = None) -> FastAP
         redirect_slashes=False,
     )
     app.state.deployment = dep
-    app.state.limiter = limiter or RateLimiter(store=DatabaseHits(dep.db, dep.keys))
+    app.state.limiter = limiter or RateLimiter(
+        limits=limits_for(settings), store=DatabaseHits(dep.db, dep.keys)
+    )
     app.state.denials = DenialLog(dep.db)
     install_handlers(app)
     include_routers(app)

@@ -109,6 +109,7 @@ def serve(
         console_err.print(f"[yellow]warning:[/] {warning}")
     dep = Deployment.open(settings)
     dep.background_compaction = True  # index segments merge off the request path
+    dep.isolate_ingest = True  # ingest jobs analyse in a low-priority process, not in ours
     console.print("opening the vector index …")
     dep.warm()  # before the port opens: no search pays for loading it
     app = create_app(dep)

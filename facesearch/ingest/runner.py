@@ -109,6 +109,8 @@ def worker_config(dep: Deployment, model_id: str, workers: int) -> WorkerConfig:
         min_face_size=settings.min_face_size,
         batch_size=settings.embed_batch_size,
         model_options=settings.model_options(max(1, workers)),
+        nice=settings.ingest_nice,
+        isolated=dep.isolate_ingest,
     )
 
 

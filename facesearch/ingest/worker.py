@@ -4,6 +4,7 @@ chunk of files), encode crops. Returns plain data; the parent process owns stora
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -50,6 +51,10 @@ class WorkerConfig:
     min_face_size: int
     batch_size: int
     model_options: dict[str, Any] = field(default_factory=dict)
+    #: added to a worker process's niceness: work a user waits for (searches) comes first
+    nice: int = 0
+    #: analyse in a worker process even with one worker (the service: not in its own process)
+    isolated: bool = False
 
 
 M = TypeVar("M")
@@ -62,6 +67,8 @@ def init_worker(config: WorkerConfig) -> None:
     """Runs once per worker process: the parent handles Ctrl-C, workers ignore it."""
     global _MODEL, _CONFIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if config.nice > 0 and hasattr(os, "nice"):
+        os.nice(config.nice)
     _CONFIG = config
     _MODEL = build_model(config.model, detector=config.detector, **config.model_options)
 
@@ -142,13 +149,15 @@ def run_chunks(
     workers: int,
     model: FaceModel,
 ) -> None:
-    """Analyse each chunk (in this process with `model` when `workers` <= 1, else in spawned
-    worker processes, at most 3 chunks per worker in flight) and hand its results to `commit`
-    in this process, which owns storage. Ctrl-C or an error cancels what is in flight."""
-    if workers <= 1:
+    """Analyse each chunk (in this process with `model` when `workers` <= 1 and the config is
+    not `isolated`, else in spawned worker processes at `config.nice`, at most 3 chunks per
+    worker in flight) and hand its results to `commit` in this process, which owns storage.
+    Ctrl-C or an error cancels what is in flight."""
+    if workers <= 1 and not config.isolated:
         for meta, items in chunks:
             commit(meta, analyse_chunk(model, config, items))
         return
+    workers = max(1, workers)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=init_worker, initargs=(config,)

@@ -11,7 +11,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from facesearch.config import Settings
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,15 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "search:account": Limit(60, 60.0),
     "search:address": Limit(120, 60.0),
 }
+
+
+def limits_for(settings: Settings) -> dict[str, Limit]:
+    """The default policies with the deployment's search limits."""
+    return {
+        **DEFAULT_LIMITS,
+        "search:account": Limit(settings.searches_per_minute_per_account, 60.0),
+        "search:address": Limit(settings.searches_per_minute_per_address, 60.0),
+    }
 
 
 #: Policies counted in the database when the limiter has a store.

@@ -225,6 +225,24 @@ def test_upload_job_progress(org: Org, module_deployment: Deployment) -> None:
         assert s.scalar(select(Search.id).limit(1)) is not None
 
 
+def test_search_limits_come_from_the_settings(tmp_path: Path) -> None:
+    """An operator raises the search limits of a pipeline's deployment by setting, not code."""
+    from facesearch.api.app import create_app
+    from facesearch.security.ratelimit import DEFAULT_LIMITS, Limit
+    from tests.api.conftest import new_deployment
+
+    dep = new_deployment(
+        tmp_path, searches_per_minute_per_account=600, searches_per_minute_per_address=900
+    )
+    try:
+        limits = create_app(dep).state.limiter.limits
+        assert limits["search:account"] == Limit(600, 60.0)
+        assert limits["search:address"] == Limit(900, 60.0)
+        assert limits["signin:account"] == DEFAULT_LIMITS["signin:account"]
+    finally:
+        dep.close()
+
+
 def test_searches_are_rate_limited_per_account(org: Org, module_app: FastAPI) -> None:
     from facesearch.security.ratelimit import Limit
 
