@@ -35,7 +35,14 @@ from facesearch.security.tenancy import (
 )
 from facesearch.store import faces as face_queries
 from facesearch.store.accounts import Organisation
-from facesearch.store.gallery import Collection, CollectionShare, Face, ShareCode, SourceFile
+from facesearch.store.gallery import (
+    Collection,
+    CollectionShare,
+    Face,
+    FaceCount,
+    ShareCode,
+    SourceFile,
+)
 from facesearch.store.jobs import Job, JobStatus
 from facesearch.vision.registry import model_id_of
 
@@ -116,10 +123,9 @@ def _counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
     )
     faces = dict(  # a collection's own model only (a re-embed in progress adds others)
         session.execute(
-            select(Face.collection_id, func.count(Face.id))
-            .join(Collection, Collection.id == Face.collection_id)
-            .where(Face.collection_id.in_(ids), Face.model_id == Collection.model_id)
-            .group_by(Face.collection_id)
+            select(FaceCount.collection_id, FaceCount.faces)
+            .join(Collection, Collection.id == FaceCount.collection_id)
+            .where(FaceCount.collection_id.in_(ids), FaceCount.model_id == Collection.model_id)
         ).all()
     )
     return {i: (int(files.get(i, 0)), int(faces.get(i, 0))) for i in ids}

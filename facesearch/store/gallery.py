@@ -149,6 +149,20 @@ class SourceFile(Base):
     faces: Mapped[list[Face]] = relationship(back_populates="file", cascade="all, delete-orphan")
 
 
+class FaceCount(Base):
+    """How many faces of one model a collection holds, kept exact by triggers on `faces`
+    (migration 0015) in the transaction that adds or removes them: the index's reconcile reads
+    one row per collection instead of counting a million index entries on every open."""
+
+    __tablename__ = "face_counts"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Face(Base):
     """One detected face with its provenance, geometry, quality and sealed embedding."""
 
