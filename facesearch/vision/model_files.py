@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,33 @@ SFACE = ModelFile(
     licence="Apache-2.0",
 )
 MODEL_FILES: tuple[ModelFile, ...] = (YUNET, SFACE)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DerivedGraph:
+    """A graph facesearch derives from a pinned model file by a fixed rewrite (YuNet with a
+    symbolic input size, SFace with a symbolic batch and split PRelu), pinned in turn: the
+    rewrite of the pinned source with the locked `onnx` gives exactly these bytes
+    (tests/vision/test_model_files.py). Kept next to the source so that a process does not
+    import `onnx` and rewrite 38 MB on every start (0.5 s of a CLI search, ADR 0005)."""
+
+    source: ModelFile
+    filename: str
+    sha256: str
+
+
+YUNET_DYNAMIC = DerivedGraph(
+    YUNET,
+    "face_detection_yunet_2023mar.dynamic.onnx",
+    "21642bd2e3f563a5ff4245f72ff8411c590e764ed8a301b9a9f8111ef551348d",
+)
+SFACE_BATCHED = DerivedGraph(
+    SFACE,
+    "face_recognition_sface_2021dec.batched.onnx",
+    "56936ec19b11df04fba21e0d1f4823081ae6f2d8ff9e4a2052a65f59da29b3f1",
+)
 
 
 class ModelFileError(FacesearchError):
@@ -126,6 +154,41 @@ def verified_bytes(model: ModelFile, directory: Path | None = None) -> bytes:
     data = path.read_bytes()
     _check(model, path, hashlib.sha256(data).hexdigest())
     return data
+
+
+def derived_bytes(
+    graph: DerivedGraph,
+    rewrite: Callable[[bytes], bytes | None],
+    directory: Path | None = None,
+) -> bytes | None:
+    """The derived graph: its kept copy when that has the pinned SHA-256 (what is hashed is
+    what gets loaded), else `rewrite` of the verified source, kept for the next process when
+    the result has the pinned hash and the folder is writable. A copy with any other content is
+    never loaded (it is replaced). The source is checked either way: a damaged or altered
+    source file is refused (`ModelFileError`) even while a good derived copy is there. None
+    when `rewrite` declines the source."""
+    where = directory or model_dir()
+    kept = where / graph.filename
+    verified_path(graph.source, directory)
+    try:
+        data = kept.read_bytes()
+    except OSError:
+        pass
+    else:
+        if hashlib.sha256(data).hexdigest() == graph.sha256:
+            return data
+        log.warning("%s is not the pinned derived graph: ignored and rewritten", kept)
+    derived = rewrite(verified_bytes(graph.source, directory))
+    if derived is None:
+        return None
+    if hashlib.sha256(derived).hexdigest() != graph.sha256:
+        log.info("the rewrite of %s differs from the pinned one: not kept", graph.source.filename)
+        return derived
+    try:
+        _atomic_write(kept, derived)
+    except OSError as exc:  # a read-only model folder: rewrite in every process
+        log.info("cannot keep %s (%s)", kept, exc)
+    return derived
 
 
 def missing(directory: Path | None = None, files: Sequence[ModelFile] = MODEL_FILES) -> list[str]:

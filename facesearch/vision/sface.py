@@ -39,7 +39,7 @@ import numpy.typing as npt
 from facesearch.vision import yunet
 from facesearch.vision.align import CHIP_SIZE, align_face
 from facesearch.vision.model import Box, Detection, Embeddings, RGBImage, l2_normalise
-from facesearch.vision.model_files import SFACE, verified_bytes
+from facesearch.vision.model_files import SFACE, SFACE_BATCHED, derived_bytes, verified_bytes
 from facesearch.vision.onnx_model import choose_providers, create_session, runtime_name
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,15 @@ class SFaceModel:
 
     @cached_property
     def session(self) -> Any:
-        graph, self.batched = batched_graph(verified_bytes(SFACE, self._model_dir))
-        if not self.batched:
+        def batched(data: bytes) -> bytes | None:
+            graph, ok = batched_graph(data)
+            return graph if ok else None
+
+        graph = derived_bytes(SFACE_BATCHED, batched, self._model_dir)
+        self.batched = graph is not None
+        if graph is None:
             log.warning("SFace graph has shape-fixing nodes; embedding one chip per call")
+            graph = verified_bytes(SFACE, self._model_dir)
         session = create_session(graph, self.threads, self.providers)
         used = session.get_providers()
         if runtime_name(used) != self.runtime:

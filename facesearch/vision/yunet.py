@@ -45,7 +45,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from facesearch.vision.model import Box, Detection, RGBImage
-from facesearch.vision.model_files import YUNET, verified_bytes
+from facesearch.vision.model_files import YUNET_DYNAMIC, derived_bytes
 
 NAME = "yunet"
 STRIDES = (8, 16, 32)
@@ -313,7 +313,8 @@ class YuNetDetector:
     def session(self) -> Any:
         from facesearch.vision.onnx_model import create_session
 
-        graph = dynamic_graph(verified_bytes(YUNET, self._model_dir))
+        graph = derived_bytes(YUNET_DYNAMIC, dynamic_graph, self._model_dir)
+        assert graph is not None  # dynamic_graph never declines: it raises on another graph
         return create_session(graph, self.threads, self.providers)
 
     # -- one network run, as OpenCV's FaceDetectorYN -------------------------------------------

@@ -178,3 +178,57 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out.strip() == str(tmp_path)
     assert model_files.main(["verify", "--dir", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+@needs_models
+def test_derived_graphs_are_pinned_kept_and_never_loaded_altered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rewrites of the pinned files give the pinned derived graphs (a new `onnx` that
+    serialises otherwise fails here, not silently on every start); the first session keeps its
+    graph, later ones load it without `onnx`; an altered kept graph is replaced, never loaded."""
+    from unittest import mock
+
+    from facesearch.vision.model_files import SFACE_BATCHED, YUNET_DYNAMIC, derived_bytes
+    from facesearch.vision.sface import SFaceModel, batched_graph
+    from facesearch.vision.yunet import YuNetDetector, dynamic_graph
+
+    for m in MODEL_FILES:
+        (tmp_path / m.filename).symlink_to(verified_path(m))
+    assert YuNetDetector(model_dir=tmp_path).session is not None
+    assert SFaceModel(providers="cpu", model_dir=tmp_path).session is not None
+    for graph in (YUNET_DYNAMIC, SFACE_BATCHED):
+        kept = tmp_path / graph.filename
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == graph.sha256
+    assert hashlib.sha256(batched_graph(verified_path(SFACE).read_bytes())[0]).hexdigest() == (
+        SFACE_BATCHED.sha256
+    )
+
+    no_rewrite = mock.Mock(side_effect=AssertionError("rewrote a kept graph"))
+    assert (
+        derived_bytes(YUNET_DYNAMIC, no_rewrite, tmp_path)
+        == (tmp_path / YUNET_DYNAMIC.filename).read_bytes()
+    )
+    model = SFaceModel(providers="cpu", model_dir=tmp_path)
+    with mock.patch("facesearch.vision.sface.batched_graph", no_rewrite):
+        assert model.session is not None and model.batched
+
+    kept = tmp_path / YUNET_DYNAMIC.filename
+    altered = bytearray(kept.read_bytes())
+    altered[len(altered) // 3] ^= 0x01
+    kept.write_bytes(bytes(altered))
+    assert derived_bytes(YUNET_DYNAMIC, dynamic_graph, tmp_path) != bytes(altered)
+    assert "not the pinned derived graph" in caplog.text
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == YUNET_DYNAMIC.sha256
+
+
+@needs_models
+def test_an_altered_source_is_refused_beside_a_good_derived_graph(tmp_path: Path) -> None:
+    from facesearch.vision.yunet import YuNetDetector
+
+    copy = tmp_path / YUNET.filename
+    copy.write_bytes(verified_path(YUNET).read_bytes())
+    assert YuNetDetector(model_dir=tmp_path).session is not None  # keeps the derived graph
+    copy.write_bytes(copy.read_bytes() + b"\0")
+    with pytest.raises(ModelFileError, match="expected " + YUNET.sha256):
+        _ = YuNetDetector(model_dir=tmp_path).session
