@@ -184,13 +184,16 @@ def max_face_id(session: Session) -> int:
 
 
 def new_faces_after(session: Session, model_id: str, after_id: int) -> dict[int, int]:
-    """{collection id: faces} of one model's faces past `after_id` (a primary-key range)."""
-    rows = session.execute(
-        select(Face.collection_id, func.count(Face.id))
-        .where(Face.id > after_id, Face.model_id == model_id)
-        .group_by(Face.collection_id)
-    ).all()
-    return {int(cid): int(n) for cid, n in rows}
+    """{collection id: faces} of one model's faces past `after_id`: a range of the primary key,
+    counted here. Asked for the model in SQL, SQLite walked the model's (model, collection, id)
+    index instead, reading every face of the model: 0.29 s of each search at 1M faces while an
+    ingest job committed faces."""
+    out: dict[int, int] = {}
+    rows = session.execute(select(Face.collection_id, Face.model_id).where(Face.id > after_id))
+    for cid, mid in rows:
+        if mid == model_id:
+            out[int(cid)] = out.get(int(cid), 0) + 1
+    return out
 
 
 def hashes_with_sources(
