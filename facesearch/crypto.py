@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from facesearch.errors import ConfigError
+from facesearch.files import private_dirs
 
 KEY_FILE_VERSION = 1
 NONCE_SIZE = 12
@@ -202,7 +203,7 @@ class KeyRing:
     @staticmethod
     def create(path: Path) -> KeyRing:
         """Write a new key file with 0600 permissions; refuse to overwrite an existing one."""
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(path.parent)
         master = secrets.token_bytes(32)
         key_id = secrets.token_hex(8)
         doc = {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from facesearch.config import Settings
 from facesearch.crypto import KeyRing
 from facesearch.errors import ConfigError, KeyMismatchError, NotInitialisedError
+from facesearch.files import private_dirs
 from facesearch.index.base import VectorIndex
 from facesearch.index.database_only import DatabaseOnlyIndex
 from facesearch.index.segments import SegmentIndex, drop_collection_files
@@ -68,7 +69,7 @@ def init_deployment(settings: Settings) -> Path:
             f"a key file already exists at {key_file}; pass --key-file with a new path, or "
             "remove the old one if its data directory is gone"
         )
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(home)
     os.chmod(home, 0o700)
     keyring = KeyRing.create(key_file)
     if settings.blob_store == "local":
@@ -263,7 +264,7 @@ class Deployment:
         with self._lock:
             if model_id in self._index_locks:
                 return True
-            self.settings.index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dirs(self.settings.index_dir)
             path = self.settings.index_dir / f"{model_id}.writer.lock"
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:

@@ -408,7 +408,8 @@ def _not_initialised(ctx: Context) -> Iterator[str]:
     "Data directory readable by others",
     "critical",
     "chmod 700 the data directory and its folders, chmod 600 facesearch.db, its -wal/-shm "
-    "files and facesearch.toml.",
+    "files and facesearch.toml; for the index and blob folders: "
+    "find <folder> -type d -exec chmod 700 {} + -o -type f -exec chmod 600 {} +",
 )
 def _data_dir_permissions(ctx: Context) -> Iterator[str]:
     if not ctx.home.exists():
@@ -421,6 +422,39 @@ def _data_dir_permissions(ctx: Context) -> Iterator[str]:
     for path in paths:
         if path.exists() and _others_can_access(path):
             yield f"{path} has mode {_mode(path):o}: group or others can read it"
+    # what lies inside: every folder and file of the index (a few per collection), the blob
+    # store's folders (its files are millions at scale; each is written 0600)
+    yield from _open_inside(s.index_dir, files=True)
+    yield from _open_inside(s.blobs_dir, files=False)
+
+
+def _open_inside(root: Path, *, files: bool, show: int = 5) -> Iterator[str]:
+    """One finding per tree: how many entries below `root` group or others can access, with
+    the first few named. Symbolic links are not followed."""
+    found: list[str] = []
+    count = 0
+    if not root.is_dir():
+        return
+    for folder, dirs, names in os.walk(root):
+        entries = [*dirs, *names] if files else dirs
+        for name in entries:
+            path = Path(folder) / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
+                continue
+            count += 1
+            if len(found) < show:
+                found.append(f"{path} ({stat.S_IMODE(st.st_mode):o})")
+    if count:
+        what = "entries" if files else "folders"
+        yield (
+            f"{count} {what} below {root} can be read by group or others: "
+            + ", ".join(found)
+            + (" …" if count > len(found) else "")
+        )
 
 
 # -- the master key -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from facesearch.config import Settings, load_settings
 from facesearch.crypto import KeyRing
 from facesearch.deployment import Deployment, init_deployment
 from facesearch.errors import ConfigError
+from facesearch.files import private_dirs
 from facesearch.security.audit import record
 from facesearch.store.accounts import ApiKey, Organisation, Passkey, User
 from facesearch.store.db import Database
@@ -233,6 +234,30 @@ def test_data_dir_and_db_readable_by_others(paths: tuple[Path, Path]) -> None:
     assert hit.severity == "critical"
     details = " ".join(f.detail for f in only(found, "data_dir.permissions"))
     assert str(s.db_path) in details and str(s.blobs_dir) in details
+
+
+def test_index_files_and_blob_folders_readable_by_others(paths: tuple[Path, Path]) -> None:
+    """Files an older version left at the umask's 0644 inside a 0700 index folder are found:
+    copied off by whoever can read them once the folder's mode slips (a backup, a chmod)."""
+    s = settings_of(paths)
+    shard = s.index_dir / "sface" / "c1"
+    private_dirs(shard)
+    (shard / "seg-1.fsseg").write_bytes(b"sealed")
+    (shard / "seg-1.fsseg").chmod(0o644)
+    (shard / "manifest.json").write_bytes(b"{}")
+    (shard / "manifest.json").chmod(0o600)
+    s.blobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (s.blobs_dir / "ab").mkdir(mode=0o755)
+    (s.blobs_dir / "ab").chmod(0o755)
+    (s.blobs_dir / "link").symlink_to("/etc")  # not followed, not judged
+    details = " ".join(f.detail for f in only(findings(s), "data_dir.permissions"))
+    assert "1 entries below" in details and "seg-1.fsseg (644)" in details
+    assert "manifest.json" not in details
+    assert f"1 folders below {s.blobs_dir}" in details and "ab (755)" in details
+    assert "/etc" not in details
+    (shard / "seg-1.fsseg").chmod(0o600)
+    (s.blobs_dir / "ab").chmod(0o700)
+    assert not only(findings(s), "data_dir.permissions")
 
 
 # -- secrets --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import typer
 
 from facesearch.cli.common import console, console_err, state_of
 from facesearch.errors import ConfigError
+from facesearch.files import private_dirs
 
 
 def is_loopback(host: str) -> bool:
@@ -60,7 +61,7 @@ def log_config(log_file: Path | None) -> dict[str, Any]:
     if log_file is None:
         return config
     path = log_file.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(path.parent)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
     config["formatters"]["file"] = {
         "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.crypto import Sealer
+from facesearch.files import private_dirs
 from facesearch.index.base import Hit, ShardState
 from facesearch.similarity import scores_from_squared_distances, squared_distances
 
@@ -286,7 +287,7 @@ class FaissIndex:
         with self._lock:
             if not self._dirty:
                 return
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dirs(self.directory)
             for collection_id in sorted(self._dirty):
                 shard = self._shards.get(collection_id)
                 if shard is None:

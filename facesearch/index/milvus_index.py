@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.errors import ConfigError
+from facesearch.files import private_dirs
 from facesearch.index.base import Hit, ShardState
 from facesearch.similarity import scores_from_squared_distances
 
@@ -70,7 +71,7 @@ def connect(
         path = Path(uri).expanduser()
         if path.suffix != ".db":
             raise ConfigError(f"milvus_uri {uri!r}: a Milvus Lite file must end in .db")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(path.parent)
         client = MilvusClient(str(path))
         if path.is_dir():  # its files hold plaintext embeddings: only the owner may enter
             os.chmod(path, 0o700)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from facesearch import clock
+from facesearch.files import private_dirs
 
 FORMAT = "facesearch-audit-anchor/1"
 _GENESIS = hashlib.sha256(FORMAT.encode()).hexdigest()
@@ -120,7 +121,7 @@ class AnchorWriter:
                 log.error("audit checkpoint %s not forwarded: %s", length, exc)
 
     def _append(self, length: int, head: str) -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # other processes of the deployment append too

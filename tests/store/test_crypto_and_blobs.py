@@ -64,6 +64,19 @@ def test_blob_store_round_trip_dedupes_and_hides_content(tmp_path: Path) -> None
         store.get("../../etc/passwd")
 
 
+def test_a_new_key_files_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Every folder created for a new master key is 0700, the parents too (mkdir's mode
+    applies to the last one only)."""
+    old = os.umask(0o022)
+    try:
+        KeyRing.create(tmp_path / "config" / "facesearch" / "master.key")
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "config", tmp_path / "config" / "facesearch"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert (tmp_path / "config" / "facesearch" / "master.key").stat().st_mode & 0o777 == 0o600
+
+
 def test_blob_folders_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     """The two levels of shard folders are 0700 like the root (their names are the blobs'
     content hashes), the blobs 0600, even under a permissive umask."""
