@@ -169,16 +169,16 @@ def derived_bytes(
     when `rewrite` declines the source."""
     where = directory or model_dir()
     kept = where / graph.filename
-    verified_path(graph.source, directory)
     try:
         data = kept.read_bytes()
     except OSError:
         pass
     else:
         if hashlib.sha256(data).hexdigest() == graph.sha256:
+            verified_path(graph.source, directory)
             return data
         log.warning("%s is not the pinned derived graph: ignored and rewritten", kept)
-    derived = rewrite(verified_bytes(graph.source, directory))
+    derived = rewrite(verified_bytes(graph.source, directory))  # read and checked once
     if derived is None:
         return None
     if hashlib.sha256(derived).hexdigest() != graph.sha256:
