@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     searches_per_minute_per_address: int = Field(
         default=120, ge=1, le=100_000, description="searches and verifications from one address"
     )
+    service_socket: bool = Field(
+        default=True,
+        description="the service answers CLI searches of its data directory on a private "
+        "Unix socket (run/service.sock)",
+    )
     model_slots: int = Field(
         default=2, ge=1, le=64, description="searches analysed by the model at the same time"
     )

@@ -167,6 +167,8 @@ class KeyRing:
         self.audit_mac_key = _derive(master, "facesearch/audit-chain/v1")
         #: the AES-256 key of the API's opaque ids (docs/decisions/0011)
         self.id_key = _derive(master, "facesearch/opaque-ids/v1")
+        #: the HMAC key of the CLI's private channel to the running service (ADR 0019)
+        self.local_channel_key = _derive(master, "facesearch/local-socket/v1")
 
     def content_hash(self, data: bytes) -> str:
         """Keyed hash of content: dedupes files without letting anyone confirm a known photo."""

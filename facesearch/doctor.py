@@ -41,6 +41,7 @@ from facesearch.crypto import KeyRing
 from facesearch.deployment import is_inside
 from facesearch.errors import ConfigError
 from facesearch.ingest.walker import open_checked, protected_files
+from facesearch.local_channel import run_dir
 from facesearch.security.roles import Role
 from facesearch.store.anchor import AnchorReading
 
@@ -415,7 +416,10 @@ def _data_dir_permissions(ctx: Context) -> Iterator[str]:
     if not ctx.home.exists():
         return
     s = ctx.settings
-    paths = [ctx.home, s.settings_file, s.blobs_dir, s.index_dir]
+    run = run_dir(ctx.home)  # the service's CLI socket (ADR 0019)
+    paths = [ctx.home, s.settings_file, s.blobs_dir, s.index_dir, run]
+    if run.is_symlink():
+        yield f"{run} is a symbolic link: the service and the CLI refuse to use it; remove it"
     if s.database_url is None:
         db = s.db_path
         paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
@@ -426,6 +430,7 @@ def _data_dir_permissions(ctx: Context) -> Iterator[str]:
     # store's folders (its files are millions at scale; each is written 0600)
     yield from _open_inside(s.index_dir, files=True)
     yield from _open_inside(s.blobs_dir, files=False)
+    yield from _open_inside(run, files=True)
 
 
 def _open_inside(root: Path, *, files: bool, show: int = 5) -> Iterator[str]:

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "crypto": 1,
     "workqueue": 1,
+    "local_channel": 1,
     # the engines: peers
     "store": 2,
     "index": 2,

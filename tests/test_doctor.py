@@ -1090,3 +1090,24 @@ def test_dropped_postgresql_database(paths: tuple[Path, Path]) -> None:
     found = findings(s)
     assert_reported(found, "database.unavailable", "critical")
     assert not only(found, "doctor.check_error")
+
+
+def test_the_service_socket_folder_open_to_others_or_a_link(
+    paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The CLI's channel to the service (ADR 0019) lives in `run/`: 0700, never a link."""
+    s = settings_of(paths)
+    run = s.home / "run"
+    run.mkdir(mode=0o755)
+    run.chmod(0o755)
+    details = " ".join(f.detail for f in only(findings(s), "data_dir.permissions"))
+    assert f"{run} has mode 755" in details
+    run.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    run.symlink_to(elsewhere)
+    details = " ".join(f.detail for f in only(findings(s), "data_dir.permissions"))
+    assert f"{run} is a symbolic link" in details
+    run.unlink()
+    private_dirs(run)
+    assert not only(findings(s), "data_dir.permissions")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from facesearch.cli.common import console, console_err, print_json, state_of
 from facesearch.errors import FacesearchError
+
+if TYPE_CHECKING:
+    from facesearch.config import Settings
 
 index_app = typer.Typer(help="Vector index maintenance.", no_args_is_help=True)
 
@@ -125,13 +128,52 @@ def search(
         float | None, typer.Option(help="Only candidates scoring at least this (0 to 1).")
     ] = None,
     crops: Annotated[Path | None, typer.Option(help="Write candidates' face crops here.")] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Search in this process even when the service of this data directory runs.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Search the gallery for every face in PROBE: ranked candidates (leads, not identities)."""
+    """Search the gallery for every face in PROBE: ranked candidates (leads, not identities).
+
+    When `facesearch serve` runs on this data directory the search runs in it, on its warm model
+    and index (a private socket; ADR 0019); otherwise, or with --local or --crops, here."""
+    settings = state_of(ctx).settings()
+    image = _read(probe)
+    result = None
+    if not local and crops is None and settings.service_socket:
+        from facesearch.cli import via_service
+        from facesearch.crypto import KeyRing
+
+        key = KeyRing.load(settings.resolved_key_file).local_channel_key
+        result = via_service.search(
+            settings, key, image, collections=collection or None, top=top, threshold=threshold
+        )
+        if result is not None:
+            console_err.print("answered by the running service of this data directory")
+    if result is None:
+        result = _search_here(settings, image, collection, top, threshold, crops)
+    if as_json:
+        print_json(result)
+        return
+    _print_result(result)
+
+
+def _search_here(
+    settings: Settings,
+    image: bytes,
+    collection: list[str] | None,
+    top: int,
+    threshold: float | None,
+    crops: Path | None,
+) -> dict[str, Any]:
     from facesearch.deployment import Deployment
     from facesearch.gallery.names import collection_models, ids_by_name
 
-    dep = Deployment.open(state_of(ctx).settings())
+    dep = Deployment.open(settings)
     try:
         with dep.db.session() as s:
             ids = ids_by_name(s, collection or None)
@@ -140,9 +182,7 @@ def search(
             dep.open_index_in_background(model_id, cids)
         from facesearch.search.engine import SearchEngine  # (its imports overlap that too)
 
-        result = SearchEngine(dep).search(
-            _read(probe), collection_ids=ids, top_k=top, threshold=threshold
-        )
+        result = SearchEngine(dep).search(image, collection_ids=ids, top_k=top, threshold=threshold)
         if crops is not None:
             from facesearch.gallery.faces import operator_crop
 
@@ -154,43 +194,46 @@ def search(
                         (crops / name).write_bytes(operator_crop(dep, s, cand.face_id))
     finally:
         dep.close()
-    if as_json:
-        print_json(result.as_dict())
-        return
-    if not result.faces:
+    return result.as_dict()
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    """A search result (`EngineResult.as_dict()`) as tables."""
+    if not result["faces"]:
         console.print("no face found in the probe image")
         return
     from rich.table import Table
 
-    for face in result.faces:
-        q = face.quality
+    for face in result["faces"]:
+        q = face["quality"]
         table = Table(
-            title=f"probe face {face.index} at {face.box} "
+            title=f"probe face {face['index']} at {face['box']} "
             f"(quality {q['score']:.2f}{', LOW' if q['low'] else ''})"
         )
         for col in ("rank", "score", "≥thr", "collection", "quality"):
             table.add_column(col, no_wrap=True)
         table.add_column("source (face box)", overflow="fold", ratio=1)
-        for c in face.candidates:
-            quality = f"{c.quality:.2f}" + (" low" if c.low_quality else "")
-            where = c.source if c.frame_time is None else f"{c.source} @ {c.frame_time:.2f}s"
+        for c in face["candidates"]:
+            quality = f"{c['quality']:.2f}" + (" low" if c["low_quality"] else "")
+            at = c["frame_time"]
+            where = c["source"] if at is None else f"{c['source']} @ {at:.2f}s"
             table.add_row(
-                str(c.rank),
-                f"{c.score:.4f}",
-                "yes" if c.above_threshold else "",
-                c.collection,
+                str(c["rank"]),
+                f"{c['score']:.4f}",
+                "yes" if c["above_threshold"] else "",
+                c["collection"],
                 quality,
-                f"{where} {c.box}",
+                f"{where} {c['box']}",
             )
         console.print(table)
     used = "; ".join(
-        f"model {m.model_id}, threshold {m.threshold}, {m.gallery_faces} faces"
+        f"model {m['model_id']}, threshold {m['threshold']}, {m['gallery_faces']} faces"
         + (
-            f" (about {m.expected_false_candidates:g} unrelated faces expected above it)"
-            if m.expected_false_candidates is not None
+            f" (about {m['expected_false_candidates']:g} unrelated faces expected above it)"
+            if m["expected_false_candidates"] is not None
             else ""
         )
-        for m in result.models
+        for m in result["models"]
     )
     console.print(f"{used}.")
     console.print("Candidates are leads for a person to review, not identifications.")

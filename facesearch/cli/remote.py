@@ -162,7 +162,7 @@ def ingest(
 ) -> None:
     """Upload the images of a folder (or one file) into a collection on the server."""
     from facesearch.client import ApiError
-    from facesearch.vision.decode import IMAGE_SUFFIXES
+    from facesearch.vision.formats import IMAGE_SUFFIXES
 
     files = (
         [folder]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,6 +79,27 @@ def log_config(log_file: Path | None) -> dict[str, Any]:
     return config
 
 
+def stop_cleanly_on_sigterm() -> Callable[[], None]:
+    """uvicorn re-raises the SIGTERM it caught once it has stopped; under the default action
+    the process would die there, before `serve` removes its CLI socket and closes the
+    deployment. Ours turns it into a clean exit (status 0, as a stop asked for is); the
+    function returned puts the previous handler back."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    before = signal.signal(signal.SIGTERM, stop)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, before)
+
+    return restore
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
@@ -114,6 +136,18 @@ def serve(
     console.print("opening the vector index …")
     dep.warm()  # before the port opens: no search pays for loading it
     app = create_app(dep)
+    local = None
+    if settings.service_socket:
+        from facesearch.api.local_socket import LocalSearchSocket
+
+        local = LocalSearchSocket(dep)
+        try:
+            where = local.start()
+        except ConfigError as exc:  # the API still serves; the CLI searches on its own
+            console_err.print(f"[yellow]warning:[/] no CLI socket: {exc}")
+            local = None
+        else:
+            console.print(f"CLI searches of this data directory answered on {where}")
     url = accounts.base_url(settings)
     console.print(f"facesearch API at [bold]{url}/api/v1[/] (OpenAPI: {url}/api/v1/openapi.json)")
     with dep.db.session() as s:
@@ -133,6 +167,7 @@ def serve(
             "in another terminal): set a password, sign in, and enrol the second factor "
             "(TOTP) with the QR code."
         )
+    restore_sigterm = stop_cleanly_on_sigterm()
     try:
         uvicorn.run(
             app,
@@ -148,6 +183,9 @@ def serve(
             **uvicorn_options(settings),
         )
     finally:
+        restore_sigterm()
+        if local is not None:
+            local.close()
         dep.close()
 
 

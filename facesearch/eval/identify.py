@@ -25,7 +25,7 @@ import numpy as np
 from facesearch import similarity
 from facesearch.eval import metrics
 from facesearch.eval.embedding import EvalError, embed_image_files
-from facesearch.vision.decode import IMAGE_SUFFIXES
+from facesearch.vision.formats import IMAGE_SUFFIXES
 
 TARGET_FPIR = 0.01
 

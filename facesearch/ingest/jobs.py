@@ -76,7 +76,8 @@ from facesearch.store import queue as job_queue
 from facesearch.store.base import utcnow
 from facesearch.store.gallery import Collection, SourceFile
 from facesearch.store.jobs import Job, JobKind, JobStatus
-from facesearch.vision.decode import IMAGE_SUFFIXES, header_pixels
+from facesearch.vision.decode import header_pixels
+from facesearch.vision.formats import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

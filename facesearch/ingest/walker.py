@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from facesearch.crypto import Sealer
-from facesearch.vision.decode import IMAGE_SUFFIXES
+from facesearch.vision.formats import IMAGE_SUFFIXES
 
 #: Sealed files carry at most this many bytes more than their plaintext (magic, nonce, tag).
 SEAL_OVERHEAD = 64

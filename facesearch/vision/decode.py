@@ -20,14 +20,8 @@ from PIL import Image, UnidentifiedImageError
 
 from facesearch.config import Settings
 from facesearch.errors import ImageRejected
+from facesearch.vision.formats import ACCEPTED_FORMATS
 from facesearch.vision.model import RGBImage
-
-#: Formats we accept, by Pillow's format name.
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
-#: File name suffixes the folder walker offers to the decoder.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-)
 
 
 @dataclass(frozen=True)
