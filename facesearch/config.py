@@ -178,9 +178,9 @@ class Settings(BaseSettings):
         default=60, ge=1, description="faces smaller than this (px) are marked low quality"
     )
     index_shortlist: int = Field(
-        default=1000,
+        default=3000,
         ge=1,
-        description="faces per index segment kept by the binary-code scan for re-ranking",
+        description="faces per index segment kept by the PQ fast scan for re-ranking",
     )
     index_rerank: int = Field(
         default=40,

@@ -146,14 +146,16 @@ def search(
     result = None
     if not local and crops is None and settings.service_socket:
         from facesearch.cli import via_service
-        from facesearch.crypto import KeyRing
 
-        key = KeyRing.load(settings.resolved_key_file).local_channel_key
-        result = via_service.search(
-            settings, key, image, collections=collection or None, top=top, threshold=threshold
-        )
-        if result is not None:
-            console_err.print("answered by the running service of this data directory")
+        if via_service.may_listen(settings):  # the key is loaded only then
+            from facesearch.crypto import KeyRing
+
+            key = KeyRing.load(settings.resolved_key_file).local_channel_key
+            result = via_service.search(
+                settings, key, image, collections=collection or None, top=top, threshold=threshold
+            )
+            if result is not None:
+                console_err.print("answered by the running service of this data directory")
     if result is None:
         result = _search_here(settings, image, collection, top, threshold, crops)
     if as_json:

@@ -46,6 +46,13 @@ class NoService(Exception):
     """No service of this data directory listens (not an error: search locally)."""
 
 
+def may_listen(settings: Settings) -> bool:
+    """Whether something is at the socket's name (cheap: the key is loaded only then)."""
+    return os.path.lexists(lc.run_dir(settings.home) / lc.SOCKET_NAME) or os.path.islink(
+        lc.run_dir(settings.home)
+    )
+
+
 def _connect(settings: Settings) -> tuple[_UnixConnection, int]:
     folder = lc.run_dir(settings.home)
     try:

@@ -628,7 +628,7 @@ class SegmentIndex:
         model_id: str,
         dim: int,
         *,
-        shortlist: int = 1000,
+        shortlist: int = 3000,
         rerank: int = 40,
         tail_limit: int = 8192,
         max_segments: int = 8,

@@ -233,10 +233,13 @@ def test_stale_sockets_second_services_and_links(
     finally:
         dep.close()
     assert list(elsewhere.iterdir()) == []
-    # a folder others may enter is not used either
+    # a folder others may enter is not used either (here with a socket left in it)
     folder.unlink()
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(folder / lc.SOCKET_NAME))
+    dead.close()
     code, out = _search(CliRunner(env=env), base)
     assert code != 0 and "open to other users" in out
 
