@@ -127,7 +127,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def grant_to_organisation(home: Path, key: Path) -> tuple[str, str, str]:
+def grant_to_organisation(
+    home: Path, key: Path, org_name: str = "Scale benchmark"
+) -> tuple[str, str, str]:
     """An organisation that owns 'big', an investigator's `search` key and an ingestor's
     `ingest` key (accounts made in the store, as `admin` would after their enrolment)."""
     from facesearch.api.ids import codec_for
@@ -141,11 +143,17 @@ def grant_to_organisation(home: Path, key: Path) -> tuple[str, str, str]:
     dep = Deployment.open(Settings(home=home, key_file=key))
     try:
         with dep.db.session() as s:
-            org = admin.create_organisation(s, system_actor(), "Scale benchmark")
+            org = admin.create_organisation(s, system_actor(), org_name)
+            tag = org.id
             inv = User(
-                org_id=org.id, email="inv@scale.test", password_hash="x", roles=["investigator"]
+                org_id=org.id,
+                email=f"inv{tag}@scale.test",
+                password_hash="x",
+                roles=["investigator"],
             )
-            ing = User(org_id=org.id, email="ing@scale.test", password_hash="x", roles=["ingestor"])
+            ing = User(
+                org_id=org.id, email=f"ing{tag}@scale.test", password_hash="x", roles=["ingestor"]
+            )
             s.add_all([inv, ing])
             s.flush()
             search_key = api_keys.create(s, inv, name="bench", scopes=["search"], days=1).key
@@ -158,9 +166,11 @@ def grant_to_organisation(home: Path, key: Path) -> tuple[str, str, str]:
         dep.close()
 
 
-def service_rows(home: Path, key: Path, probe_path: Path, upload: list[Path]) -> dict[str, object]:
+def service_rows(
+    home: Path, key: Path, probe_path: Path, upload: list[Path], org_name: str = "Scale benchmark"
+) -> dict[str, object]:
     """Start, first search, idle and during-ingest latency, and RAM of a real `serve`."""
-    search_key, ingest_key, big = grant_to_organisation(home, key)
+    search_key, ingest_key, big = grant_to_organisation(home, key, org_name)
     probe = probe_path.read_bytes()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -88,6 +88,16 @@ def main() -> int:
     ap.add_argument("--alternatives", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--layout",
+        choices=("rebuild", "ingest"),
+        default="rebuild",
+        help="rebuild: one segment (index rebuild); ingest: chunks of 10,000 added and saved as "
+        "ingest commits them, leaving the segments compaction makes",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="search threads (default: the index's own)"
+    )
     args = ap.parse_args()
     faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -121,16 +131,23 @@ def main() -> int:
                 vectors.shape[1],
                 shortlist=shortlist,
                 rerank=args.rerank,
+                search_threads=args.threads,
             )
             t = time.perf_counter()
-            index.rebuild_collection(
-                1,
-                (
-                    (ids[i : i + 100_000], vectors[i : i + 100_000])
-                    for i in range(0, args.faces, 100_000)
-                ),
-            )
+            if args.layout == "rebuild":
+                index.rebuild_collection(
+                    1,
+                    (
+                        (ids[i : i + 100_000], vectors[i : i + 100_000])
+                        for i in range(0, args.faces, 100_000)
+                    ),
+                )
+            else:
+                for i in range(0, args.faces, 10_000):
+                    index.add(1, ids[i : i + 10_000], vectors[i : i + 10_000])
+                    index.save()
             build = time.perf_counter() - t
+            segments = index.segment_counts(1)
 
             def seg_search(q: F32, index: SegmentIndex = index) -> I64:
                 return np.asarray([h.face_id for h in index.search(q, K, [1])[0]])
@@ -145,6 +162,8 @@ def main() -> int:
                 index.nbytes() / args.faces,
             )
             row["build_s"] = round(build, 1)
+            row["segments"] = len(segments)
+            row["threads"] = index.search_threads
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
 

@@ -180,12 +180,19 @@ class Settings(BaseSettings):
     index_shortlist: int = Field(
         default=3000,
         ge=1,
-        description="faces per index segment kept by the PQ fast scan for re-ranking",
+        description="faces of a collection kept by the PQ fast scan for re-ranking (shared "
+        "out among its segments by size)",
     )
     index_rerank: int = Field(
         default=40,
         ge=1,
         description="best short-listed faces (by 8-bit codes) re-scored from the exact vectors",
+    )
+    index_search_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="threads one search spreads its segment scans over (0: the cores, up to 4)",
     )
     index_backend: Literal["segments", "milvus"] = Field(
         default="segments",

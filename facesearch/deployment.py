@@ -252,6 +252,7 @@ class Deployment:
             self.model_for(model_id).embedding_size,
             shortlist=self.settings.index_shortlist,
             rerank=self.settings.index_rerank,
+            search_threads=self.settings.index_search_threads or None,
             background_compaction=self.background_compaction,
             read_only=not self._take_index_writer_lock(model_id),
         )

@@ -25,22 +25,27 @@ they never wait behind a save or a compaction.
 
 Search (see docs/decisions/0006-segment-index.md): a 4-bit product-quantisation code per face
 (64 sub-spaces: 32 bytes, faiss IndexPQFastScan, trained per segment) is scanned in full for a
-short list of `shortlist` faces per segment; their 8-bit scalar codes give near-exact distances
-from which the best `rerank` are re-scored exactly from the sealed float vectors. Segments no
-larger than the short list (the tail of a small ingest) skip the PQ scan. RAM per face:
+short list of `shortlist` faces per collection, shared out among its segments by their live
+faces; their 8-bit scalar codes give near-exact distances from which the best `rerank` are
+re-scored exactly from the sealed float vectors. Segments no larger than their share (the tail of
+a small ingest) skip the PQ scan. The scans run on `search_threads` threads: one task per
+segment, a big segment cut into one part per thread. RAM per face:
 8 (id) + 32 (PQ code) + 128 (scalar code) = 168 bytes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import struct
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +74,13 @@ PQ_BITS = 4
 PQ_TRAIN = 65_536  # training sample of a segment's PQ
 #: segments smaller than this are scanned by their 8-bit codes only
 MIN_PQ = 4096
+#: the least short list of a segment, whatever its share of the collection
+SHORTLIST_FLOOR = 256
+#: a search that scans at least this many codes runs its segments in parallel threads
+PARALLEL_FROM = 200_000
+#: a segment's PQ scan is cut into one part per search thread when it has at least twice this
+#: many faces
+PART_MIN = 131_072
 
 
 def pq_subspaces(dim: int) -> int:
@@ -174,6 +186,7 @@ class Segment:
         self.sq = sq
         self.lo = lo
         self.step = step
+        self.step_squared = (step.astype(np.float64) ** 2).astype(np.float32)
         self.centre = centre
         self.dim = int(lo.shape[0])
         self.data_offset = data_offset
@@ -185,6 +198,7 @@ class Segment:
         self._aad = aad
         self._codes_lock = threading.Lock()
         self.pq = pq
+        self._parts: list[tuple[int, int, Any]] | None = None
         self._fd = os.open(path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
 
@@ -304,7 +318,7 @@ class Segment:
         """The 8-bit codes at `rows`: from RAM, else read and opened per block of `SQ_BLOCK`."""
         sq = self.sq
         if sq is not None:
-            return np.asarray(sq[rows])
+            return np.take(sq, rows, axis=0)
         out = np.empty((rows.shape[0], self.dim), np.uint8)
         if not rows.shape[0]:
             return out
@@ -350,15 +364,53 @@ class Segment:
 
     def approx_distances(self, query: F32, rows: npt.NDArray[np.int64]) -> F32:
         """Squared distances from the 8-bit codes (error ~ step/2 per dimension)."""
-        approx = self.codes_at(rows).astype(np.float32) * self.step + self.lo
-        diff = approx - query
-        return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float32)
+        # sum_j (lo_j + c_j step_j - q_j)^2 = sum_j step_j^2 (c_j - t_j)^2, t = (q - lo) / step:
+        # in place on one float copy of the codes, then one matrix-vector product
+        codes = self.codes_at(rows).astype(np.float32)
+        np.subtract(codes, (query - self.lo) / self.step, out=codes)
+        np.multiply(codes, codes, out=codes)
+        return np.asarray(codes @ self.step_squared, dtype=np.float32)
 
-    def shortlist(self, queries: F32, n: int) -> npt.NDArray[np.int64]:
-        """Rows of the best `n` faces per query by PQ distance (-1 where fewer)."""
-        assert self.pq is not None
-        _, rows = self.pq.search(queries, min(n, self.count))
-        return np.asarray(rows, dtype=np.int64)
+    def scan_parts(self, pieces: int) -> list[tuple[int, int, Any]]:
+        """The segment's PQ scan as contiguous parts `(start, stop, index)`, one per search
+        thread when the segment is big: each part is a fast-scan index over the same trained
+        PQ holding the codes of its rows (whole blocks of `bbs`), so its distances are exactly
+        the whole index's. Cut once, on first use (with that `pieces`); the whole index's codes
+        are freed then, so RAM stays at one code per face."""
+        if self.pq is None:
+            return [(0, self.count, None)]
+        with self._codes_lock:
+            if self._parts is not None:
+                return self._parts
+            whole: Any = self.pq
+            n = self.count
+            if pieces < 2 or n < 2 * PART_MIN:
+                self._parts = [(0, n, whole)]
+                return self._parts
+            bbs = int(whole.bbs)
+            block = bbs * int(whole.M2) // 2  # bytes of one packed block of `bbs` codes
+            codes = faiss.AlignedTable_to_array(whole.codes)
+            cuts = [0, *((n * i // pieces) // bbs * bbs for i in range(1, pieces)), n]
+            parts = []
+            for start, stop in itertools.pairwise(cuts):
+                part: Any = faiss.IndexPQFastScan(
+                    whole.d, whole.M, whole.nbits, whole.metric_type, bbs
+                )
+                part.pq = whole.pq
+                part.is_trained = True
+                part.ntotal = stop - start
+                part.ntotal2 = -(-(stop - start) // bbs) * bbs
+                first = start // bbs * block
+                faiss.copy_array_to_AlignedTable(
+                    np.ascontiguousarray(codes[first : first + part.ntotal2 // bbs * block]),
+                    part.codes,
+                )
+                parts.append((start, stop, part))
+            del codes
+            whole.codes.resize(0)  # the parts hold every code now
+            whole.ntotal2 = 0
+            self._parts = parts
+            return parts
 
 
 def _pack_header(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> bytes:
@@ -634,8 +686,15 @@ class SegmentIndex:
         max_segments: int = 8,
         background_compaction: bool = False,
         read_only: bool = False,
+        search_threads: int | None = None,
     ) -> None:
         self.directory = directory / model_id
+        #: threads one search spreads its segments' scans over (default: the cores, up to 4)
+        self.search_threads = (
+            search_threads if search_threads is not None else min(4, os.cpu_count() or 1)
+        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
         #: another process writes this index (the service holds its writer lock): this one reads
         #: the sealed segments and keeps its own changes in memory, never touching a file
         self.read_only = read_only
@@ -882,37 +941,105 @@ class SegmentIndex:
                 results[qi].extend(Hit(int(fid), float(s), collection_id) for fid, s in hits)
         return [sorted(hits, key=lambda h: (-h.score, h.face_id))[:k] for hits in results]
 
+    def _scan_tasks(self, views: Sequence[SegmentView]) -> list[tuple[int, int, int, Any, int]]:
+        """What one search scans: `(view, start, stop, PQ index or None, short list)` per part
+        of every segment. The short list is shared out by the parts' live faces: a face's rank
+        by PQ distance within a part is about its rank in the whole collection times the part's
+        share of it, so a share of the list finds what one segment of the whole collection with
+        the whole list would (a floor, never above the list itself, keeps small parts safe).
+        The cost of a search stays that of one list, however many segments compaction left."""
+        total = sum(v.live for v in views) or 1
+        floor = min(self.shortlist, max(SHORTLIST_FLOOR, self.rerank))
+        tasks = []
+        for vi, view in enumerate(views):
+            count = view.segment.count
+            for start, stop, pq in view.segment.scan_parts(self.search_threads):
+                live = view.live * (stop - start) / max(1, count)
+                share = max(floor, math.ceil(self.shortlist * live / total))
+                tasks.append((vi, start, stop, pq, min(stop - start, share)))
+        return tasks
+
+    def _part_candidates(
+        self,
+        view: SegmentView,
+        start: int,
+        stop: int,
+        pq: Any,
+        n: int,
+        queries: F32,
+        keep: int,
+    ) -> list[tuple[npt.NDArray[np.int64], F32]]:
+        """Per query: rows of the part (at most `keep`) and their 8-bit distances."""
+        seg = view.segment
+        short = None
+        if pq is not None and stop - start > n:
+            _, found = pq.search(queries, n)
+            short = np.asarray(found, dtype=np.int64)
+        every = None if short is not None else np.arange(start, stop, dtype=np.int64)
+        out: list[tuple[npt.NDArray[np.int64], F32]] = []
+        for qi in range(queries.shape[0]):
+            if short is not None:
+                rows = short[qi]
+                rows = rows[rows >= 0] + start
+            else:
+                assert every is not None
+                rows = every
+            rows = rows[view.live_mask(rows)]
+            if not rows.size:
+                out.append((rows, np.zeros(0, np.float32)))
+                continue
+            d = seg.approx_distances(queries[qi], rows)
+            if d.shape[0] > keep:
+                top = np.argpartition(d, keep - 1)[:keep]
+                rows, d = rows[top], d[top]
+            out.append((rows, d))
+        return out
+
+    def _pool(self) -> ThreadPoolExecutor | None:
+        if self.search_threads < 2:
+            return None
+        with self._lock:
+            if self._executor is None or self._executor_pid != os.getpid():  # (a forked child)
+                self._executor_pid = os.getpid()
+                self._executor = ThreadPoolExecutor(
+                    self.search_threads,
+                    thread_name_prefix="index-search",
+                    initializer=faiss.omp_set_num_threads,  # one core per segment scan
+                    initargs=(1,),
+                )
+            return self._executor
+
     def _search_snapshot(
         self, snap: Snapshot, queries: F32, k: int
     ) -> list[list[tuple[int, float]]]:
         nq = queries.shape[0]
         out: list[list[tuple[int, float]]] = [[] for _ in range(nq)]
-        big = [
-            v for v in snap.views if v.segment.pq is not None and v.segment.count > self.shortlist
-        ]
-        short = {id(v): v.segment.shortlist(queries, self.shortlist) for v in big}
+        views = [v for v in snap.views if v.segment.count]
         rerank = max(self.rerank, k)
+        tasks = self._scan_tasks(views)
+        scanned = sum(stop - start for _, start, stop, _, _ in tasks)
+        pool = self._pool() if len(tasks) > 1 and scanned >= PARALLEL_FROM else None
+        if pool is not None:  # faiss and numpy's big loops release the GIL
+            jobs = [
+                pool.submit(self._part_candidates, views[vi], a, b, pq, n, queries, rerank)
+                for vi, a, b, pq, n in tasks
+            ]
+            per_task = [j.result() for j in jobs]
+        else:
+            per_task = [
+                self._part_candidates(views[vi], a, b, pq, n, queries, rerank)
+                for vi, a, b, pq, n in tasks
+            ]
+        task_view = [vi for vi, *_ in tasks]
         for qi in range(nq):
             q = queries[qi]
             cand_d: list[F32] = []
             cand_v: list[int] = []
             cand_r: list[npt.NDArray[np.int64]] = []
-            for vi, view in enumerate(snap.views):
-                seg = view.segment
-                if not seg.count:
-                    continue
-                if id(view) in short:
-                    rows = short[id(view)][qi]
-                    rows = rows[rows >= 0]
-                else:
-                    rows = np.arange(seg.count, dtype=np.int64)
-                rows = rows[view.live_mask(rows)]
+            for vi, found in zip(task_view, per_task, strict=True):
+                rows, d = found[qi]
                 if not rows.size:
                     continue
-                d = seg.approx_distances(q, rows)
-                if d.shape[0] > rerank:
-                    top = np.argpartition(d, rerank - 1)[:rerank]
-                    rows, d = rows[top], d[top]
                 cand_d.append(d)
                 cand_r.append(rows)
                 cand_v.extend([vi] * rows.shape[0])
@@ -926,7 +1053,7 @@ class SegmentIndex:
                     top = np.argpartition(d_all, rerank - 1)[:rerank]
                     r_all, v_all = r_all[top], v_all[top]
                 for vi in np.unique(v_all).tolist():
-                    seg = snap.views[vi].segment
+                    seg = views[vi].segment
                     rows = np.sort(r_all[v_all == vi])
                     vecs = seg.vectors_at(rows)
                     exact_ids.append(seg.ids[rows])
@@ -1000,9 +1127,14 @@ class SegmentIndex:
             self.compact(cs.collection_id)
 
     def wait(self) -> None:
-        """Wait for background compactions (close does)."""
+        """Wait for background compactions and stop the search threads (close does; a later
+        search starts them again)."""
         for thread in list(self._threads):
             thread.join()
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     def compact(self, collection_id: int) -> bool:
         """Merge what `_plan` picks into one segment, off the search path; returns whether it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facesearch.crypto import Sealer
 from facesearch.index import segments
@@ -55,6 +57,71 @@ def test_matches_exact_search_and_scores_are_exact(tmp_path: Path) -> None:
     top = hits[0][0]
     exact = score_matrix(queries[:1], all_vecs[top.face_id - 1 : top.face_id])[0, 0]
     assert abs(top.score - exact) < 1e-5
+
+
+def test_many_segments_share_the_short_list_and_find_what_one_segment_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index as ingest leaves it (many segments of unequal size) gives each segment its
+    share of the short list, searches them on several threads, and still finds what exact
+    search finds; threads change nothing in the answer."""
+    vecs, queries = _gallery(64_000)
+    ids = np.arange(1, 64_001)
+    sizes = [32_000, 16_000, 8_000, 5_000, 3_000]  # what compaction leaves, roughly
+    bounds = np.cumsum([0, *sizes])
+    many = _index(tmp_path / "many", shortlist=1000, rerank=40, max_segments=8)
+    for start, stop in itertools.pairwise(bounds):
+        many.add(1, ids[start:stop], vecs[start:stop])
+        many.save()
+    assert len(many.segment_counts(1)) == len(sizes)
+    tasks = many._scan_tasks(many._get(1).snapshot.views)  # type: ignore[union-attr]
+    lists = [n for *_, n in tasks]
+    assert lists[0] == 500 and lists[1] == 256 and sum(lists) < 2 * 1000
+    truth = _exact(vecs[: bounds[-1]], queries, 10, ids[: bounds[-1]])
+    monkeypatch.setattr(segments, "PARALLEL_FROM", 0)
+    threaded = many.search(queries, 10, [1])
+    found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(_ids(threaded), truth, strict=True)])
+    assert found >= 0.99
+    many.search_threads = 1
+    assert many.search(queries, 10, [1]) == threaded
+    many.wait()  # stops the threads; a later search starts them again
+    many.search_threads = 2
+    assert many.search(queries, 10, [1]) == threaded
+
+
+def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vecs, queries = _gallery(40_000)
+    index = _index(tmp_path, shortlist=500, rerank=40)
+    index.rebuild_collection(1, [(np.arange(1, 40_001), vecs)])
+    seg = index._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
+    whole_d, whole_rows = seg.pq.search(queries, 500)
+    monkeypatch.setattr(segments, "PART_MIN", 8192)
+    parts = seg.scan_parts(3)
+    assert parts[0][0] == 0 and parts[-1][1] == 40_000
+    assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
+    assert all(a % 32 == 0 for a, _, _ in parts) and len(parts) == 3
+    assert seg.pq.codes.size() == 0  # the whole index's codes are freed: one code per face
+    found_d = np.concatenate([pq.search(queries, 500)[0] for _, _, pq in parts], axis=1)
+    found_rows = np.concatenate([pq.search(queries, 500)[1] + a for a, _, pq in parts], axis=1)
+    order = np.argsort(found_d, axis=1, kind="stable")[:, :500]
+    assert np.array_equal(np.take_along_axis(found_d, order, axis=1), whole_d)
+    same = np.mean(
+        [
+            len(set(a) & set(b)) / 500
+            for a, b in zip(
+                np.take_along_axis(found_rows, order, axis=1).tolist(),
+                whole_rows.tolist(),
+                strict=True,
+            )
+        ]
+    )
+    assert same > 0.97  # the rest are ties at the cut
+    monkeypatch.setattr(segments, "PARALLEL_FROM", 0)
+    truth = _exact(vecs, queries, 10, np.arange(1, 40_001))
+    hits = _ids(index.search(queries, 10, [1]))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hits, truth, strict=True)]) >= 0.99
 
 
 def test_add_is_idempotent_and_save_reopen_gives_the_same_results(tmp_path: Path) -> None:
