@@ -54,6 +54,50 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 
+def _searched(
+    name: str,
+    index: Any,
+    cid: int,
+    vectors: F32,
+    queries: F32,
+    labels: I64,
+    truth: tuple[F32, I64],
+    threshold: float,
+    ef: int,
+) -> dict[str, Any]:
+    for q in queries[:5]:
+        index.search(q[None, :], K, [cid])
+    lat, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = index.search(q[None, :], K, [cid])[0]
+        lat.append(time.perf_counter() - t)
+        found.append(hits)
+    t_scores, t_ids = truth
+    matched = total_matches = 0
+    false_leads = []
+    for hits, lab, ids, scores in zip(found, labels, t_ids, t_scores, strict=True):
+        if lab < 0:
+            false_leads.append(sum(1 for h in hits if h.score >= threshold))
+            continue
+        got = {h.face_id for h in hits}
+        above = ids[scores >= threshold].tolist()
+        total_matches += len(above)
+        matched += sum(1 for i in above if i in got)
+    exact_leads = float(np.mean((t_scores[labels < 0] >= threshold).sum(axis=1)))
+    lat_ms = np.asarray(lat) * 1000
+    return {
+        "backend": name + (f", ef {ef}" if ef else ""),
+        "faces": int(vectors.shape[0]),
+        "search_p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
+        "search_p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
+        "match_recall": round(matched / max(1, total_matches), 4),
+        "matches": total_matches,
+        "false_leads_per_absent_probe": round(float(np.mean(false_leads)), 2),
+        "exact_false_leads": round(exact_leads, 2),
+    }
+
+
 def run_backend(
     name: str,
     settings: Settings,
@@ -62,7 +106,9 @@ def run_backend(
     labels: I64,
     truth: tuple[F32, I64],
     threshold: float,
-) -> dict[str, Any]:
+    efs: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per search setting (`efs`: HNSW search breadths tried on one Milvus ingest)."""
     init_deployment(settings)
     dep = Deployment.open(settings)
     try:
@@ -93,40 +139,19 @@ def run_backend(
         total = time.perf_counter() - t0
         print(f"  {name}: ingested in {total:.0f} s", file=sys.stderr)
         index.warm()
-        for q in queries[:5]:
-            index.search(q[None, :], K, [cid])
-        lat, found = [], []
-        for q in queries:
-            t = time.perf_counter()
-            hits = index.search(q[None, :], K, [cid])[0]
-            lat.append(time.perf_counter() - t)
-            found.append(hits)
-        t_scores, t_ids = truth
-        matched = total_matches = 0
-        false_leads = []
-        for hits, lab, ids, scores in zip(found, labels, t_ids, t_scores, strict=True):
-            if lab < 0:
-                false_leads.append(sum(1 for h in hits if h.score >= threshold))
-                continue
-            got = {h.face_id for h in hits}
-            above = ids[scores >= threshold].tolist()
-            total_matches += len(above)
-            matched += sum(1 for i in above if i in got)
-        exact_leads = float(np.mean((t_scores[labels < 0] >= threshold).sum(axis=1)))
-        lat_ms = np.asarray(lat) * 1000
-        return {
-            "backend": name,
-            "faces": int(vectors.shape[0]),
-            "ingest_faces_per_s": round(vectors.shape[0] / total),
-            "ingest_db_s": round(db_s, 1),
-            "ingest_index_s": round(index_s, 1),
-            "search_p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
-            "search_p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
-            "match_recall": round(matched / max(1, total_matches), 4),
-            "matches": total_matches,
-            "false_leads_per_absent_probe": round(float(np.mean(false_leads)), 2),
-            "exact_false_leads": round(exact_leads, 2),
-        }
+        rows = []
+        for ef in efs or [0]:
+            if ef:
+                index.hnsw_ef = ef  # type: ignore[attr-defined]  # a search-time parameter
+            rows.append(
+                _searched(name, index, cid, vectors, queries, labels, truth, threshold, ef)
+                | {
+                    "ingest_faces_per_s": round(vectors.shape[0] / total),
+                    "ingest_db_s": round(db_s, 1),
+                    "ingest_index_s": round(index_s, 1),
+                }
+            )
+        return rows
     finally:
         dep.close()
 
@@ -139,6 +164,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--milvus-index", default="HNSW", choices=["HNSW", "IVF_FLAT", "FLAT"])
     ap.add_argument("--milvus-shortlist", type=int, default=256)
+    ap.add_argument(
+        "--milvus-ef",
+        type=int,
+        nargs="*",
+        default=None,
+        help="HNSW search breadths to try, one row each (default: the setting's)",
+    )
     ap.add_argument("--only", choices=["embedded", "milvus"])
     ap.add_argument(
         "--threads", type=int, default=1, help="faiss threads (both backends use faiss)"
@@ -162,7 +194,7 @@ def main() -> int:
         root = Path(tmp)
         if args.only != "milvus":
             s = Settings(home=root / "embedded", key_file=root / "keys" / "embedded.key")
-            out.append(
+            out.extend(
                 run_backend(
                     "SQLite + segment index", s, vectors, queries, labels, truth, args.threshold
                 )
@@ -185,8 +217,11 @@ def main() -> int:
                 name = (
                     f"PostgreSQL + Milvus Lite ({args.milvus_index}, list {args.milvus_shortlist})"
                 )
-                out.append(run_backend(name, s, vectors, queries, labels, truth, args.threshold))
-                print(json.dumps(out[-1]), file=sys.stderr)
+                for row in run_backend(
+                    name, s, vectors, queries, labels, truth, args.threshold, args.milvus_ef
+                ):
+                    out.append(row)
+                    print(json.dumps(row), file=sys.stderr)
             finally:
                 pg.drop_database(url)
     n_absent = int((labels < 0).sum())

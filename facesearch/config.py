@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         le=16_384,
         description="candidates per query asked of Milvus, then re-scored exactly",
     )
+    milvus_hnsw_ef: int = Field(
+        default=256,
+        ge=16,
+        le=32_768,
+        description="how wide an HNSW search walks the graph (at least the short list)",
+    )
 
     # -- the service (facesearch serve) ----------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="address the service binds to")

@@ -304,6 +304,7 @@ class Deployment:
             prefix=s.milvus_collection_prefix,
             index_type=s.milvus_index,
             shortlist=s.milvus_shortlist,
+            hnsw_ef=s.milvus_hnsw_ef,
         )
 
     @property

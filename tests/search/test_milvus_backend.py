@@ -76,7 +76,9 @@ def test_the_same_gallery_gives_the_same_results_on_both_backends(
     pair: tuple[Deployment, Deployment],
 ) -> None:
     embedded, scaled = pair
-    assert isinstance(scaled.index_for(scaled.default_model_id), MilvusIndex)
+    index = scaled.index_for(scaled.default_model_id)
+    assert isinstance(index, MilvusIndex)
+    assert index.hnsw_ef == scaled.settings.milvus_hnsw_ef  # the setting reaches the search
     assert scaled.settings.sqlalchemy_url.startswith("postgresql")
     compared = 0
     for photo in _probes():
