@@ -975,15 +975,11 @@ class SegmentIndex:
         if pq is not None and stop - start > n:
             _, found = pq.search(queries, n)
             short = np.asarray(found, dtype=np.int64)
-        every = None if short is not None else np.arange(start, stop, dtype=np.int64)
+        every = np.arange(start, stop, dtype=np.int64) if short is None else None
         out: list[tuple[npt.NDArray[np.int64], F32]] = []
         for qi in range(queries.shape[0]):
-            if short is not None:
-                rows = short[qi]
-                rows = rows[rows >= 0] + start
-            else:
-                assert every is not None
-                rows = every
+            rows = every if short is None else short[qi][short[qi] >= 0] + start
+            assert rows is not None
             rows = rows[view.live_mask(rows)]
             if not rows.size:
                 out.append((rows, np.zeros(0, np.float32)))
@@ -1019,17 +1015,15 @@ class SegmentIndex:
         tasks = self._scan_tasks(views)
         scanned = sum(stop - start for _, start, stop, _, _ in tasks)
         pool = self._pool() if len(tasks) > 1 and scanned >= PARALLEL_FROM else None
-        if pool is not None:  # faiss and numpy's big loops release the GIL
-            jobs = [
-                pool.submit(self._part_candidates, views[vi], a, b, pq, n, queries, rerank)
-                for vi, a, b, pq, n in tasks
-            ]
-            per_task = [j.result() for j in jobs]
-        else:
-            per_task = [
-                self._part_candidates(views[vi], a, b, pq, n, queries, rerank)
-                for vi, a, b, pq, n in tasks
-            ]
+        run = pool.map if pool is not None else map  # faiss and numpy's loops release the GIL
+        per_task = list(
+            run(
+                lambda task: self._part_candidates(
+                    views[task[0]], task[1], task[2], task[3], task[4], queries, rerank
+                ),
+                tasks,
+            )
+        )
         task_view = [vi for vi, *_ in tasks]
         for qi in range(nq):
             q = queries[qi]
