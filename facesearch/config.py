@@ -229,7 +229,7 @@ class Settings(BaseSettings):
         description="candidates per query asked of Milvus, then re-scored exactly",
     )
     milvus_hnsw_ef: int = Field(
-        default=256,
+        default=4096,
         ge=16,
         le=32_768,
         description="how wide an HNSW search walks the graph (at least the short list)",
