@@ -11,8 +11,9 @@ Two routes, nothing else:
   `{"image": base64, "collections": [names] | null, "top": k, "threshold": t | null}`, answered
   with `{"result": …}` (the CLI's `--json` output) or `{"error": {"kind", "message"}}`.
 
-The search is the CLI's own (`SearchEngine.search` over the operator's collection names), taken
-through the same model queue as the API's searches, so the CLI cannot starve them.
+The search is the CLI's own (`search.operator.operator_search`: the operator's collection names,
+on the audit record as `search.operator`), taken through the same model queue as the API's
+searches, so the CLI cannot starve them.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("facesearch.local_socket")
 
-#: the model queue's key of the operator's CLI searches (organisations are ints)
-OPERATOR = "local-operator"
 #: most outstanding challenges (a flood of challenges only pushes out the oldest)
 MAX_CHALLENGES = 256
 #: a search body: the largest accepted file, base64-encoded, plus its parameters
@@ -186,8 +185,7 @@ class LocalSearchSocket:
 
     # -- the work ---------------------------------------------------------------------------------
     def search(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        from facesearch.gallery.names import ids_by_name
-        from facesearch.search.engine import SearchEngine
+        from facesearch.search.operator import operator_search
 
         try:
             try:
@@ -202,12 +200,14 @@ class LocalSearchSocket:
                     threshold = float(threshold)
             except (ValueError, KeyError, TypeError, binascii.Error) as exc:
                 raise InvalidRequest(f"not a search request ({exc})") from exc
-            with self.dep.db.session() as s:
-                ids = ids_by_name(s, names)
-            with self.dep.model_queue.slot(OPERATOR):
-                result = SearchEngine(self.dep).search(
-                    image, collection_ids=ids, top_k=top, threshold=threshold
-                )
+            result = operator_search(
+                self.dep,
+                image,
+                collections=names,
+                top_k=top,
+                threshold=threshold,
+                channel="service socket",
+            )
         except FacesearchError as exc:
             if isinstance(exc, ConfigError):
                 log.error("local socket search failed: %s", exc)

@@ -182,9 +182,16 @@ def _search_here(
             models = collection_models(s, ids, dep.default_model_id)
         for model_id, cids in models.items():  # beside the model's work, on another core
             dep.open_index_in_background(model_id, cids)
-        from facesearch.search.engine import SearchEngine  # (its imports overlap that too)
+        from facesearch.search.operator import operator_search  # (its imports overlap that too)
 
-        result = SearchEngine(dep).search(image, collection_ids=ids, top_k=top, threshold=threshold)
+        result = operator_search(
+            dep,
+            image,
+            collections=collection or None,
+            top_k=top,
+            threshold=threshold,
+            channel="cli",
+        )
         if crops is not None:
             from facesearch.gallery.faces import operator_crop
 

@@ -107,6 +107,46 @@ def test_a_cli_search_is_answered_by_the_running_service(
     assert stat.S_ISSOCK(sock.lstat().st_mode) and stat.S_IMODE(sock.lstat().st_mode) == 0o600
 
 
+def test_every_operator_search_is_on_the_audit_record(
+    service: tuple[LocalSearchSocket, list[str], CliRunner],
+) -> None:
+    """Here or in the service, an operator's search leaves a `search.operator` entry, committed
+    before the answer: the channel, the probe's keyed hash, the collections and every candidate
+    shown; the chain still verifies."""
+    from sqlalchemy import select
+
+    from facesearch.security import audit
+    from facesearch.store.audit import AuditEntry
+
+    channel, base, runner = service
+    code, here = _search(runner, base, "--local")
+    assert code == 0, here
+    code, there = _search(runner, base, "-c", "obama")
+    assert code == 0, there
+    assert channel.searches == 1
+    dep = channel.dep
+    with dep.db.session() as s:
+        rows = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "search.operator").order_by(AuditEntry.id)
+        ).all()
+        assert [r.details["channel"] for r in rows] == ["cli", "service socket"]
+        assert [r.ip for r in rows] == ["cli", "service socket"]
+        assert all(r.org_id is None and r.actor_user_id is None for r in rows)
+        probe_hash = dep.keys.content_hash(Path(_probe()).read_bytes())
+        for row, answer in zip(rows, (here, there), strict=True):
+            shown = [
+                (c["face_id"], f["index"])
+                for f in json.loads(answer)["faces"]
+                for c in f["candidates"]
+            ]
+            assert shown, "the probe's person is in the gallery"
+            assert [(r["face_id"], r["probe_face"]) for r in row.details["results"]] == shown
+            assert row.details["probe_hash"] == probe_hash
+            assert row.details["top_k"] == 3
+        assert rows[1].details["collections"] == rows[0].details["collections"]
+        assert audit.verify_chain(s).ok
+
+
 def test_no_photo_goes_to_a_listener_without_the_key(
     home: tuple[list[str], Settings, dict[str, str]],
 ) -> None:
