@@ -185,6 +185,7 @@ class LocalSearchSocket:
 
     # -- the work ---------------------------------------------------------------------------------
     def search(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        from facesearch.gallery.names import ids_by_name
         from facesearch.search.operator import operator_search
 
         try:
@@ -200,10 +201,12 @@ class LocalSearchSocket:
                     threshold = float(threshold)
             except (ValueError, KeyError, TypeError, binascii.Error) as exc:
                 raise InvalidRequest(f"not a search request ({exc})") from exc
+            with self.dep.db.session() as s:
+                ids = ids_by_name(s, names)
             result = operator_search(
                 self.dep,
                 image,
-                collections=names,
+                collection_ids=ids,
                 top_k=top,
                 threshold=threshold,
                 channel="service socket",

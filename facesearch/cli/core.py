@@ -187,7 +187,7 @@ def _search_here(
         result = operator_search(
             dep,
             image,
-            collections=collection or None,
+            collection_ids=ids,
             top_k=top,
             threshold=threshold,
             channel="cli",

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Literal
 
 from facesearch.deployment import Deployment
-from facesearch.gallery.names import ids_by_name
 from facesearch.search.engine import EngineResult, SearchEngine
 
 #: the model queue's key of the operator's searches (organisations' keys are ints)
@@ -27,18 +26,16 @@ def operator_search(
     dep: Deployment,
     image: bytes,
     *,
-    collections: list[str] | None,
+    collection_ids: list[int],
     top_k: int,
     threshold: float | None,
     channel: Channel,
 ) -> EngineResult:
-    """Search the named collections (every collection when none are named) for every face of
-    the probe, in the model queue's turn, and record it before returning."""
-    with dep.db.session() as s:
-        ids = ids_by_name(s, collections)
+    """Search the collections (ids from `gallery.names.ids_by_name`) for every face of the
+    probe, in the model queue's turn, and record it before returning."""
     with dep.model_queue.slot(OPERATOR):
         found = SearchEngine(dep).search(
-            image, collection_ids=ids, top_k=top_k, threshold=threshold
+            image, collection_ids=collection_ids, top_k=top_k, threshold=threshold
         )
     from facesearch.security import audit  # after the search: a CLI search imports it late
     from facesearch.security.actor import SystemActor
@@ -53,7 +50,7 @@ def operator_search(
             details={
                 "channel": channel,
                 "probe_hash": dep.keys.content_hash(image),
-                "collections": ids,
+                "collections": collection_ids,
                 "top_k": top_k,
                 "threshold": threshold,
                 "models": [m.model_id for m in found.models],
