@@ -18,19 +18,23 @@ Layout under `<index dir>/<model id>/c<collection id>/`:
   on the next open.
 
 Adding goes to the in-memory tail (cost ~ the batch); `save` seals the tail into a new segment.
-Removing adds tombstones; compaction (merging small segments, rewriting ones with many
-tombstones) runs off the search path and publishes its result atomically. Searches read an
-immutable snapshot (a tuple of segment views + the tail) and never take the writer lock, so
-they never wait behind a save or a compaction.
+Removing adds tombstones; compaction runs off the search path and publishes its result
+atomically: it rewrites segments with many tombstones, and folds the smallest segments into the
+next bigger one once together they hold 1/`merge_factor` of its faces (size-tiered, up to
+`segment_cap` faces a segment), so a collection filled by many saves stays in a few segments of
+geometric sizes, one of them nearly all of it. Searches read an immutable snapshot (a tuple of
+segment views + the tail) and never take the writer lock, so they never wait behind a save or a
+compaction.
 
 Search (see docs/decisions/0006-segment-index.md): a 4-bit product-quantisation code per face
 (64 sub-spaces: 32 bytes, faiss IndexPQFastScan, trained per segment) is scanned in full for a
 short list of `shortlist` faces per collection, shared out among its segments by their live
 faces; their 8-bit scalar codes give near-exact distances from which the best `rerank` are
 re-scored exactly from the sealed float vectors. Segments no larger than their share (the tail of
-a small ingest) skip the PQ scan. The scans run on `search_threads` threads: one task per
-segment, a big segment cut into one part per thread. RAM per face:
-8 (id) + 32 (PQ code) + 128 (scalar code) = 168 bytes.
+a small ingest) skip the PQ scan. The scans run on `search_threads` threads by a plan made once
+per layout: the segments laid end to end and cut where the threads' equal shares end, so each
+thread scans about as many codes. RAM per face: 8 (id) + 32 (PQ code) + 128 (scalar code) +
+4 (the scalar code's weighted norm) = 172 bytes.
 """
 
 from __future__ import annotations
@@ -76,11 +80,15 @@ PQ_TRAIN = 65_536  # training sample of a segment's PQ
 MIN_PQ = 4096
 #: the least short list of a segment, whatever its share of the collection
 SHORTLIST_FLOOR = 256
+#: compaction folds the smallest segments into the next bigger one once together they hold
+#: 1/MERGE_FACTOR of its faces
+MERGE_FACTOR = 8
+#: compaction builds no segment of more faces than this (1 GiB of sealed float vectors)
+SEGMENT_CAP = 1 << 21
 #: a search that scans at least this many codes runs its segments in parallel threads
 PARALLEL_FROM = 200_000
-#: a segment's PQ scan is cut into one part per search thread when it has at least twice this
-#: many faces
-PART_MIN = 131_072
+#: a search plan cuts no part of a segment's PQ scan smaller than this (a part costs a call)
+PART_MIN = 65_536
 
 
 def pq_subspaces(dim: int) -> int:
@@ -183,10 +191,14 @@ class Segment:
         self.seq = seq
         self.path = path
         self.ids = ids
-        self.sq = sq
         self.lo = lo
         self.step = step
         self.step_squared = (step.astype(np.float64) ** 2).astype(np.float32)
+        #: the 8-bit codes in RAM, with each code's Σ step²·c² (`_hold_codes`)
+        self.sq: U8 | None = None
+        self.sq_norms: F32 | None = None
+        if sq is not None:
+            self._hold_codes(sq)
         self.centre = centre
         self.dim = int(lo.shape[0])
         self.data_offset = data_offset
@@ -209,7 +221,8 @@ class Segment:
     def nbytes(self) -> int:
         pq = self.count * pq_subspaces(self.dim) * PQ_BITS // 8 if self.pq is not None else 0
         sq = self.sq.nbytes if self.sq is not None else 0
-        return int(self.ids.nbytes + pq + sq)
+        norms = self.sq_norms.nbytes if self.sq_norms is not None else 0
+        return int(self.ids.nbytes + pq + sq + norms)
 
     # -- writing -------------------------------------------------------------------------------
     @classmethod
@@ -312,7 +325,18 @@ class Segment:
             for b in range((n + SQ_BLOCK - 1) // SQ_BLOCK):
                 stop = min(n, (b + 1) * SQ_BLOCK)
                 out[b * SQ_BLOCK : stop] = self._code_block(b)[: stop - b * SQ_BLOCK]
-            self.sq = out
+            self._hold_codes(out)
+
+    def _hold_codes(self, sq: U8) -> None:
+        """Keep `sq` in RAM with each code's Σ_j step_j²·c_j² (4 bytes a face), so that a
+        search ranks its short list by one gather and one matrix-vector product."""
+        norms = np.empty(sq.shape[0], np.float32)
+        for start in range(0, sq.shape[0], _CODE_SLICE):  # no float copy of the whole segment
+            part = sq[start : start + _CODE_SLICE].astype(np.float32)
+            np.multiply(part, part, out=part)
+            norms[start : start + _CODE_SLICE] = part @ self.step_squared
+        self.sq_norms = norms
+        self.sq = sq
 
     def codes_at(self, rows: npt.NDArray[np.int64]) -> U8:
         """The 8-bit codes at `rows`: from RAM, else read and opened per block of `SQ_BLOCK`."""
@@ -364,34 +388,59 @@ class Segment:
 
     def approx_distances(self, query: F32, rows: npt.NDArray[np.int64]) -> F32:
         """Squared distances from the 8-bit codes (error ~ step/2 per dimension)."""
-        # sum_j (lo_j + c_j step_j - q_j)^2 = sum_j step_j^2 (c_j - t_j)^2, t = (q - lo) / step:
+        # sum_j (lo_j + c_j step_j - q_j)^2 = sum_j step_j^2 (c_j - t_j)^2, t = (q - lo) / step
+        t = (query - self.lo) / self.step
+        sq, norms = self.sq, self.sq_norms
+        if sq is not None and norms is not None:
+            # = norm(c) - 2 c.(step^2 t) + sum_j step_j^2 t_j^2: one gather of the codes and
+            # one matrix-vector product (the norms were computed when the codes came to RAM);
+            # few numpy calls, as a search makes these calls on every part of every segment
+            w = self.step_squared * t
+            d = np.take(sq, rows, axis=0) @ (-2 * w)
+            d += np.take(norms, rows)
+            d += float(w @ t)
+            return np.asarray(d, dtype=np.float32)
         # in place on one float copy of the codes, then one matrix-vector product
         codes = self.codes_at(rows).astype(np.float32)
-        np.subtract(codes, (query - self.lo) / self.step, out=codes)
+        np.subtract(codes, t, out=codes)
         np.multiply(codes, codes, out=codes)
         return np.asarray(codes @ self.step_squared, dtype=np.float32)
 
+    @property
+    def block_rows(self) -> int:
+        """Rows of one packed block of PQ codes: a part of the scan starts at a multiple."""
+        return int(self.pq.bbs) if self.pq is not None else 1
+
     def scan_parts(self, pieces: int) -> list[tuple[int, int, Any]]:
-        """The segment's PQ scan as contiguous parts `(start, stop, index)`, one per search
-        thread when the segment is big: each part is a fast-scan index over the same trained
-        PQ holding the codes of its rows (whole blocks of `bbs`), so its distances are exactly
-        the whole index's. Cut once, on first use (with that `pieces`); the whole index's codes
-        are freed then, so RAM stays at one code per face."""
+        """The PQ scan cut into `pieces` about equal parts (when the segment is big)."""
+        n, bbs = self.count, self.block_rows
+        if self.pq is None or pieces < 2 or n < 2 * PART_MIN:
+            return self.cut(())
+        return self.cut(tuple((n * i // pieces) // bbs * bbs for i in range(1, pieces)))
+
+    def cut(self, at: tuple[int, ...] | None) -> list[tuple[int, int, Any]]:
+        """The segment's PQ scan as contiguous parts `(start, stop, index)` split at the rows
+        `at` (multiples of `block_rows`; None: as it is now cut). Each part is a fast-scan
+        index over the same trained PQ holding the codes of its rows, so its distances are
+        exactly the whole index's. Cut again only when `at` changes (a search plan of a new
+        layout, `SegmentIndex._scan_plan`); the codes are moved, never copied for good, so RAM
+        stays at one code per face."""
         if self.pq is None:
             return [(0, self.count, None)]
         with self._codes_lock:
-            if self._parts is not None:
-                return self._parts
+            parts = self._parts
+            if parts is not None and (at is None or tuple(a for a, _, _ in parts[1:]) == at):
+                return parts
             whole: Any = self.pq
             n = self.count
-            if pieces < 2 or n < 2 * PART_MIN:
-                self._parts = [(0, n, whole)]
-                return self._parts
             bbs = int(whole.bbs)
             block = bbs * int(whole.M2) // 2  # bytes of one packed block of `bbs` codes
-            codes = faiss.AlignedTable_to_array(whole.codes)
-            cuts = [0, *((n * i // pieces) // bbs * bbs for i in range(1, pieces)), n]
-            parts = []
+            if parts is None:
+                codes = faiss.AlignedTable_to_array(whole.codes)
+            else:  # parts start at multiples of bbs: their packed blocks concatenate exactly
+                codes = np.concatenate([faiss.AlignedTable_to_array(p.codes) for _, _, p in parts])
+            cuts = [0, *(at or ()), n]
+            new = []
             for start, stop in itertools.pairwise(cuts):
                 part: Any = faiss.IndexPQFastScan(
                     whole.d, whole.M, whole.nbits, whole.metric_type, bbs
@@ -405,12 +454,13 @@ class Segment:
                     np.ascontiguousarray(codes[first : first + part.ntotal2 // bbs * block]),
                     part.codes,
                 )
-                parts.append((start, stop, part))
+                new.append((start, stop, part))
             del codes
-            whole.codes.resize(0)  # the parts hold every code now
-            whole.ntotal2 = 0
-            self._parts = parts
-            return parts
+            if parts is None:  # the whole index is never searched: the parts hold its codes
+                whole.codes.resize(0)
+                whole.ntotal2 = 0
+            self._parts = new  # a search still holding the old parts keeps them till it ends
+            return new
 
 
 def _pack_header(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> bytes:
@@ -454,6 +504,18 @@ def _gather(ids: list[I64], vectors: list[F32], dim: int) -> tuple[I64, F32]:
         del part
     ids.clear()
     return out_ids, out
+
+
+#: one part of a search's scan: (view, start row, stop row, PQ index or None, short list)
+ScanTask = tuple[int, int, int, Any, int]
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """The parts one search scans and, per thread, the parts it scans (`_scan_plan`)."""
+
+    tasks: list[ScanTask]
+    bundles: list[list[int]]
 
 
 @dataclass(frozen=True)
@@ -529,6 +591,8 @@ class CollectionSegments:
         self.dirty = False
         self.loaded = False
         self._manifest: dict[str, Any] | None = None
+        #: the search plan of the latest layout: (its key, the plan)
+        self.scan_plan: tuple[Any, ScanPlan] | None = None
 
     # -- persistence ---------------------------------------------------------------------------
     def _aad(self, what: str) -> bytes:
@@ -684,6 +748,8 @@ class SegmentIndex:
         rerank: int = 40,
         tail_limit: int = 8192,
         max_segments: int = 8,
+        merge_factor: int = MERGE_FACTOR,
+        segment_cap: int = SEGMENT_CAP,
         background_compaction: bool = False,
         read_only: bool = False,
         search_threads: int | None = None,
@@ -705,6 +771,11 @@ class SegmentIndex:
         self.rerank = rerank
         self.tail_limit = tail_limit
         self.max_segments = max_segments
+        #: fold the smallest segments into the next bigger one once together they hold
+        #: 1/merge_factor of its faces (0: never; `max_segments` alone then bounds the count)
+        self.merge_factor = merge_factor
+        #: compaction builds no segment of more faces than this (a rebuild may)
+        self.segment_cap = segment_cap
         self.background_compaction = background_compaction
         self._lock = threading.RLock()
         self._collections: dict[int, CollectionSegments] = {}
@@ -757,6 +828,7 @@ class SegmentIndex:
             if cs is not None:
                 for view in cs.snapshot.views:
                     view.segment.load_codes()
+                self._plan_ahead(cs)  # the first search finds its plan made
 
     # -- VectorIndex ---------------------------------------------------------------------------
     def add(self, collection_id: int, ids: I64, vectors: F32) -> None:
@@ -810,6 +882,7 @@ class SegmentIndex:
             cs.write_manifest(new)
             cs.snapshot = new
             cs.dirty = False
+        self._plan_ahead(cs)
 
     def remove(self, collection_id: int, ids: Sequence[int]) -> None:
         with self._lock:
@@ -912,6 +985,7 @@ class SegmentIndex:
             for path in cs.directory.iterdir():
                 if path.name not in named:
                     path.unlink(missing_ok=True)
+        self._plan_ahead(cs)
 
     def _rebuild_in_memory(self, cs: CollectionSegments, chunks: Iterable[tuple[I64, F32]]) -> None:
         """A read-only index's rebuild: the whole collection in the (exactly searched) tail."""
@@ -937,27 +1011,69 @@ class SegmentIndex:
             if cs is None:
                 continue
             snap = cs.snapshot  # one atomic read: later writes do not change it
-            for qi, hits in enumerate(self._search_snapshot(snap, queries, k)):
+            for qi, hits in enumerate(self._search_snapshot(cs, snap, queries, k)):
                 results[qi].extend(Hit(int(fid), float(s), collection_id) for fid, s in hits)
         return [sorted(hits, key=lambda h: (-h.score, h.face_id))[:k] for hits in results]
 
-    def _scan_tasks(self, views: Sequence[SegmentView]) -> list[tuple[int, int, int, Any, int]]:
-        """What one search scans: `(view, start, stop, PQ index or None, short list)` per part
-        of every segment. The short list is shared out by the parts' live faces: a face's rank
-        by PQ distance within a part is about its rank in the whole collection times the part's
-        share of it, so a share of the list finds what one segment of the whole collection with
-        the whole list would (a floor, never above the list itself, keeps small parts safe).
-        The cost of a search stays that of one list, however many segments compaction left."""
-        total = sum(v.live for v in views) or 1
+    def _scan_plan(self, views: Sequence[SegmentView]) -> ScanPlan:
+        """What one search scans, and on which thread: `(view, start, stop, PQ index or None,
+        short list)` per part of every segment, and the parts of each thread's bundle.
+
+        Balance: the segments are laid end to end (largest first, those without PQ last) and
+        cut where the threads' equal shares of all faces end, so every thread scans about as
+        many codes whatever the layout compaction left (a cut leaves no part under `PART_MIN`
+        faces: a part costs a call). A segment with no cut of its own keeps the cut it has.
+
+        The short list is shared out by the parts' live faces: a face's rank by PQ distance
+        within a part is about its rank in the whole collection times the part's share of it,
+        so a share of the list finds what one segment of the whole collection with the whole
+        list would (a floor, never above the list itself, keeps small parts safe). The cost of
+        a search stays that of one list, however many segments compaction left."""
+        sizes = [v.segment.count for v in views]
+        total = sum(sizes)
+        threads = self.search_threads if total >= PARALLEL_FROM else 1
+        order = sorted(range(len(views)), key=lambda i: (views[i].segment.pq is None, -sizes[i]))
+        ends = [total * t // threads for t in range(1, max(1, threads))]
+        live_total = sum(v.live for v in views) or 1
         floor = min(self.shortlist, max(SHORTLIST_FLOOR, self.rerank))
-        tasks = []
-        for vi, view in enumerate(views):
-            count = view.segment.count
-            for start, stop, pq in view.segment.scan_parts(self.search_threads):
-                live = view.live * (stop - start) / max(1, count)
-                share = max(floor, math.ceil(self.shortlist * live / total))
+        tasks: list[ScanTask] = []
+        bundles: list[list[int]] = [[] for _ in range(max(1, threads))]
+        offset = 0
+        for vi in order:
+            view, n = views[vi], sizes[vi]
+            bbs = view.segment.block_rows
+            cuts = tuple(
+                c
+                for c in ((end - offset) // bbs * bbs for end in ends)
+                if PART_MIN <= c <= n - PART_MIN
+            )
+            for start, stop, pq in view.segment.cut(cuts or None):
+                live = view.live * (stop - start) / max(1, n)
+                share = max(floor, math.ceil(self.shortlist * live / live_total))
+                middle = offset + (start + stop) // 2
+                bundles[min(len(bundles) - 1, middle * len(bundles) // max(1, total))].append(
+                    len(tasks)
+                )
                 tasks.append((vi, start, stop, pq, min(stop - start, share)))
-        return tasks
+            offset += n
+        return ScanPlan(tasks, [b for b in bundles if b])
+
+    def _plan_for(self, cs: CollectionSegments, views: Sequence[SegmentView]) -> ScanPlan:
+        """The scan plan of this layout: made once per layout (a save, a compaction, a delete
+        changes it), by the writer right after it publishes one when the codes are in RAM."""
+        key = (self.search_threads, tuple((v.segment.seq, v.live) for v in views))
+        cached = cs.scan_plan
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan = self._scan_plan(views)
+        cs.scan_plan = (key, plan)
+        return plan
+
+    def _plan_ahead(self, cs: CollectionSegments) -> None:
+        """Make the new layout's plan (and cut its segments) now, off the search path."""
+        views = [v for v in cs.snapshot.views if v.segment.count]
+        if views and all(v.segment.sq is not None for v in views):
+            self._plan_for(cs, views)
 
     def _part_candidates(
         self,
@@ -978,9 +1094,17 @@ class SegmentIndex:
         every = np.arange(start, stop, dtype=np.int64) if short is None else None
         out: list[tuple[npt.NDArray[np.int64], F32]] = []
         for qi in range(queries.shape[0]):
-            rows = every if short is None else short[qi][short[qi] >= 0] + start
-            assert rows is not None
-            rows = rows[view.live_mask(rows)]
+            if short is None:
+                assert every is not None
+                rows = every
+            else:
+                rows = short[qi]
+                if rows[-1] < 0:  # fewer than n found (never, with n below the part's size)
+                    rows = rows[rows >= 0]
+                if start:
+                    rows = rows + start
+            if view.deleted.shape[0]:
+                rows = rows[view.live_mask(rows)]
             if not rows.size:
                 out.append((rows, np.zeros(0, np.float32)))
                 continue
@@ -1006,24 +1130,33 @@ class SegmentIndex:
             return self._executor
 
     def _search_snapshot(
-        self, snap: Snapshot, queries: F32, k: int
+        self, cs: CollectionSegments, snap: Snapshot, queries: F32, k: int
     ) -> list[list[tuple[int, float]]]:
         nq = queries.shape[0]
         out: list[list[tuple[int, float]]] = [[] for _ in range(nq)]
         views = [v for v in snap.views if v.segment.count]
         rerank = max(self.rerank, k)
-        tasks = self._scan_tasks(views)
-        scanned = sum(stop - start for _, start, stop, _, _ in tasks)
-        pool = self._pool() if len(tasks) > 1 and scanned >= PARALLEL_FROM else None
-        run = pool.map if pool is not None else map  # faiss and numpy's loops release the GIL
-        per_task = list(
-            run(
-                lambda task: self._part_candidates(
-                    views[task[0]], task[1], task[2], task[3], task[4], queries, rerank
-                ),
-                tasks,
-            )
-        )
+        plan = self._plan_for(cs, views)
+        tasks, bundles = plan.tasks, plan.bundles
+        pool = self._pool() if len(bundles) > 1 else None
+
+        def scan(picked: list[int]) -> list[list[tuple[npt.NDArray[np.int64], F32]]]:
+            return [
+                self._part_candidates(views[vi], start, stop, pq, n, queries, rerank)
+                for vi, start, stop, pq, n in (tasks[i] for i in picked)
+            ]
+
+        per_task: list[list[tuple[npt.NDArray[np.int64], F32]]] = [[] for _ in tasks]
+        # the calling thread scans the first bundle while the pool scans the others (faiss and
+        # numpy's loops release the GIL)
+        if pool is None:
+            bundles = [list(range(len(tasks)))]
+        futures = [pool.submit(scan, b) for b in bundles[1:]] if pool is not None else []
+        for picked, scanned in zip(
+            bundles, [scan(bundles[0]), *(f.result() for f in futures)], strict=True
+        ):
+            for i, candidates in zip(picked, scanned, strict=True):
+                per_task[i] = candidates
         task_view = [vi for vi, *_ in tasks]
         for qi in range(nq):
             q = queries[qi]
@@ -1103,6 +1236,20 @@ class SegmentIndex:
         heavy = [v for v in views if v.deleted.shape[0] > max(16, v.segment.count // 4)]
         if heavy:
             return heavy
+        # size-tiered folding: ascending by size, the smallest j segments fold into the next
+        # one once they hold 1/merge_factor of its faces (the most that qualify at once), so
+        # sizes stay a geometric series: a collection of N faces keeps about
+        # log_F(N / a save's faces) segments, one of them nearly all of it (docs/decisions/0006)
+        open_ = sorted((v for v in views if v.live < self.segment_cap), key=lambda v: v.live)
+        fold = 0
+        total = 0
+        for j, view in enumerate(open_):
+            grown = j and self.merge_factor and total * self.merge_factor >= view.live
+            if grown and total + view.live <= self.segment_cap:
+                fold = j + 1
+            total += view.live
+        if fold:
+            return open_[:fold]
         if len(views) <= self.max_segments:
             return []
         by_size = sorted(views, key=lambda v: v.live)
@@ -1113,12 +1260,21 @@ class SegmentIndex:
             return
         if self.background_compaction:
             thread = threading.Thread(
-                target=self.compact, args=(cs.collection_id,), name="index-compaction", daemon=True
+                target=self._compact_in_background,
+                args=(cs.collection_id,),
+                name="index-compaction",
+                daemon=True,
             )
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
         else:
             self.compact(cs.collection_id)
+
+    def _compact_in_background(self, collection_id: int) -> None:
+        # one core for the merge's faiss work (PQ training and encoding): the other stays
+        # with the searches (OpenMP's thread count is this thread's own)
+        faiss.omp_set_num_threads(1)
+        self.compact(collection_id)
 
     def wait(self) -> None:
         """Wait for background compactions and stop the search threads (close does; a later
@@ -1142,15 +1298,19 @@ class SegmentIndex:
             picked = self._plan(cs.snapshot)
             if not picked:
                 return False
-            ids_parts, vec_parts = [], []
-            for view in picked:
-                vecs = view.segment.all_vectors()
-                keep = ~np.isin(view.segment.ids, view.deleted)
-                ids_parts.append(view.segment.ids[keep])
-                vec_parts.append(vecs[keep])
-            ids = np.concatenate(ids_parts)
-            merged = cs.new_segment(ids, np.concatenate(vec_parts))
-            del vec_parts
+            # in order of their first ids: segments cover disjoint runs of ids (a save seals
+            # the faces after the last), so the merged ids come out ascending, with no sort copy
+            order = sorted(picked, key=lambda v: int(v.segment.ids[0]) if v.segment.count else 0)
+            keeps = [~np.isin(v.segment.ids, v.deleted) for v in order]
+            ids = np.concatenate([v.segment.ids[k] for v, k in zip(order, keeps, strict=True)])
+            vectors = np.empty((ids.shape[0], self.dim), np.float32)
+            at = 0
+            for view, keep in zip(order, keeps, strict=True):  # one segment's floats at a time
+                n = int(keep.sum())
+                np.compress(keep, view.segment.all_vectors(), axis=0, out=vectors[at : at + n])
+                at += n
+            merged = cs.new_segment(ids, vectors)
+            del vectors
             seqs = {v.segment.seq for v in picked}
             with cs.lock:
                 snap = cs.snapshot
@@ -1169,6 +1329,7 @@ class SegmentIndex:
                 )
                 cs.write_manifest(new)
                 cs.snapshot = new
+            self._plan_ahead(cs)
             for seq in seqs:
                 cs.seg_path(seq).unlink(missing_ok=True)
             if not merged.count:

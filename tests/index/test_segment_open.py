@@ -75,7 +75,7 @@ def test_a_fresh_search_opens_its_short_lists_codes_not_the_whole_segment(tmp_pa
     assert view.segment.sq is None  # the codes stayed sealed on disk
 
     cold.warm()  # the service: every code in RAM, then searches open only re-rank blocks
-    assert view.segment.sq is not None and view.segment.nbytes() == N * (8 + 32 + 128)
+    assert view.segment.sq is not None and view.segment.nbytes() == N * (8 + 32 + 128 + 4)
     sealer.opened.clear()
     assert _hits(cold, queries) == _hits(warm, queries)
     assert sealer.code_blocks() == 0 and sealer.opened
@@ -83,7 +83,7 @@ def test_a_fresh_search_opens_its_short_lists_codes_not_the_whole_segment(tmp_pa
 
 def test_many_probe_faces_and_small_segments_give_the_warm_results(tmp_path: Path) -> None:
     vecs, queries = _gallery(N)
-    index = SegmentIndex(tmp_path, Sealer(KEY), "m", 128, max_segments=100)
+    index = SegmentIndex(tmp_path, Sealer(KEY), "m", 128, max_segments=100, merge_factor=0)
     index.rebuild_collection(1, [(np.arange(1, N - 999), vecs[: N - 1000])])
     index.add(1, np.arange(N - 999, N - 299), vecs[N - 1000 : N - 300])  # a segment < MIN_PQ
     index.save()
@@ -91,7 +91,7 @@ def test_many_probe_faces_and_small_segments_give_the_warm_results(tmp_path: Pat
     index.remove(1, [3, 5, N - 500])
     index.save()  # the tail sealed: this process holds every segment's codes in RAM
     want = _hits(index, queries)
-    cold = SegmentIndex(tmp_path, Sealer(KEY), "m", 128, max_segments=100)
+    cold = SegmentIndex(tmp_path, Sealer(KEY), "m", 128, max_segments=100, merge_factor=0)
     assert cold.state(1).count == N - 3
     assert _hits(cold, queries) == want
     assert 3 not in {f for row in want for f, _ in row}

@@ -69,12 +69,12 @@ def test_many_segments_share_the_short_list_and_find_what_one_segment_finds(
     ids = np.arange(1, 64_001)
     sizes = [32_000, 16_000, 8_000, 5_000, 3_000]  # what compaction leaves, roughly
     bounds = np.cumsum([0, *sizes])
-    many = _index(tmp_path / "many", shortlist=1000, rerank=40, max_segments=8)
+    many = _index(tmp_path / "many", shortlist=1000, rerank=40, max_segments=8, merge_factor=0)
     for start, stop in itertools.pairwise(bounds):
         many.add(1, ids[start:stop], vecs[start:stop])
         many.save()
     assert len(many.segment_counts(1)) == len(sizes)
-    tasks = many._scan_tasks(many._get(1).snapshot.views)  # type: ignore[union-attr]
+    tasks = many._scan_plan(many._get(1).snapshot.views).tasks  # type: ignore[union-attr]
     lists = [n for *_, n in tasks]
     assert lists[0] == 500 and lists[1] == 256 and sum(lists) < 2 * 1000
     truth = _exact(vecs[: bounds[-1]], queries, 10, ids[: bounds[-1]])
@@ -95,7 +95,8 @@ def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
     vecs, queries = _gallery(40_000)
     index = _index(tmp_path, shortlist=500, rerank=40)
     index.rebuild_collection(1, [(np.arange(1, 40_001), vecs)])
-    seg = index._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
+    # a fresh process's view of it (the writer already cut it for its search plan)
+    seg = _index(tmp_path)._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
     whole_d, whole_rows = seg.pq.search(queries, 500)
     monkeypatch.setattr(segments, "PART_MIN", 8192)
     parts = seg.scan_parts(3)
@@ -103,6 +104,11 @@ def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
     assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
     assert all(a % 32 == 0 for a, _, _ in parts) and len(parts) == 3
     assert seg.pq.codes.size() == 0  # the whole index's codes are freed: one code per face
+    again = seg.cut((8192, 24_576))  # cut elsewhere: the parts' codes are moved, same distances
+    moved_d = np.concatenate([pq.search(queries, 500)[0] for _, _, pq in again], axis=1)
+    moved_d.sort(axis=1)
+    assert np.array_equal(moved_d[:, :500], whole_d)
+    parts = seg.scan_parts(3)
     found_d = np.concatenate([pq.search(queries, 500)[0] for _, _, pq in parts], axis=1)
     found_rows = np.concatenate([pq.search(queries, 500)[1] + a for a, _, pq in parts], axis=1)
     order = np.argsort(found_d, axis=1, kind="stable")[:, :500]
@@ -124,6 +130,47 @@ def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hits, truth, strict=True)]) >= 0.99
 
 
+def test_every_thread_scans_about_as_many_faces_whatever_the_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big segment and the small ones beside it: the plan cuts the big one where the two
+    threads' equal shares end, and cuts it again when a save changes the layout; the answers
+    are those of one thread, and of exact search."""
+    monkeypatch.setattr(segments, "PART_MIN", 4096)
+    monkeypatch.setattr(segments, "PARALLEL_FROM", 0)
+    vecs, queries = _gallery(66_000)
+    ids = np.arange(1, 66_001)
+    index = _index(tmp_path, shortlist=1000, rerank=40, merge_factor=0, search_threads=2)
+    for start, stop in [(0, 48_000), (48_000, 54_000), (54_000, 56_000)]:
+        index.add(1, ids[start:stop], vecs[start:stop])
+        index.save()
+
+    def loads() -> list[int]:
+        cs = index._get(1)
+        assert cs is not None
+        plan = index._plan_for(cs, cs.snapshot.views)
+        return [sum(plan.tasks[i][2] - plan.tasks[i][1] for i in b) for b in plan.bundles]
+
+    def check(n: int) -> None:
+        assert len(loads()) == 2 and max(loads()) - min(loads()) <= 64, loads()
+        threaded = index.search(queries, 10, [1])
+        truth = _exact(vecs[:n], queries, 10, ids[:n])
+        same = [len(set(a) & set(b)) / 10 for a, b in zip(_ids(threaded), truth, strict=True)]
+        assert np.mean(same) >= 0.99
+        index.search_threads = 1  # one thread keeps the parts as they are: the same answer
+        assert index.search(queries, 10, [1]) == threaded
+        index.search_threads = 2
+
+    check(56_000)
+    big = index._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
+    first_cut = [a for a, _, _ in big.cut(None)]
+    index.add(1, ids[56_000:], vecs[56_000:])
+    index.save()  # a new layout: the big segment is cut elsewhere
+    check(66_000)
+    assert [a for a, _, _ in big.cut(None)] != first_cut
+    assert sum(stop - start for start, stop, _ in big.cut(None)) == 48_000
+
+
 def test_add_is_idempotent_and_save_reopen_gives_the_same_results(tmp_path: Path) -> None:
     vecs, queries = _gallery(6000)
     index = _index(tmp_path)
@@ -138,9 +185,45 @@ def test_add_is_idempotent_and_save_reopen_gives_the_same_results(tmp_path: Path
     assert _ids(again.search(queries, 10, [5])) == before
 
 
+def test_saves_fold_into_few_segments_of_geometric_sizes(tmp_path: Path) -> None:
+    """A collection filled by many saves (one ingest run each) stays in a few segments, one of
+    them nearly all of it: the smaller ones fold into the next bigger one once together they
+    hold 1/8 of it. Searches find what exact search finds at every step."""
+    vecs, queries = _gallery(40_000)
+    ids = np.arange(1, 40_001)
+    index = _index(tmp_path, shortlist=1000, rerank=40)
+    most = 0
+    for start in range(0, 40_000, 2000):
+        index.add(1, ids[start : start + 2000], vecs[start : start + 2000])
+        index.save()
+        sizes = sorted(index.segment_counts(1))
+        assert sum(sizes) == start + 2000
+        assert all(8 * sum(sizes[:j]) < sizes[j] for j in range(1, len(sizes))), sizes
+        most = max(most, len(sizes))
+    assert most <= 3
+    assert max(index.segment_counts(1)) >= 0.85 * 40_000
+    truth = _exact(vecs, queries, 10, ids)
+    for searched in (index, _index(tmp_path)):
+        hits = _ids(searched.search(queries, 10, [1]))
+        found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hits, truth, strict=True)])
+        assert found >= 0.99
+    on_disk = sorted(p.name for p in (tmp_path / "m" / "c1").iterdir())
+    assert len(on_disk) == len(index.segment_counts(1)) + 1  # merged-away files are gone
+
+
+def test_compaction_builds_no_segment_over_the_cap(tmp_path: Path) -> None:
+    vecs, _ = _gallery(6000)
+    index = _index(tmp_path, segment_cap=2500)
+    for start in range(0, 6000, 500):
+        index.add(1, np.arange(start + 1, start + 501), vecs[start : start + 500])
+        index.save()
+    sizes = index.segment_counts(1)
+    assert sum(sizes) == 6000 and max(sizes) <= 2500
+
+
 def test_deletes_leave_every_segment_and_search_at_once(tmp_path: Path) -> None:
     vecs, _ = _gallery(9000)
-    index = _index(tmp_path, max_segments=100)
+    index = _index(tmp_path, max_segments=100, merge_factor=0)
     for start in range(0, 9000, 3000):  # three segments and a tail
         index.add(2, np.arange(start + 1, start + 3001), vecs[start : start + 3000])
         index.save()
@@ -160,7 +243,7 @@ def test_deletes_leave_every_segment_and_search_at_once(tmp_path: Path) -> None:
 
 def test_a_search_during_compaction_returns_what_it_returned_before(tmp_path: Path) -> None:
     vecs, queries = _gallery(12_000)
-    index = _index(tmp_path, max_segments=4)
+    index = _index(tmp_path, max_segments=4, merge_factor=0)
     index.max_segments = 100
     for start in range(0, 12_000, 1000):
         index.add(4, np.arange(start + 1, start + 1001), vecs[start : start + 1000])
@@ -215,7 +298,7 @@ _CHILD = textwrap.dedent(
     from facesearch.index.synthetic import RealisticGallery
     path, step = Path(sys.argv[1]), sys.argv[2]
     vecs = np.concatenate([b[1] for b in RealisticGallery(seed=0).gallery(12000)])
-    index = SegmentIndex(path, Sealer(b"k" * 32), "m", 128, max_segments=100)
+    index = SegmentIndex(path, Sealer(b"k" * 32), "m", 128, max_segments=100, merge_factor=0)
     if step == "ingest":
         for start in range(0, 12000, 1000):
             index.add(1, np.arange(start + 1, start + 1001), vecs[start : start + 1000])
@@ -246,7 +329,7 @@ def _run_killed(path: Path, step: str) -> None:
 
 def _resume(path: Path, vecs: np.ndarray) -> SegmentIndex:
     """What reconcile does: catch up from the high-water mark with what the database holds."""
-    index = _index(path, max_segments=100)
+    index = _index(path, max_segments=100, merge_factor=0)
     after = index.state(1).catch_up_from
     index.add(1, np.arange(after + 1, 12_001), vecs[after:])
     index.save()
@@ -269,7 +352,7 @@ def test_kill_9_during_ingest_compaction_and_rebuild_loses_and_duplicates_nothin
     assert _ids(index.search(queries, 10, [1])) == want
 
     _run_killed(crashed, "compact")  # merged segment written, manifest never switched
-    index = _index(crashed, max_segments=100)
+    index = _index(crashed, max_segments=100, merge_factor=0)
     assert len(index.segment_counts(1)) == 8 and index.state(1).count == 12_000  # 7 + resume
     assert _ids(index.search(queries, 10, [1])) == want
     assert len(list((crashed / "m" / "c1").iterdir())) == 9  # orphan removed
