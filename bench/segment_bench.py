@@ -96,6 +96,13 @@ def main() -> int:
         "ingest commits them, leaving the segments compaction makes",
     )
     ap.add_argument(
+        "--segment-size",
+        type=int,
+        default=None,
+        help="with --layout rebuild: segments of at most this many faces (the layout folding "
+        "settles in for a collection above the index's segment cap, 2,097,152 faces)",
+    )
+    ap.add_argument(
         "--threads", type=int, default=None, help="search threads (default: the index's own)"
     )
     args = ap.parse_args()
@@ -141,6 +148,7 @@ def main() -> int:
                         (ids[i : i + 100_000], vectors[i : i + 100_000])
                         for i in range(0, args.faces, 100_000)
                     ),
+                    segment_size=args.segment_size or 0,
                 )
             else:
                 for i in range(0, args.faces, 10_000):
@@ -163,6 +171,7 @@ def main() -> int:
             )
             row["build_s"] = round(build, 1)
             row["segments"] = len(segments)
+            row["segment_sizes"] = sorted(segments, reverse=True)[:8]
             row["threads"] = index.search_threads
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)

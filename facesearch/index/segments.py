@@ -246,7 +246,7 @@ class Segment:
             np.rint(part, out=part)
             np.clip(part, 0, 255, out=part)
             sq[start : start + _CODE_SLICE] = part
-        header = _pack_header(
+        header = _header_parts(
             {"seq": seq, "count": n, "dim": dim, "sq_block": SQ_BLOCK},
             ids=ids,
             pq=pq_bytes,
@@ -254,18 +254,20 @@ class Segment:
             step=step,
             centre=centre,
         )
-        sealed_header = sealer.seal(header, aad + b":header")
-        del header, pq_bytes
+        header_len = Sealer.OVERHEAD + sum(len(p) for p in header)
         tmp = path.with_name(path.name + ".tmp")
         with create_private(tmp) as fh:
-            fh.write(MAGIC + struct.pack("<Q", len(sealed_header)))
-            fh.write(sealed_header)
+            fh.write(MAGIC + struct.pack("<Q", header_len))
+            # streamed a MiB at a time: tens of MB at 1M faces, sealed while searches run
+            if sealer.seal_into(fh, header, aad + b":header") != header_len:
+                raise AssertionError("segment header length")
+            del header, pq_bytes
             _write_sealed_blocks(fh, sq, SQ_BLOCK, sealer, aad + b":sq:")
             _write_sealed_blocks(fh, vectors, BLOCK, sealer, aad + b":")
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
-        sq_offset = len(MAGIC) + 8 + len(sealed_header)
+        sq_offset = len(MAGIC) + 8 + header_len
         sq_blocks = (n + SQ_BLOCK - 1) // SQ_BLOCK
         data_offset = sq_offset + sq_blocks * (SQ_BLOCK * dim + Sealer.OVERHEAD)
         return cls(seq, path, ids, pq, sq, lo, step, centre, data_offset, sealer, aad, sq_offset)
@@ -372,9 +374,10 @@ class Segment:
             out[i] = block[row % BLOCK]
         return out
 
-    def all_vectors(self) -> F32:
+    def all_vectors(self, out: F32 | None = None) -> F32:
         n = self.count
-        out = np.empty((n, self.dim), np.float32)
+        if out is None:
+            out = np.empty((n, self.dim), np.float32)
         nblocks = (n + BLOCK - 1) // BLOCK
         with open(self.path, "rb") as fh:
             fh.seek(self.data_offset)
@@ -417,6 +420,11 @@ class Segment:
         if self.pq is None or pieces < 2 or n < 2 * PART_MIN:
             return self.cut(())
         return self.cut(tuple((n * i // pieces) // bbs * bbs for i in range(1, pieces)))
+
+    def cuts(self) -> tuple[int, ...] | None:
+        """Where the PQ scan is cut now (None: not yet)."""
+        parts = self._parts
+        return None if parts is None else tuple(a for a, _, _ in parts[1:])
 
     def cut(self, at: tuple[int, ...] | None) -> list[tuple[int, int, Any]]:
         """The segment's PQ scan as contiguous parts `(start, stop, index)` split at the rows
@@ -463,15 +471,20 @@ class Segment:
             return new
 
 
-def _pack_header(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> bytes:
-    parts: list[bytes] = []
+def _header_parts(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> list[memoryview]:
+    """A segment header as buffers over the arrays' own memory (sealed by `seal_into`)."""
+    parts: list[memoryview] = []
     spec = []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
         spec.append([name, arr.dtype.str, list(arr.shape)])
-        parts.append(arr.tobytes())
+        parts.append(memoryview(arr.data).cast("B"))
     head = json.dumps({"meta": meta, "arrays": spec}).encode()
-    return struct.pack("<I", len(head)) + head + b"".join(parts)
+    return [memoryview(struct.pack("<I", len(head)) + head), *parts]
+
+
+def _pack_header(meta: dict[str, Any], **arrays: npt.NDArray[Any]) -> bytes:
+    return b"".join(_header_parts(meta, **arrays))
 
 
 def _unpack_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -591,8 +604,9 @@ class CollectionSegments:
         self.dirty = False
         self.loaded = False
         self._manifest: dict[str, Any] | None = None
-        #: the search plan of the latest layout: (its key, the plan)
-        self.scan_plan: tuple[Any, ScanPlan] | None = None
+        #: the search plans of the latest layouts (the one being published and the one
+        #: before it, which searches in flight still read), by layout
+        self.scan_plans: dict[Any, ScanPlan] = {}
 
     # -- persistence ---------------------------------------------------------------------------
     def _aad(self, what: str) -> bytes:
@@ -879,10 +893,10 @@ class SegmentIndex:
                 )
             else:
                 new = snap
+            self._plan_ahead(cs, new)
             cs.write_manifest(new)
             cs.snapshot = new
             cs.dirty = False
-        self._plan_ahead(cs)
 
     def remove(self, collection_id: int, ids: Sequence[int]) -> None:
         with self._lock:
@@ -977,6 +991,7 @@ class SegmentIndex:
                 np.zeros((0, self.dim), np.float32),
                 high,
             )
+            self._plan_ahead(cs, new)
             cs.write_manifest(new)
             cs.snapshot = new
             cs.dirty = False
@@ -985,7 +1000,6 @@ class SegmentIndex:
             for path in cs.directory.iterdir():
                 if path.name not in named:
                     path.unlink(missing_ok=True)
-        self._plan_ahead(cs)
 
     def _rebuild_in_memory(self, cs: CollectionSegments, chunks: Iterable[tuple[I64, F32]]) -> None:
         """A read-only index's rebuild: the whole collection in the (exactly searched) tail."""
@@ -1031,29 +1045,40 @@ class SegmentIndex:
         a search stays that of one list, however many segments compaction left."""
         sizes = [v.segment.count for v in views]
         total = sum(sizes)
-        threads = self.search_threads if total >= PARALLEL_FROM else 1
+        threads = max(1, self.search_threads if total >= PARALLEL_FROM else 1)
         order = sorted(range(len(views)), key=lambda i: (views[i].segment.pq is None, -sizes[i]))
-        ends = [total * t // threads for t in range(1, max(1, threads))]
+        scanned = sum(n for n, v in zip(sizes, views, strict=True) if v.segment.pq is not None)
+        ends = [scanned * t // threads for t in range(1, threads)]
+        # a cut within 1% of the faces of where it would go stays: a small save moves the ends
+        # a little, and cutting a big segment's codes again costs more than the imbalance
+        slack = scanned // 100
         live_total = sum(v.live for v in views) or 1
         floor = min(self.shortlist, max(SHORTLIST_FLOOR, self.rerank))
         tasks: list[ScanTask] = []
-        bundles: list[list[int]] = [[] for _ in range(max(1, threads))]
+        bundles: list[list[int]] = [[] for _ in range(threads)]
+        loads = [0] * threads
         offset = 0
         for vi in order:
             view, n = views[vi], sizes[vi]
-            bbs = view.segment.block_rows
+            seg = view.segment
+            bbs = seg.block_rows
             cuts = tuple(
                 c
                 for c in ((end - offset) // bbs * bbs for end in ends)
                 if PART_MIN <= c <= n - PART_MIN
             )
-            for start, stop, pq in view.segment.cut(cuts or None):
+            now = seg.cuts()
+            keep = now is not None and len(now) == len(cuts)
+            keep = keep and all(abs(a - b) <= slack for a, b in zip(now or (), cuts, strict=False))
+            for start, stop, pq in seg.cut(None if keep or not cuts else cuts):
                 live = view.live * (stop - start) / max(1, n)
                 share = max(floor, math.ceil(self.shortlist * live / live_total))
-                middle = offset + (start + stop) // 2
-                bundles[min(len(bundles) - 1, middle * len(bundles) // max(1, total))].append(
-                    len(tasks)
-                )
+                if pq is not None:  # the thread whose share holds the part's middle
+                    t = min(threads - 1, (offset + (start + stop) // 2) * threads // scanned)
+                else:  # no PQ (a small segment): ranked whole, by the least loaded thread
+                    t = loads.index(min(loads))
+                bundles[t].append(len(tasks))
+                loads[t] += stop - start
                 tasks.append((vi, start, stop, pq, min(stop - start, share)))
             offset += n
         return ScanPlan(tasks, [b for b in bundles if b])
@@ -1062,16 +1087,18 @@ class SegmentIndex:
         """The scan plan of this layout: made once per layout (a save, a compaction, a delete
         changes it), by the writer right after it publishes one when the codes are in RAM."""
         key = (self.search_threads, tuple((v.segment.seq, v.live) for v in views))
-        cached = cs.scan_plan
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        plan = self._scan_plan(views)
-        cs.scan_plan = (key, plan)
+        plan = cs.scan_plans.get(key)
+        if plan is None:
+            plan = self._scan_plan(views)
+            plans = dict(itertools.islice(reversed(cs.scan_plans.items()), 1))  # the latest
+            plans[key] = plan
+            cs.scan_plans = plans  # replaced whole: a reader never sees it half changed
         return plan
 
-    def _plan_ahead(self, cs: CollectionSegments) -> None:
-        """Make the new layout's plan (and cut its segments) now, off the search path."""
-        views = [v for v in cs.snapshot.views if v.segment.count]
+    def _plan_ahead(self, cs: CollectionSegments, snap: Snapshot | None = None) -> None:
+        """Make a layout's plan (and cut its segments) before it is published, so no search
+        waits for it (when every segment's codes are in RAM: the service)."""
+        views = [v for v in (snap or cs.snapshot).views if v.segment.count]
         if views and all(v.segment.sq is not None for v in views):
             self._plan_for(cs, views)
 
@@ -1307,7 +1334,10 @@ class SegmentIndex:
             at = 0
             for view, keep in zip(order, keeps, strict=True):  # one segment's floats at a time
                 n = int(keep.sum())
-                np.compress(keep, view.segment.all_vectors(), axis=0, out=vectors[at : at + n])
+                if n == view.segment.count:  # nothing deleted: opened straight into place
+                    view.segment.all_vectors(out=vectors[at : at + n])
+                else:
+                    vectors[at : at + n] = view.segment.all_vectors()[keep]
                 at += n
             merged = cs.new_segment(ids, vectors)
             del vectors
@@ -1327,9 +1357,9 @@ class SegmentIndex:
                     snap.tail_vectors,
                     snap.high_water,
                 )
+                self._plan_ahead(cs, new)
                 cs.write_manifest(new)
                 cs.snapshot = new
-            self._plan_ahead(cs)
             for seq in seqs:
                 cs.seg_path(seq).unlink(missing_ok=True)
             if not merged.count:

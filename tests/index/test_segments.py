@@ -141,7 +141,7 @@ def test_every_thread_scans_about_as_many_faces_whatever_the_layout(
     vecs, queries = _gallery(66_000)
     ids = np.arange(1, 66_001)
     index = _index(tmp_path, shortlist=1000, rerank=40, merge_factor=0, search_threads=2)
-    for start, stop in [(0, 48_000), (48_000, 54_000), (54_000, 56_000)]:
+    for start, stop in [(0, 48_000), (48_000, 54_000), (54_000, 59_000)]:
         index.add(1, ids[start:stop], vecs[start:stop])
         index.save()
 
@@ -161,14 +161,19 @@ def test_every_thread_scans_about_as_many_faces_whatever_the_layout(
         assert index.search(queries, 10, [1]) == threaded
         index.search_threads = 2
 
-    check(56_000)
+    check(59_000)
     big = index._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
     first_cut = [a for a, _, _ in big.cut(None)]
-    index.add(1, ids[56_000:], vecs[56_000:])
+    index.add(1, ids[59_000:], vecs[59_000:])
     index.save()  # a new layout: the big segment is cut elsewhere
     check(66_000)
     assert [a for a, _, _ in big.cut(None)] != first_cut
     assert sum(stop - start for start, stop, _ in big.cut(None)) == 48_000
+    moved = big.cuts()
+    index.add(1, np.arange(70_001, 70_201), vecs[:200])  # a small save: within 1%, no new cut
+    index.save()
+    assert big.cuts() == moved
+    assert index.search(vecs[:1], 1, [1])[0][0].face_id in {1, 70_001}
 
 
 def test_add_is_idempotent_and_save_reopen_gives_the_same_results(tmp_path: Path) -> None:

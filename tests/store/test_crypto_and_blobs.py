@@ -42,6 +42,21 @@ def test_sealed_values_are_bound_to_their_associated_data(tmp_path: Path) -> Non
         other.embeddings.open(sealed, b"face:1")
 
 
+def test_a_value_sealed_into_a_file_in_pieces_opens_as_one_sealed_value(tmp_path: Path) -> None:
+    """Segment headers are sealed a MiB at a time straight into the file: the bytes are a
+    sealed value like any other, bound to their associated data."""
+    keys = KeyRing.create(tmp_path / "master.key")
+    parts = [b"head", os.urandom(3 * 1024 + 5), memoryview(os.urandom(10_000)), b""]
+    path = tmp_path / "sealed"
+    with path.open("wb") as fh:
+        written = keys.embeddings.seal_into(fh, parts, b"segment:1", piece=1024)
+    sealed = path.read_bytes()
+    assert written == len(sealed) == keys.embeddings.OVERHEAD + sum(len(p) for p in parts)
+    assert keys.embeddings.open(sealed, b"segment:1") == b"".join(bytes(p) for p in parts)
+    with pytest.raises(Exception):
+        keys.embeddings.open(sealed, b"segment:2")
+
+
 def test_content_hash_is_keyed(tmp_path: Path) -> None:
     a = KeyRing.create(tmp_path / "a.key")
     b = KeyRing.create(tmp_path / "b.key")
