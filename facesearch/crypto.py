@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -63,7 +63,7 @@ class Sealer:
 
     def seal_into(
         self,
-        fh: Any,
+        fh: BinaryIO,
         parts: Sequence[bytes | memoryview],
         aad: bytes = b"",
         *,

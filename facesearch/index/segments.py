@@ -414,13 +414,6 @@ class Segment:
         """Rows of one packed block of PQ codes: a part of the scan starts at a multiple."""
         return int(self.pq.bbs) if self.pq is not None else 1
 
-    def scan_parts(self, pieces: int) -> list[tuple[int, int, Any]]:
-        """The PQ scan cut into `pieces` about equal parts (when the segment is big)."""
-        n, bbs = self.count, self.block_rows
-        if self.pq is None or pieces < 2 or n < 2 * PART_MIN:
-            return self.cut(())
-        return self.cut(tuple((n * i // pieces) // bbs * bbs for i in range(1, pieces)))
-
     def cuts(self) -> tuple[int, ...] | None:
         """Where the PQ scan is cut now (None: not yet)."""
         parts = self._parts
@@ -437,7 +430,7 @@ class Segment:
             return [(0, self.count, None)]
         with self._codes_lock:
             parts = self._parts
-            if parts is not None and (at is None or tuple(a for a, _, _ in parts[1:]) == at):
+            if parts is not None and (at is None or self.cuts() == at):
                 return parts
             whole: Any = self.pq
             n = self.count
@@ -1068,8 +1061,11 @@ class SegmentIndex:
                 if PART_MIN <= c <= n - PART_MIN
             )
             now = seg.cuts()
-            keep = now is not None and len(now) == len(cuts)
-            keep = keep and all(abs(a - b) <= slack for a, b in zip(now or (), cuts, strict=False))
+            keep = (
+                now is not None
+                and len(now) == len(cuts)
+                and all(abs(a - b) <= slack for a, b in zip(now, cuts, strict=True))
+            )
             for start, stop, pq in seg.cut(None if keep or not cuts else cuts):
                 live = view.live * (stop - start) / max(1, n)
                 share = max(floor, math.ceil(self.shortlist * live / live_total))
@@ -1164,7 +1160,7 @@ class SegmentIndex:
         views = [v for v in snap.views if v.segment.count]
         rerank = max(self.rerank, k)
         plan = self._plan_for(cs, views)
-        tasks, bundles = plan.tasks, plan.bundles
+        tasks, bundles = plan.tasks, plan.bundles or [[]]  # (no segment: the tail alone)
         pool = self._pool() if len(bundles) > 1 else None
 
         def scan(picked: list[int]) -> list[list[tuple[npt.NDArray[np.int64], F32]]]:
@@ -1176,8 +1172,6 @@ class SegmentIndex:
         per_task: list[list[tuple[npt.NDArray[np.int64], F32]]] = [[] for _ in tasks]
         # the calling thread scans the first bundle while the pool scans the others (faiss and
         # numpy's loops release the GIL)
-        if pool is None:
-            bundles = [list(range(len(tasks)))]
         futures = [pool.submit(scan, b) for b in bundles[1:]] if pool is not None else []
         for picked, scanned in zip(
             bundles, [scan(bundles[0]), *(f.result() for f in futures)], strict=True

@@ -98,8 +98,8 @@ def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
     # a fresh process's view of it (the writer already cut it for its search plan)
     seg = _index(tmp_path)._get(1).snapshot.views[0].segment  # type: ignore[union-attr]
     whole_d, whole_rows = seg.pq.search(queries, 500)
-    monkeypatch.setattr(segments, "PART_MIN", 8192)
-    parts = seg.scan_parts(3)
+    thirds = tuple(40_000 * i // 3 // seg.block_rows * seg.block_rows for i in (1, 2))
+    parts = seg.cut(thirds)
     assert parts[0][0] == 0 and parts[-1][1] == 40_000
     assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
     assert all(a % 32 == 0 for a, _, _ in parts) and len(parts) == 3
@@ -108,7 +108,7 @@ def test_a_big_segments_scan_cut_in_parts_gives_the_whole_scans_distances(
     moved_d = np.concatenate([pq.search(queries, 500)[0] for _, _, pq in again], axis=1)
     moved_d.sort(axis=1)
     assert np.array_equal(moved_d[:, :500], whole_d)
-    parts = seg.scan_parts(3)
+    parts = seg.cut(thirds)
     found_d = np.concatenate([pq.search(queries, 500)[0] for _, _, pq in parts], axis=1)
     found_rows = np.concatenate([pq.search(queries, 500)[1] + a for a, _, pq in parts], axis=1)
     order = np.argsort(found_d, axis=1, kind="stable")[:, :500]
